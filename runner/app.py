@@ -1,0 +1,90 @@
+"""``python -m runner``: compose the config, classify the grid, write and log the products."""
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from runner import REPO_ROOT
+from runner.classify import Job
+from runner.config import register, repo_path, validate
+from runner.data import cell_images, load_split
+from runner.errors import InputError, RunnerError
+from runner.files import discard_run_dir
+from runner.mask import cell_side, cell_values, render, save_png
+from runner.model import load_model
+from runner.report import console_lines, summarize, write_predictions, write_summary
+from runner.strategies import STRATEGIES
+from runner.tracking import log_results, mlflow_run
+
+register()
+job_started = False  # set once Hydra hands us a composed config
+
+
+def prepare(cfg: DictConfig) -> tuple[Job, float]:
+    """Check the config and load data and model; any InputError here means nothing ran."""
+    validate(cfg)
+    started = time.perf_counter()
+    data_dir = repo_path(cfg.data.dir)
+    split = load_split(data_dir, cfg.data.split)
+    weights = repo_path(cfg.weights)
+    model = load_model(weights)
+    job = Job(
+        model=model,
+        split=split,
+        weights=weights,
+        data_dir=data_dir,
+        split_name=cfg.data.split,
+        cells=cfg.grid.rows * cfg.grid.columns,
+        offset=cfg.data.offset,
+        batch_size=cfg.batch_size,
+        threads=1 if cfg.mode == "sequential" else cfg.threads,
+        start_method=cfg.parallel.start_method,
+        timeout_s=cfg.parallel.timeout_s,
+    )
+    return job, time.perf_counter() - started
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One job: products in ``run_dir``, summary.json written last as the mark of success."""
+    try:
+        job, load_s = prepare(cfg)
+    except InputError:
+        discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
+        raise
+    with mlflow_run(cfg) as tracked:
+        result = STRATEGIES[cfg.mode](job)
+        labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
+        summary = summarize(cfg, result, labels, load_s)
+        write_predictions(run_dir / "predictions.npz", labels, result)
+        side = cell_side(job.cells, cfg.mask.max_pixels)
+        values = cell_values(labels, result.pred, result.prob)
+        image = render(job.split.images, job.offset, values, cfg.grid.rows, cfg.grid.columns, side)
+        save_png(image, run_dir / "mask.png")
+        del image
+        write_summary(run_dir / "summary.json", summary)
+        for line in console_lines(summary, len(job.split)):
+            print(line, flush=True)
+        print(f"Output: {run_dir}", flush=True)
+        if tracked is not None:
+            log_results(summary, run_dir, [run_dir / "mask.png", run_dir / "summary.json"])
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: failures become one line on stderr and an exit status."""
+    global job_started
+    job_started = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except RunnerError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -1,0 +1,128 @@
+"""Typed config schema, value checks and path resolution.
+
+The YAML under ``conf/`` holds the values; the dataclasses here only hold the types, so
+OmegaConf refuses a wrongly typed override while composing, and ``validate`` refuses a
+value out of range before any work starts.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from runner import REPO_ROOT
+from runner.errors import ConfigError
+from runner.strategies import STRATEGIES
+
+SPLITS = ("train", "test")
+START_METHODS = ("spawn", "forkserver")
+
+
+@dataclass
+class GridConfig:
+    rows: int = MISSING
+    columns: int = MISSING
+
+
+@dataclass
+class DataConfig:
+    split: str = MISSING
+    offset: int = MISSING
+    dir: str = MISSING
+
+
+@dataclass
+class ParallelConfig:
+    start_method: str = MISSING
+    timeout_s: float = MISSING
+
+
+@dataclass
+class MaskConfig:
+    max_pixels: int = MISSING
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = MISSING
+    tracking_uri: Optional[str] = MISSING
+    experiment: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    mode: str = MISSING
+    threads: int = MISSING
+    batch_size: int = MISSING
+    grid: GridConfig = field(default_factory=GridConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    weights: str = MISSING
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+def register() -> None:
+    """Make the schema and the ``${repo_root:}`` resolver known to Hydra."""
+    if not OmegaConf.has_resolver("repo_root"):
+        OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def repo_path(path: str) -> Path:
+    """A path from the config: absolute as given, relative to the repository root."""
+    return (REPO_ROOT / os.path.expanduser(path)).resolve()
+
+
+def _require(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, reason)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values that typing cannot catch; raises ConfigError naming the key."""
+    _require(cfg.mode in STRATEGIES, "mode", cfg.mode, f"must be one of {', '.join(STRATEGIES)}")
+    _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
+    _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
+    _require(cfg.grid.rows >= 1, "grid.rows", cfg.grid.rows, "must be at least 1")
+    _require(cfg.grid.columns >= 1, "grid.columns", cfg.grid.columns, "must be at least 1")
+    split = cfg.data.split
+    _require(split in SPLITS, "data.split", split, f"must be one of {', '.join(SPLITS)}")
+    _require(cfg.data.offset >= 0, "data.offset", cfg.data.offset, "must be 0 or more")
+    weights = repo_path(cfg.weights)
+    _require(weights.is_file(), "weights", cfg.weights, f"no such file: {weights}")
+    method = cfg.parallel.start_method
+    _require(
+        method in START_METHODS,
+        "parallel.start_method",
+        method,
+        f"must be one of {', '.join(START_METHODS)} (fork deadlocks once torch has threads)",
+    )
+    timeout = cfg.parallel.timeout_s
+    _require(timeout > 0, "parallel.timeout_s", timeout, "must be more than 0")
+    cells = cfg.grid.rows * cfg.grid.columns
+    _require(
+        cfg.mask.max_pixels >= cells,
+        "mask.max_pixels",
+        cfg.mask.max_pixels,
+        f"must allow at least one pixel per cell ({cells})",
+    )
+    _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as dotted keys, as MLflow params want it."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat

@@ -1,0 +1,97 @@
+"""The MNIST files shipped in ``data/``: checksums, first-use extraction, loading.
+
+The repository ships the four IDX files gzip-compressed. torchvision's ``MNIST`` reads the
+decompressed files from ``<data dir>/MNIST/raw/``, so they are extracted there on first use
+and checked against the sha256 of the official files at every load.
+"""
+
+import gzip
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torchvision
+
+from runner.errors import InputError
+
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+PREFIX = {"train": "train", "test": "t10k"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One MNIST split held as two arrays; cells index into them, nothing is copied."""
+
+    images: np.ndarray  # (n, 28, 28) uint8
+    labels: np.ndarray  # (n,) uint8
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Decompress atomically, so that a concurrent or interrupted run never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    try:
+        with os.fdopen(handle, "wb") as out, gzip.open(archive, "rb") as src:
+            while block := src.read(1 << 20):
+                out.write(block)
+        os.replace(tmp, target)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{archive} cannot be decompressed ({error}); {_restore_hint()}")
+
+
+def _restore_hint() -> str:
+    return "restore it with `git checkout -- data/` (copies: ../shared/data/mnist/)"
+
+
+def ensure_file(data_dir: Path, name: str) -> Path:
+    """The verified decompressed file ``name``, extracted from ``name.gz`` when needed."""
+    archive = data_dir / f"{name}.gz"
+    target = data_dir / "MNIST" / "raw" / name
+    if target.is_file() and _sha256(target) == SHA256[name]:
+        return target
+    if not archive.is_file():
+        raise InputError(f"{archive} is missing; {_restore_hint()}")
+    _extract(archive, target)
+    if _sha256(target) != SHA256[name]:
+        target.unlink(missing_ok=True)
+        raise InputError(
+            f"{archive} fails its sha256 check (altered or truncated); {_restore_hint()}"
+        )
+    return target
+
+
+def load_split(data_dir: Path, split: str, verify: bool = True) -> Split:
+    """Load a split through torchvision; ``verify=False`` is for workers of a checked run."""
+    if verify:
+        for name in SHA256:  # torchvision insists that all four files exist
+            ensure_file(data_dir, name)
+    try:
+        dataset = torchvision.datasets.MNIST(str(data_dir), train=split == "train", download=False)
+    except RuntimeError as error:
+        raise InputError(f"MNIST files not found under {data_dir / 'MNIST' / 'raw'}: {error}")
+    return Split(images=dataset.data.numpy(), labels=dataset.targets.numpy().astype(np.uint8))
+
+
+def cell_images(first: int, stop: int, offset: int, split_size: int) -> np.ndarray:
+    """Image index of cells ``first..stop-1``: cell i shows image (offset + i) mod split size."""
+    return (np.arange(first, stop, dtype=np.int64) + offset) % split_size

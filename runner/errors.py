@@ -1,0 +1,21 @@
+"""Errors that end a run with a one-line message and a chosen exit status."""
+
+
+class RunnerError(Exception):
+    """A failure that is reported in one line, without a traceback."""
+
+    exit_code = 1
+
+
+class InputError(RunnerError):
+    """Bad input from the user: a config value or a missing or corrupt file."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """A config value out of range; the message names the key and the value."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(f"{key}={value!r}: {reason}")
+        self.key = key

@@ -1,0 +1,38 @@
+"""Writing run products so that none is ever seen half-written."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the product private
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def discard_run_dir(run_dir: Path, job_name: str, keep: Path) -> None:
+    """Remove what Hydra wrote for a job that was refused, then the dirs left empty.
+
+    Only Hydra's own files are deleted and only empty directories removed (the run dir and
+    its parents below ``keep``), so a run dir pointed at a user's folder loses nothing.
+    """
+    for name in (*HYDRA_FILES, f"{job_name}.log"):
+        (run_dir / name).unlink(missing_ok=True)
+    below_keep = [parent for parent in run_dir.parents if keep in parent.parents]
+    for directory in (run_dir / ".hydra", run_dir, *below_keep):
+        try:
+            directory.rmdir()
+        except OSError:
+            break

@@ -1,0 +1,62 @@
+"""The original project's CNN, its input scaling, and safe loading of its weights."""
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from runner.errors import InputError
+
+
+class MnistCNN(nn.Module):
+    """Layer layout and state-dict keys (``network.0`` ... ``network.11``) of the original."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 512),
+            nn.ReLU(),
+            nn.Linear(512, 256),
+            nn.ReLU(),
+            nn.Linear(256, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 28, 28) to float (n, 1, 28, 28) in 0..1, the original's ToTensor scaling."""
+    return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
+
+
+def load_model(path: Path) -> MnistCNN:
+    """The model in eval mode with the state dict at ``path``, loaded without running code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"weights file {path} is missing")
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+        raise InputError(f"weights file {path} is refused by weights_only loading: {first}")
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise InputError(f"weights file {path} is truncated or corrupt: {error}".splitlines()[0])
+    if not isinstance(state, dict):
+        raise InputError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    model = MnistCNN()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise InputError(f"weights file {path} does not fit the model: {detail[:300]}")
+    return model.eval()

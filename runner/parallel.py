@@ -1,0 +1,145 @@
+"""The multiprocessing strategy: a pool of workers, each with its own model and images.
+
+Workers are started with an explicit start method (never fork: forking a process whose
+torch thread pool already runs can deadlock), load the model and the split once in the
+pool initializer, receive contiguous cell ranges and send back small numpy arrays, so the
+number of open file descriptors does not grow with the grid. A dead worker breaks the
+pool at once (``concurrent.futures`` notices it) and every wait has a bound.
+"""
+
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner.classify import Job, Result, classify_range
+from runner.data import load_split
+from runner.errors import RunnerError
+from runner.model import load_model
+
+TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
+_worker: dict[str, Any] = {}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Intra-op threads per worker so that workers x threads stays within the cores."""
+    return max(1, available_cores() // workers)
+
+
+def _init_worker(weights: Path, data_dir: Path, split: str, torch_threads: int, ready: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    torch.set_num_threads(torch_threads)
+    _worker["model"] = load_model(weights)
+    _worker["images"] = load_split(data_dir, split, verify=False).images
+    _worker["ready"] = ready
+
+
+def _warm_up(batch_size: int, timeout_s: float) -> int:
+    """One untimed batch, then wait for the others, so each worker takes exactly one."""
+    images = _worker["images"]
+    classify_range(_worker["model"], images, 0, min(batch_size, len(images)), 0, batch_size)
+    _worker["ready"].wait(timeout_s)
+    return os.getpid()
+
+
+def _classify(first: int, stop: int, offset: int, batch_size: int) -> tuple[int, Any, Any]:
+    pred, prob = classify_range(
+        _worker["model"], _worker["images"], first, stop, offset, batch_size
+    )
+    return first, pred, prob
+
+
+def chunk_ranges(cells: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
+    """Contiguous ranges that start on a batch boundary, about TASKS_PER_WORKER each."""
+    batches = -(-cells // batch_size)
+    per_task = max(1, -(-batches // (workers * TASKS_PER_WORKER))) * batch_size
+    return [(first, min(first + per_task, cells)) for first in range(0, cells, per_task)]
+
+
+def _lost_workers(processes: list[multiprocessing.Process]) -> str:
+    lost = [f"pid {p.pid} (exit code {p.exitcode})" for p in processes if p.exitcode]
+    return ", ".join(lost) or "a worker"
+
+
+def _stop(pool: ProcessPoolExecutor, processes: list[multiprocessing.Process]) -> None:
+    """Cancel what is queued and end every worker, even one that is busy or hung."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def _wait_all(futures: list[Future], timeout_s: float, what: str) -> list[Any]:
+    """Results in completion order; fails if no future completes within ``timeout_s``."""
+    pending, results = set(futures), []
+    while pending:
+        done, pending = wait(pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        if not done:
+            raise RunnerError(
+                f"no worker finished {what} within {timeout_s:g} s (parallel.timeout_s)"
+            )
+        results.extend(future.result() for future in done)
+    return results
+
+
+def run_parallel(job: Job) -> Result:
+    """Classify the grid with ``job.threads`` worker processes."""
+    workers = job.threads
+    torch_threads = threads_per_worker(workers)
+    context = multiprocessing.get_context(job.start_method)
+    if job.start_method == "forkserver":
+        context.set_forkserver_preload(["runner.parallel"])
+    started = time.perf_counter()
+    ready = context.Barrier(workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(job.weights, job.data_dir, job.split_name, torch_threads, ready),
+    )
+    processes: list[multiprocessing.Process] = []
+    try:
+        warm = [pool.submit(_warm_up, job.batch_size, job.timeout_s) for _ in range(workers)]
+        processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
+        _wait_all(warm, job.timeout_s, "start-up")
+        startup_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        tasks = [
+            pool.submit(_classify, first, stop, job.offset, job.batch_size)
+            for first, stop in chunk_ranges(job.cells, job.batch_size, workers)
+        ]
+        pred = np.empty(job.cells, dtype=np.uint8)
+        prob = np.empty(job.cells, dtype=np.float32)
+        for first, part_pred, part_prob in _wait_all(tasks, job.timeout_s, "a task"):
+            pred[first : first + len(part_pred)] = part_pred
+            prob[first : first + len(part_prob)] = part_prob
+        runtime_s = time.perf_counter() - started
+    except BrokenProcessPool:
+        _stop(pool, processes)
+        raise RunnerError(f"worker process died: {_lost_workers(processes)}")
+    except RunnerError:
+        _stop(pool, processes)
+        raise
+    except Exception as error:
+        _stop(pool, processes)
+        raise RunnerError(f"a worker failed: {type(error).__name__}: {error}")
+    except BaseException:
+        _stop(pool, processes)
+        raise
+    pool.shutdown(wait=True)
+    return Result(pred, prob, runtime_s, startup_s, workers=workers, torch_threads=torch_threads)

@@ -1,0 +1,11 @@
+"""The execution modes by name: each takes a Job and returns a Result."""
+
+from collections.abc import Callable
+
+from runner.classify import Job, Result, run_sequential
+from runner.parallel import run_parallel
+
+STRATEGIES: dict[str, Callable[[Job], Result]] = {
+    "sequential": run_sequential,
+    "parallel": run_parallel,
+}

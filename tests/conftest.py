@@ -1,0 +1,45 @@
+"""Shared fixtures: the repository's data and weights, the seed checkpoint, the app."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import REPO_ROOT
+from runner.data import load_split
+from runner.model import load_model
+
+SEED_WEIGHTS = REPO_ROOT.parent / "shared" / "seed" / "mnist-cnn.pth"
+WEIGHTS = REPO_ROOT / "weights" / "mnist-cnn.pt"
+
+
+@pytest.fixture(scope="session")
+def train_split():
+    return load_split(REPO_ROOT / "data", "train")
+
+
+@pytest.fixture(scope="session")
+def test_split():
+    return load_split(REPO_ROOT / "data", "test")
+
+
+@pytest.fixture(scope="session")
+def model():
+    return load_model(WEIGHTS)
+
+
+def run_app(tmp_path: Path, *overrides: str, module: str = "runner", multirun: bool = False):
+    """Run ``python -m runner`` from an unrelated cwd, its products and store in tmp_path."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = [sys.executable, "-m", module, *(["-m"] if multirun else [])]
+    args += [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    return subprocess.run(
+        [*args, *overrides],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -1,0 +1,95 @@
+"""The real app in a subprocess: products, MLflow records, a sweep, and refusals."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import run_app
+
+SMALL = ("grid.rows=6", "grid.columns=10", "data.offset=59990")  # 60 cells, wraps
+
+
+def runs_in(tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gridbench")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=2", "batch_size=8")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "Thread(s) used: 2" in lines and "Total Item: 60" in lines
+    assert any(line.startswith("Total Runtime: ") and line.endswith(" sec") for line in lines)
+    assert any(line.startswith("Accuracy: ") and line.endswith("%") for line in lines)
+    assert any(line.startswith("Note: the grid wraps") for line in lines)
+
+    run_dir = tmp_path / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["mode"] == "parallel" and summary["threads"] == 2 and summary["items"] == 60
+    assert 0.9 <= summary["accuracy"] <= 1.0
+    assert summary["throughput_ips"] == pytest.approx(60 / summary["runtime_s"])
+    saved = np.load(run_dir / "predictions.npz")
+    assert saved["pred"].shape == saved["label"].shape == saved["prob"].shape == (60,)
+    assert np.mean(saved["pred"] == saved["label"]) == summary["accuracy"]
+    assert (run_dir / "mask.png").stat().st_size > 0
+
+    client, runs = runs_in(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "parallel-t2-b8-6x10"
+    assert run.data.params["grid.rows"] == "6" and run.data.params["mode"] == "parallel"
+    assert run.data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
+    assert run.data.metrics["items"] == 60
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"mask.png", "summary.json", "hydra"} <= artifacts
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_sweep_over_threads_records_one_run_per_job(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
+    assert done.returncode == 0, done.stderr
+    summaries = [json.loads((tmp_path / "sweep" / n / "summary.json").read_text()) for n in "01"]
+    assert [s["threads"] for s in summaries] == [1, 2]
+    _, runs = runs_in(tmp_path)
+    assert sorted(r.data.params["threads"] for r in runs) == ["1", "2"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("batch_size=0", "batch_size"),
+        ("grid.rows=0", "grid.rows"),
+        ("threads=0", "threads"),
+        ("mode=turbo", "mode"),
+        ("data.split=dev", "data.split"),
+        ("weights=missing.pt", "weights"),
+    ],
+)
+def test_bad_value_exits_2_with_nothing_written(tmp_path, override, key):
+    done = run_app(tmp_path, *SMALL, override)
+    assert done.returncode == 2
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith(f"error: {key}=")
+    assert "Traceback" not in done.stderr + done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_wrongly_typed_override_exits_2(tmp_path):
+    done = run_app(tmp_path, "batch_size=lots")
+    assert done.returncode == 2
+    assert "batch_size" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_sequential_without_mlflow_runs_offline(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mlflow.enabled=false", "data.split=test")
+    assert done.returncode == 0, done.stderr
+    assert "Thread(s) used: 1 (sequential mode)" in done.stdout
+    assert (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "mlflow.db").exists()

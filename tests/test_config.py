@@ -1,0 +1,75 @@
+"""Config composition, the typed schema, and every value check."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from runner import REPO_ROOT
+from runner.config import flatten, register, repo_path, validate
+from runner.errors import ConfigError
+
+register()
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_defaults_are_the_public_interface():
+    cfg = compose_run()
+    assert cfg.mode == "sequential"
+    assert cfg.threads == 2
+    assert cfg.batch_size == 1
+    assert (cfg.grid.rows, cfg.grid.columns) == (200, 300)
+    assert cfg.data.split == "train" and cfg.data.offset == 0
+    assert cfg.weights == "weights/mnist-cnn.pt"
+    assert cfg.mlflow.enabled is True and cfg.mlflow.tracking_uri is None
+    validate(cfg)
+
+
+def test_overrides_compose_and_flatten():
+    cfg = compose_run("mode=parallel", "threads=4", "grid.rows=3", "data.split=test")
+    validate(cfg)
+    flat = flatten(cfg)
+    assert flat["mode"] == "parallel" and flat["threads"] == 4 and flat["grid.rows"] == 3
+    assert flat["data.split"] == "test" and "mlflow.experiment" in flat
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("batch_size=0", "batch_size"),
+        ("grid.rows=0", "grid.rows"),
+        ("grid.columns=-3", "grid.columns"),
+        ("threads=0", "threads"),
+        ("mode=turbo", "mode"),
+        ("data.split=validation", "data.split"),
+        ("data.offset=-1", "data.offset"),
+        ("weights=weights/nope.pt", "weights"),
+        ("parallel.start_method=fork", "parallel.start_method"),
+        ("parallel.timeout_s=0", "parallel.timeout_s"),
+        ("mask.max_pixels=10", "mask.max_pixels"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(override, key):
+    cfg = compose_run(override)
+    with pytest.raises(ConfigError) as refused:
+        validate(cfg)
+    assert refused.value.key == key
+    assert str(refused.value).startswith(f"{key}=")
+    assert "\n" not in str(refused.value)
+
+
+def test_wrong_type_is_refused_while_composing():
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_run("batch_size=many")
+    assert isinstance(refused.value.__cause__, ValidationError)
+    assert "batch_size" in str(refused.value)
+
+
+def test_relative_paths_resolve_against_the_repo_not_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert repo_path("weights/mnist-cnn.pt") == REPO_ROOT / "weights" / "mnist-cnn.pt"
+    assert repo_path(str(tmp_path / "x")) == tmp_path / "x"

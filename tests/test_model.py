@@ -1,0 +1,62 @@
+"""The model: the original's layout, safe loading, and the accuracy of the shipped weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from runner.classify import classify_range
+from runner.errors import InputError
+from runner.model import MnistCNN, load_model
+from tests.conftest import SEED_WEIGHTS, WEIGHTS
+
+SEED_KEYS = [f"network.{layer}.{kind}" for layer in (0, 3, 7, 9, 11) for kind in ("weight", "bias")]
+
+
+def test_state_dict_keys_are_the_originals():
+    assert list(MnistCNN().state_dict()) == SEED_KEYS
+
+
+@pytest.mark.skipif(not SEED_WEIGHTS.exists(), reason="../shared/seed is not beside this repo")
+def test_loads_the_seed_checkpoint_unchanged(train_split):
+    seed_model = load_model(SEED_WEIGHTS)
+    pred, _ = classify_range(seed_model, train_split.images, 0, 5000, 0, 500)
+    assert np.mean(pred == train_split.labels[:5000]) > 0.98
+
+
+def test_shipped_weights_reach_99_percent_on_the_test_split(model, test_split):
+    pred, prob = classify_range(model, test_split.images, 0, len(test_split), 0, 1000)
+    assert np.mean(pred == test_split.labels) >= 0.99
+    assert ((prob > 0.1) & (prob <= 1.0)).all()
+
+
+def test_missing_weights(tmp_path):
+    with pytest.raises(InputError, match="nope.pt is missing"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_truncated_weights(tmp_path):
+    path = tmp_path / "cut.pt"
+    path.write_bytes(WEIGHTS.read_bytes()[:100_000])
+    with pytest.raises(InputError, match="cut.pt is truncated or corrupt"):
+        load_model(path)
+
+
+def test_wrong_shape_weights(tmp_path):
+    state = MnistCNN().state_dict()
+    state["network.7.weight"] = torch.zeros(10, 10)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(InputError, match="shape.pt does not fit the model"):
+        load_model(tmp_path / "shape.pt")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"network.0.weight": _RunsCode()}, path)
+    with pytest.raises(InputError, match="evil.pt is refused by weights_only loading"):
+        load_model(path)
+    assert "this must never run" not in capsys.readouterr().out
