@@ -1,5 +1,6 @@
 """``python -m runner``: compose the config, classify the grid, write and log the products."""
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from runner import REPO_ROOT
 from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
-from runner.errors import InputError, RunnerError
+from runner.errors import InputError, RunnerError, Terminated
 from runner.files import discard_run_dir
 from runner.mask import cell_side, cell_values, render, save_png
 from runner.model import load_model
@@ -58,7 +59,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     with mlflow_run(cfg) as tracked:
         result = STRATEGIES[cfg.mode](job)
         labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
-        summary = summarize(cfg, result, labels, load_s)
+        summary = summarize(cfg, result, labels, load_s, len(job.split))
         write_predictions(run_dir / "predictions.npz", labels, result)
         side = cell_side(job.cells, cfg.mask.max_pixels)
         values = cell_values(labels, result.pred, result.prob)
@@ -66,7 +67,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         save_png(image, run_dir / "mask.png")
         del image
         write_summary(run_dir / "summary.json", summary)
-        for line in console_lines(summary, len(job.split)):
+        for line in console_lines(summary):
             print(line, flush=True)
         print(f"Output: {run_dir}", flush=True)
         if tracked is not None:
@@ -79,6 +80,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
     global job_started
     job_started = True
+    signal.signal(signal.SIGTERM, _raise_terminated)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)
@@ -88,3 +90,10 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated", file=sys.stderr, flush=True)
+        sys.exit(Terminated.exit_code)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()

@@ -19,3 +19,9 @@ class ConfigError(InputError):
     def __init__(self, key: str, value: object, reason: str) -> None:
         super().__init__(f"{key}={value!r}: {reason}")
         self.key = key
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every cleanup on the way runs."""
+
+    exit_code = 143

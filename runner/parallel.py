@@ -69,8 +69,10 @@ def chunk_ranges(cells: int, batch_size: int, workers: int) -> list[tuple[int, i
 
 
 def _lost_workers(processes: list[multiprocessing.Process]) -> str:
-    lost = [f"pid {p.pid} (exit code {p.exitcode})" for p in processes if p.exitcode]
-    return ", ".join(lost) or "a worker"
+    """The workers that died by themselves; the pool SIGTERMs the rest once one is lost."""
+    dead = [p for p in processes if p.exitcode]
+    lost = [p for p in dead if p.exitcode != -signal.SIGTERM] or dead
+    return ", ".join(f"pid {p.pid} (exit code {p.exitcode})" for p in lost) or "a worker"
 
 
 def _stop(pool: ProcessPoolExecutor, processes: list[multiprocessing.Process]) -> None:

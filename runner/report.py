@@ -25,7 +25,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def summarize(cfg: DictConfig, result: Result, labels: np.ndarray, load_s: float) -> dict[str, Any]:
+def summarize(
+    cfg: DictConfig, result: Result, labels: np.ndarray, load_s: float, split_size: int
+) -> dict[str, Any]:
     """Everything a reader needs to trust and compare the figures."""
     items = len(result.pred)
     correct = int(np.count_nonzero(result.pred == labels))
@@ -37,6 +39,7 @@ def summarize(cfg: DictConfig, result: Result, labels: np.ndarray, load_s: float
         "grid": [cfg.grid.rows, cfg.grid.columns],
         "split": cfg.data.split,
         "offset": cfg.data.offset,
+        "wrapped": cfg.data.offset + items > split_size,
         "items": items,
         "correct": correct,
         "accuracy": correct / items,
@@ -51,7 +54,7 @@ def summarize(cfg: DictConfig, result: Result, labels: np.ndarray, load_s: float
     }
 
 
-def console_lines(summary: dict[str, Any], split_size: int) -> list[str]:
+def console_lines(summary: dict[str, Any]) -> list[str]:
     """The original's four lines, then throughput and what is not in the runtime."""
     sequential = summary["mode"] == "sequential"
     used = f"{summary['threads']}{' (sequential mode)' if sequential else ''}"
@@ -64,12 +67,8 @@ def console_lines(summary: dict[str, Any], split_size: int) -> list[str]:
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
-    span = summary["offset"] + summary["items"]
-    if span > split_size:
-        lines.append(
-            f"Note: the grid wraps around the {summary['split']} split "
-            f"({split_size} images), so images repeat"
-        )
+    if summary["wrapped"]:
+        lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
     return lines
 
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.config import flatten
-from runner.errors import RunnerError
+from runner.errors import RunnerError, Terminated
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -80,9 +80,16 @@ def mlflow_run(cfg: DictConfig) -> Iterator[Optional[Any]]:
     except Exception as error:
         detail = " ".join(str(error).split())[:300]
         raise RunnerError(f"MLflow tracking store {uri} cannot be used: {detail}")
-    with run:
-        mlflow.log_params(flatten(cfg))
-        yield run
+    with run:  # an exception leaving this block marks the run FAILED
+        try:
+            mlflow.log_params(flatten(cfg))
+            yield run
+        except (KeyboardInterrupt, Terminated):
+            mlflow.end_run("KILLED")
+            raise
+        except Exception as error:
+            mlflow.set_tag("error", " ".join(str(error).split())[:500] or type(error).__name__)
+            raise
 
 
 def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:

@@ -29,6 +29,7 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["mode"] == "parallel" and summary["threads"] == 2 and summary["items"] == 60
+    assert summary["wrapped"] is True
     assert 0.9 <= summary["accuracy"] <= 1.0
     assert summary["throughput_ips"] == pytest.approx(60 / summary["runtime_s"])
     saved = np.load(run_dir / "predictions.npz")
