@@ -15,7 +15,7 @@ from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
 from runner.errors import InputError, RunnerError, Terminated
 from runner.files import discard_run_dir
-from runner.mask import cell_side, cell_values, render, save_png
+from runner.mask import cell_side, cell_values, save_mask
 from runner.model import load_model
 from runner.report import console_lines, summarize, write_predictions, write_summary
 from runner.strategies import STRATEGIES
@@ -63,9 +63,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         write_predictions(run_dir / "predictions.npz", labels, result)
         side = cell_side(job.cells, cfg.mask.max_pixels)
         values = cell_values(labels, result.pred, result.prob)
-        image = render(job.split.images, job.offset, values, cfg.grid.rows, cfg.grid.columns, side)
-        save_png(image, run_dir / "mask.png")
-        del image
+        grid = (cfg.grid.rows, cfg.grid.columns)
+        save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
         write_summary(run_dir / "summary.json", summary)
         for line in console_lines(summary):
             print(line, flush=True)

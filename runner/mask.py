@@ -2,20 +2,22 @@
 
 A cell's value is +p when the prediction is right and -p when wrong (p the top-1
 probability), coloured red (-1) through white (0) to green (+1) and laid over the digits at
-alpha 0.5, as the original drew it. Drawn row by row straight into a uint8 array, so
-memory stays at one image however large the grid.
+alpha 0.5, as the original drew it. The PNG is drawn and compressed one grid row at a time,
+so memory stays small however large the grid.
 """
 
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import to_rgb
-from PIL import Image
 
 from runner.data import cell_images
 from runner.files import atomic
 
-ANCHORS = np.array([to_rgb("red"), to_rgb("white"), to_rgb("green")], dtype=np.float32)
+# matplotlib's "red", "white" and "green" (#008000), the original's colormap anchors
+ANCHORS = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 128 / 255, 0.0]], dtype=np.float32)
 CELL_SIDES = (28, 14, 7, 4, 2, 1)  # divisors of 28, so a cell shrinks by whole blocks
 ALPHA = 0.5
 
@@ -37,27 +39,52 @@ def tint_colors(values: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def render(
+def strips(
     images: np.ndarray, offset: int, values: np.ndarray, rows: int, columns: int, side: int
-) -> np.ndarray:
-    """RGB uint8 image of ``rows * side`` by ``columns * side`` pixels."""
-    tint = tint_colors(values)
-    out = np.empty((rows * side, columns * side, 3), dtype=np.uint8)
+) -> Iterator[np.ndarray]:
+    """One RGB uint8 strip of ``side`` by ``columns * side`` pixels per grid row."""
     block = 28 // side
     for row in range(rows):
         first = row * columns
         digits = images[cell_images(first, first + columns, offset, len(images))]
         digits = digits.reshape(columns, side, block, side, block).mean(axis=(2, 4))
-        gray = 1.0 - digits.astype(np.float32) / 255.0  # gray_r: ink dark on white
-        blended = (
-            ALPHA * tint[first : first + columns, None, None, :] + (1 - ALPHA) * gray[..., None]
-        )
+        gray = 1.0 - digits.astype(np.float32) / 255.0  # gray_r: ink dark on white paper
+        tint = tint_colors(values[first : first + columns])[:, None, None, :]
+        blended = ALPHA * tint + (1 - ALPHA) * gray[..., None]
         strip = blended.transpose(1, 0, 2, 3).reshape(side, columns * side, 3)
-        out[row * side : (row + 1) * side] = np.rint(strip * 255.0)
-    return out
+        yield np.rint(strip * 255.0).astype(np.uint8)
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Fast zlib level: the image is large and mostly flat, size matters less than time."""
-    with atomic(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png(path: Path, width: int, height: int, rows: Iterator[np.ndarray]) -> None:
+    """Stream RGB strips into an 8-bit PNG, atomically (never half a file under ``path``)."""
+    compressor = zlib.compressobj(level=1)
+    with atomic(path) as tmp, tmp.open("wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n")
+        out.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        for strip in rows:
+            filtered = np.zeros((strip.shape[0], 1 + width * 3), dtype=np.uint8)  # filter 0
+            filtered[:, 1:] = strip.reshape(strip.shape[0], -1)
+            data = compressor.compress(filtered.tobytes())
+            if data:
+                out.write(_chunk(b"IDAT", data))
+        out.write(_chunk(b"IDAT", compressor.flush()))
+        out.write(_chunk(b"IEND", b""))
+
+
+def save_mask(
+    path: Path,
+    images: np.ndarray,
+    offset: int,
+    values: np.ndarray,
+    grid: tuple[int, int],
+    side: int,
+) -> None:
+    """Draw the mask of a ``grid`` (rows, columns) with ``side`` pixels per cell to ``path``."""
+    rows, columns = grid
+    write_png(
+        path, columns * side, rows * side, strips(images, offset, values, rows, columns, side)
+    )
