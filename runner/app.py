@@ -16,7 +16,7 @@ from runner.data import cell_images, load_split
 from runner.errors import InputError, RunnerError, Terminated
 from runner.files import discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
-from runner.model import load_model
+from runner.model import flops_per_image, load_model
 from runner.report import console_lines, summarize, write_predictions, write_summary
 from runner.strategies import STRATEGIES
 from runner.tracking import log_results, mlflow_run
@@ -43,6 +43,10 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         offset=cfg.data.offset,
         batch_size=cfg.batch_size,
         threads=1 if cfg.mode == "sequential" else cfg.threads,
+        intra_op_threads=cfg.intra_op_threads,
+        backend=cfg.backend,
+        warmup=cfg.warmup,
+        repeats=cfg.repeats,
         start_method=cfg.parallel.start_method,
         timeout_s=cfg.parallel.timeout_s,
     )
@@ -59,7 +63,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     with mlflow_run(cfg) as tracked:
         result = STRATEGIES[cfg.mode](job)
         labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
-        summary = summarize(cfg, result, labels, load_s, len(job.split))
+        summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
         write_predictions(run_dir / "predictions.npz", labels, result)
         side = cell_side(job.cells, cfg.mask.max_pixels)
         values = cell_values(labels, result.pred, result.prob)

@@ -15,6 +15,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
 from runner.errors import ConfigError
+from runner.model import BACKENDS
+from runner.parallel import available_cores
 from runner.strategies import STRATEGIES
 
 SPLITS = ("train", "test")
@@ -57,6 +59,10 @@ class RunConfig:
     mode: str = MISSING
     threads: int = MISSING
     batch_size: int = MISSING
+    backend: str = MISSING
+    intra_op_threads: int = MISSING
+    warmup: int = MISSING
+    repeats: int = MISSING
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
     weights: str = MISSING
@@ -87,6 +93,20 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.mode in STRATEGIES, "mode", cfg.mode, f"must be one of {', '.join(STRATEGIES)}")
     _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
+    backend = cfg.backend
+    _require(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
+    intra = cfg.intra_op_threads
+    _require(intra >= 1, "intra_op_threads", intra, "must be at least 1")
+    workers = 1 if cfg.mode == "sequential" else cfg.threads
+    cores = available_cores()
+    _require(
+        intra == 1 or workers * intra <= cores,
+        "intra_op_threads",
+        intra,
+        f"{workers} worker(s) x {intra} threads would exceed the {cores} cores",
+    )
+    _require(cfg.warmup >= 0, "warmup", cfg.warmup, "must be 0 or more")
+    _require(cfg.repeats >= 1, "repeats", cfg.repeats, "must be at least 1")
     _require(cfg.grid.rows >= 1, "grid.rows", cfg.grid.rows, "must be at least 1")
     _require(cfg.grid.columns >= 1, "grid.columns", cfg.grid.columns, "must be at least 1")
     split = cfg.data.split

@@ -1,7 +1,9 @@
 """The original project's CNN, its input scaling, and safe loading of its weights."""
 
 import pickle
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,41 @@ def load_model(path: Path) -> MnistCNN:
         detail = " ".join(str(error).split())
         raise InputError(f"weights file {path} does not fit the model: {detail[:300]}")
     return model.eval()
+
+
+BACKENDS = ("eager", "jit")
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def for_inference(model: MnistCNN, backend: str) -> Forward:
+    """The model as run by ``backend``: ``eager`` PyTorch, or ``jit``, a frozen TorchScript
+    graph optimised for inference (weights folded in, conv + ReLU fused, oneDNN layouts)."""
+    if backend == "eager":
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, not gone
+        frozen = torch.jit.freeze(torch.jit.script(model.eval()))
+        return torch.jit.optimize_for_inference(frozen)
+
+
+def flops_per_image(model: MnistCNN) -> int:
+    """Floating-point operations of one forward pass (2 per multiply-add of conv and linear
+    layers), counted from the layers' shapes on a dummy image."""
+    total = 0
+
+    def count(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            per_output = (
+                layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+            )
+            total += 2 * per_output * output.numel()
+        elif isinstance(layer, nn.Linear):
+            total += 2 * layer.in_features * layer.out_features
+
+    hooks = [layer.register_forward_hook(count) for layer in model.modules()]
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return total

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.classify import Job, Result, classify_range
+from runner.classify import Job, Result, classify_range, repeat, warm_up
 from runner.data import load_split
 from runner.errors import RunnerError
-from runner.model import load_model
+from runner.model import for_inference, load_model
 
 TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
 _worker: dict[str, Any] = {}
@@ -33,32 +33,26 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def threads_per_worker(workers: int) -> int:
-    """Intra-op threads per worker so that workers x threads stays within the cores."""
-    return max(1, available_cores() // workers)
-
-
-def _init_worker(weights: Path, data_dir: Path, split: str, torch_threads: int, ready: Any) -> None:
+def _init_worker(
+    weights: Path, data_dir: Path, split: str, torch_threads: int, backend: str, ready: Any
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     torch.set_num_threads(torch_threads)
-    _worker["model"] = load_model(weights)
+    _worker["forward"] = for_inference(load_model(weights), backend)
     _worker["images"] = load_split(data_dir, split, verify=False).images
     _worker["ready"] = ready
 
 
-def _warm_up(batch_size: int, timeout_s: float) -> int:
-    """One untimed batch, then wait for the others, so each worker takes exactly one."""
-    images = _worker["images"]
-    classify_range(_worker["model"], images, 0, min(batch_size, len(images)), 0, batch_size)
+def _warm_up(batch_size: int, batches: int, timeout_s: float) -> int:
+    """Untimed batches, then wait for the others, so that each worker takes exactly one."""
+    warm_up(_worker["forward"], _worker["images"], batch_size, batches)
     _worker["ready"].wait(timeout_s)
     return os.getpid()
 
 
-def _classify(first: int, stop: int, offset: int, batch_size: int) -> tuple[int, Any, Any]:
-    pred, prob = classify_range(
-        _worker["model"], _worker["images"], first, stop, offset, batch_size
-    )
-    return first, pred, prob
+def _classify(first: int, stop: int, offset: int, batch_size: int) -> tuple[int, Any, Any, Any]:
+    images = _worker["images"]
+    return first, *classify_range(_worker["forward"], images, first, stop, offset, batch_size)
 
 
 def chunk_ranges(cells: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
@@ -98,10 +92,25 @@ def _wait_all(futures: list[Future], timeout_s: float, what: str) -> list[Any]:
     return results
 
 
+def _classify_all(pool: ProcessPoolExecutor, job: Job) -> tuple[Any, Any, Any]:
+    """One pass over the grid, its ranges spread over the pool."""
+    tasks = [
+        pool.submit(_classify, first, stop, job.offset, job.batch_size)
+        for first, stop in chunk_ranges(job.cells, job.batch_size, job.threads)
+    ]
+    pred = np.empty(job.cells, dtype=np.uint8)
+    prob = np.empty(job.cells, dtype=np.float32)
+    batches = []
+    for first, part_pred, part_prob, batch_s in _wait_all(tasks, job.timeout_s, "a task"):
+        pred[first : first + len(part_pred)] = part_pred
+        prob[first : first + len(part_prob)] = part_prob
+        batches.append(batch_s)
+    return pred, prob, np.concatenate(batches)
+
+
 def run_parallel(job: Job) -> Result:
     """Classify the grid with ``job.threads`` worker processes."""
     workers = job.threads
-    torch_threads = threads_per_worker(workers)
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
         context.set_forkserver_preload(["runner.parallel"])
@@ -111,26 +120,25 @@ def run_parallel(job: Job) -> Result:
         max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(job.weights, job.data_dir, job.split_name, torch_threads, ready),
+        initargs=(
+            job.weights,
+            job.data_dir,
+            job.split_name,
+            job.intra_op_threads,
+            job.backend,
+            ready,
+        ),
     )
     processes: list[multiprocessing.Process] = []
     try:
-        warm = [pool.submit(_warm_up, job.batch_size, job.timeout_s) for _ in range(workers)]
+        warm = [
+            pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s) for _ in range(workers)
+        ]
         processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
         _wait_all(warm, job.timeout_s, "start-up")
         startup_s = time.perf_counter() - started
 
-        started = time.perf_counter()
-        tasks = [
-            pool.submit(_classify, first, stop, job.offset, job.batch_size)
-            for first, stop in chunk_ranges(job.cells, job.batch_size, workers)
-        ]
-        pred = np.empty(job.cells, dtype=np.uint8)
-        prob = np.empty(job.cells, dtype=np.float32)
-        for first, part_pred, part_prob in _wait_all(tasks, job.timeout_s, "a task"):
-            pred[first : first + len(part_pred)] = part_pred
-            prob[first : first + len(part_prob)] = part_prob
-        runtime_s = time.perf_counter() - started
+        pred, prob, runtimes, batch_s = repeat(job.repeats, lambda: _classify_all(pool, job))
     except BrokenProcessPool:
         _stop(pool, processes)
         raise RunnerError(f"worker process died: {_lost_workers(processes)}")
@@ -144,4 +152,4 @@ def run_parallel(job: Job) -> Result:
         _stop(pool, processes)
         raise
     pool.shutdown(wait=True)
-    return Result(pred, prob, runtime_s, startup_s, workers=workers, torch_threads=torch_threads)
+    return Result(pred, prob, runtimes, batch_s, startup_s, workers, job.intra_op_threads)

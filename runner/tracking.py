@@ -12,11 +12,28 @@ from omegaconf import DictConfig
 from runner import REPO_ROOT
 from runner.config import flatten
 from runner.errors import RunnerError, Terminated
+from runner.report import ENVIRONMENT_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
 ARTIFACT_ROOT = OUTPUTS / "mlartifacts"
-METRICS = ("runtime_s", "startup_s", "accuracy", "throughput_ips", "items")
+METRICS = (
+    "runtime_s",
+    "runtime_min_s",
+    "runtime_max_s",
+    "runtime_iqr_s",
+    "startup_s",
+    "load_s",
+    "accuracy",
+    "throughput_ips",
+    "items",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "gflops",
+)
+
+TAG_KEYS = ("mode", "threads", "batch_size", "grid", *ENVIRONMENT_KEYS)
 
 # An unreachable server should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -93,10 +110,16 @@ def mlflow_run(cfg: DictConfig) -> Iterator[Optional[Any]]:
 
 
 def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
-    """Metrics from the summary; the named files and Hydra's config as artifacts."""
+    """Metrics and tags from the summary; the named files and Hydra's config as artifacts.
+
+    Each repeat's runtime is a step of ``repeat_runtime_s``; ``runtime_s`` is their median.
+    """
     import mlflow
 
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
+    for step, seconds in enumerate(summary["runtimes_s"]):
+        mlflow.log_metric("repeat_runtime_s", seconds, step=step)
+    mlflow.set_tags({key: str(summary[key]) for key in TAG_KEYS})
     for path in artifacts:
         mlflow.log_artifact(str(path))
     hydra_dir = run_dir / ".hydra"

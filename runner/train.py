@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> tuple[MnistCNN, float]:
         )
     model.eval()
     test = load_split(data_dir, "test")
-    pred, _ = classify_range(model, test.images, 0, len(test), 0, 1000)
+    pred, _, _ = classify_range(model, test.images, 0, len(test), 0, 1000)
     return model, float(np.mean(pred == test.labels))
 
 

@@ -1,5 +1,7 @@
 """Config composition, the typed schema, and every value check."""
 
+import os
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -51,6 +53,10 @@ def test_overrides_compose_and_flatten():
         ("parallel.start_method=fork", "parallel.start_method"),
         ("parallel.timeout_s=0", "parallel.timeout_s"),
         ("mask.max_pixels=10", "mask.max_pixels"),
+        ("backend=tensorrt", "backend"),
+        ("intra_op_threads=0", "intra_op_threads"),
+        ("warmup=-1", "warmup"),
+        ("repeats=0", "repeats"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, key):
@@ -73,3 +79,12 @@ def test_relative_paths_resolve_against_the_repo_not_the_cwd(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert repo_path("weights/mnist-cnn.pt") == REPO_ROOT / "weights" / "mnist-cnn.pt"
     assert repo_path(str(tmp_path / "x")) == tmp_path / "x"
+
+
+def test_workers_times_intra_op_threads_may_not_exceed_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    validate(compose_run("mode=parallel", f"threads={cores}", "intra_op_threads=1"))
+    validate(compose_run("mode=parallel", f"threads={2 * cores}"))  # oversubscribing is asked for
+    validate(compose_run(f"intra_op_threads={cores}"))  # sequential: one process
+    with pytest.raises(ConfigError, match="exceed"):
+        validate(compose_run("mode=parallel", f"threads={cores}", "intra_op_threads=2"))

@@ -8,11 +8,19 @@ import pytest
 from runner import REPO_ROOT
 from runner.classify import Job, run_sequential
 from runner.data import cell_images
-from runner.parallel import chunk_ranges, run_parallel, threads_per_worker
+from runner.parallel import chunk_ranges, run_parallel
 from tests.conftest import WEIGHTS
 
 
-def make_job(model, split, cells, batch_size, threads=1, offset=0, start_method="forkserver"):
+def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
+    defaults = dict(
+        intra_op_threads=1,
+        backend="jit",
+        warmup=1,
+        repeats=1,
+        start_method="forkserver",
+        timeout_s=120,
+    )
     return Job(
         model=model,
         split=split,
@@ -23,26 +31,35 @@ def make_job(model, split, cells, batch_size, threads=1, offset=0, start_method=
         offset=offset,
         batch_size=batch_size,
         threads=threads,
-        start_method=start_method,
-        timeout_s=120,
+        **(defaults | settings),
     )
 
 
-@pytest.mark.parametrize("batch_size", [1, 64])
-def test_modes_agree_exactly_and_classify_well(model, test_split, batch_size):
+@pytest.mark.parametrize("batch_size, backend", [(1, "jit"), (64, "jit"), (64, "eager")])
+def test_modes_agree_exactly_and_classify_well(model, test_split, batch_size, backend):
     cells, offset = 2000, 9000  # wraps around the 10,000 test images
-    sequential = run_sequential(make_job(model, test_split, cells, batch_size, offset=offset))
-    parallel = run_parallel(make_job(model, test_split, cells, batch_size, 2, offset))
+    settings = dict(offset=offset, backend=backend)
+    sequential = run_sequential(make_job(model, test_split, cells, batch_size, **settings))
+    parallel = run_parallel(make_job(model, test_split, cells, batch_size, 2, **settings))
     np.testing.assert_array_equal(sequential.pred, parallel.pred)
     np.testing.assert_array_equal(sequential.prob, parallel.prob)
     labels = test_split.labels[cell_images(0, cells, offset, len(test_split))]
     assert np.mean(parallel.pred == labels) >= 0.98
     assert parallel.workers == 2 and sequential.workers == 1
     assert parallel.runtime_s > 0 and parallel.startup_s > 0
+    assert len(parallel.batch_s) == len(sequential.batch_s) == -(-cells // batch_size)
+
+
+@pytest.mark.parametrize("run", [run_sequential, run_parallel])
+def test_repeats_are_each_timed(model, test_split, run):
+    result = run(make_job(model, test_split, 300, 30, threads=2, repeats=3, warmup=0))
+    assert len(result.runtimes_s) == 3 and all(t > 0 for t in result.runtimes_s)
+    assert result.runtime_s == sorted(result.runtimes_s)[1]
+    assert len(result.batch_s) == 3 * 10
 
 
 def test_spawn_start_method_agrees(model, test_split):
-    job = make_job(model, test_split, 700, 32, threads=2, start_method="spawn")
+    job = make_job(model, test_split, 700, 32, threads=2, start_method="spawn", backend="eager")
     np.testing.assert_array_equal(run_parallel(job).pred, run_sequential(job).pred)
 
 
@@ -65,11 +82,3 @@ def test_chunks_cover_the_grid_on_batch_boundaries(cells, batch, workers):
     assert ranges[0][0] == 0 and ranges[-1][1] == cells
     assert all(stop == first for (_, stop), (first, _) in zip(ranges, ranges[1:], strict=False))
     assert all(first % batch == 0 for first, _ in ranges)
-
-
-def test_workers_times_threads_stays_within_the_cores():
-    cores = len(os.sched_getaffinity(0))
-    for workers in range(1, 2 * cores + 1):
-        threads = threads_per_worker(workers)
-        assert threads >= 1
-        assert workers * threads <= max(cores, workers)
