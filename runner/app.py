@@ -1,5 +1,6 @@
 """``python -m runner``: compose the config, classify the grid, write and log the products."""
 
+import logging
 import signal
 import sys
 import time
@@ -17,8 +18,9 @@ from runner.errors import InputError, RunnerError, Terminated
 from runner.files import discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
-from runner.report import console_lines, summarize, write_predictions, write_summary
 from runner.strategies import STRATEGIES
+from runner.summary import console_lines, summarize, write_predictions, write_summary
+from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking import log_results, mlflow_run
 
 register()
@@ -60,7 +62,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     except InputError:
         discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
         raise
-    with mlflow_run(cfg) as tracked:
+    job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
+    with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
         result = STRATEGIES[cfg.mode](job)
         labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
         summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
@@ -87,9 +90,16 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)
-    except RunnerError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(error.exit_code)
+    except Exception as error:
+        if not isinstance(error, RunnerError):
+            logging.getLogger("runner").exception("unexpected failure")  # into the job's log
+            error = RunnerError(f"unexpected {type(error).__name__}: {error}")
+        message = " ".join(str(error).split())
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sweep_dir = sweep_dir_of_job()
+        if sweep_dir is None:
+            sys.exit(error.exit_code)
+        record_failure(sweep_dir, str(HydraConfig.get().job.num), message)  # the sweep goes on
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)

@@ -16,11 +16,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from runner import REPO_ROOT
 from runner.errors import ConfigError
 from runner.model import BACKENDS
-from runner.parallel import available_cores
+from runner.parallel import START_METHODS, available_cores
 from runner.strategies import STRATEGIES
 
 SPLITS = ("train", "test")
-START_METHODS = ("spawn", "forkserver")
 
 
 @dataclass

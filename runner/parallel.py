@@ -24,6 +24,7 @@ from runner.data import load_split
 from runner.errors import RunnerError
 from runner.model import for_inference, load_model
 
+START_METHODS = ("forkserver", "spawn")  # never fork: see above
 TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
 _worker: dict[str, Any] = {}
 
@@ -111,6 +112,10 @@ def _classify_all(pool: ProcessPoolExecutor, job: Job) -> tuple[Any, Any, Any]:
 def run_parallel(job: Job) -> Result:
     """Classify the grid with ``job.threads`` worker processes."""
     workers = job.threads
+    if multiprocessing.get_start_method(allow_none=True) not in (None, *START_METHODS, "fork"):
+        # Inside a joblib (loky) worker the global method is "loky", which our children,
+        # told to restore it, cannot find: make ours the global one for this process.
+        multiprocessing.set_start_method(job.start_method, force=True)
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
         context.set_forkserver_preload(["runner.parallel"])

@@ -1,115 +1,221 @@
-"""A run's figures: the summary dict, its console lines, and the files that hold them."""
+"""The sweep report: one row per job with speedup and efficiency, as CSV, Markdown and a plot.
 
+Made at the end of every sweep, and afterwards from MLflow alone:
+
+    python -m runner.report <sweep dir | parent run id> [--out DIR]
+"""
+
+import argparse
+import csv
 import json
 import os
-import platform
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import numpy as np
-import torch
-from omegaconf import DictConfig
-
-from runner.classify import Result
 from runner.files import atomic
 
-ENVIRONMENT_KEYS = ("cpu", "cores", "torch", "backend", "torch_threads", "start_method")
+COLUMNS = (
+    "job",
+    "mode",
+    "threads",
+    "batch_size",
+    "backend",
+    "grid",
+    "items",
+    "runtime_s",
+    "throughput_ips",
+    "accuracy",
+    "speedup",
+    "efficiency",
+)
+PARENT_FILE = "mlflow_parent_run"
+REPORT_FILES = ("report.csv", "report.md", "speedup.png")
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux tells it, else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def records_from_dir(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The summaries of the jobs that completed, from their run directories."""
+    records = []
+    for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name)):
+        record = json.loads(summary.read_text())
+        record["job"] = int(summary.parent.name)
+        records.append(record)
+    return records
 
 
-def summarize(
-    cfg: DictConfig,
-    result: Result,
-    labels: np.ndarray,
-    load_s: float,
-    split_size: int,
-    flops_per_image: int,
-) -> dict[str, Any]:
-    """Everything a reader needs to trust and compare the figures."""
-    items = len(result.pred)
-    correct = int(np.count_nonzero(result.pred == labels))
-    runtime = result.runtime_s
-    q1, q3 = np.percentile(result.runtimes_s, [25, 75])
-    p50, p90, p99 = np.percentile(result.batch_s, [50, 90, 99]) * 1000.0
-    return {
-        "mode": cfg.mode,
-        "threads": result.workers,
-        "batch_size": cfg.batch_size,
-        "grid": [cfg.grid.rows, cfg.grid.columns],
-        "split": cfg.data.split,
-        "offset": cfg.data.offset,
-        "wrapped": cfg.data.offset + items > split_size,
-        "items": items,
-        "correct": correct,
-        "accuracy": correct / items,
-        "repeats": len(result.runtimes_s),
-        "runtime_s": runtime,
-        "runtime_min_s": min(result.runtimes_s),
-        "runtime_max_s": max(result.runtimes_s),
-        "runtime_iqr_s": float(q3 - q1),
-        "runtimes_s": result.runtimes_s,
-        "throughput_ips": items / runtime,
-        "latency_p50_ms": float(p50),
-        "latency_p90_ms": float(p90),
-        "latency_p99_ms": float(p99),
-        "mflop_per_image": flops_per_image / 1e6,
-        "gflops": flops_per_image * items / runtime / 1e9,
-        "startup_s": result.startup_s,
-        "load_s": load_s,
-        "warmup_batches": cfg.warmup,
-        "backend": cfg.backend,
-        "torch_threads": result.torch_threads,
-        "start_method": cfg.parallel.start_method if cfg.mode == "parallel" else "none",
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-
-
-def console_lines(summary: dict[str, Any]) -> list[str]:
-    """The original's four lines, then throughput, spread, latency and what is not timed."""
-    sequential = summary["mode"] == "sequential"
-    used = f"{summary['threads']}{' (sequential mode)' if sequential else ''}"
-    runtime = f"Total Runtime: {summary['runtime_s']:.4f} sec"
-    if summary["repeats"] > 1:
-        runtime += (
-            f" (median of {summary['repeats']}, min {summary['runtime_min_s']:.4f},"
-            f" max {summary['runtime_max_s']:.4f}, IQR {summary['runtime_iqr_s']:.4f})"
+def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
+    """The same records rebuilt from the parent run's finished children."""
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        max_results=10000,
+    )
+    records = []
+    for run in children:
+        if run.info.status != "FINISHED":
+            continue
+        tags, metrics = run.data.tags, run.data.metrics
+        records.append(
+            {
+                "job": int(tags.get("job", len(records))),
+                "mode": tags["mode"],
+                "threads": int(tags["threads"]),
+                "batch_size": int(tags["batch_size"]),
+                "backend": tags.get("backend", ""),
+                "grid": json.loads(tags["grid"]),
+                "items": int(metrics["items"]),
+                "runtime_s": metrics["runtime_s"],
+                "throughput_ips": metrics["throughput_ips"],
+                "accuracy": metrics["accuracy"],
+            }
         )
-    lines = [
-        f"Thread(s) used: {used}",
-        f"Total Item: {summary['items']}",
-        runtime,
-        f"Accuracy: {summary['accuracy'] * 100:.2f}%",
-        f"Throughput: {summary['throughput_ips']:,.0f} images/s, {summary['gflops']:.1f} GFLOP/s"
-        f" ({summary['backend']}, {summary['torch_threads']} torch thread(s) per process)",
-        f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
-        f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
-        f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
-        f"{summary['load_s']:.2f} sec data and model (not in runtime)",
+    return sorted(records, key=lambda record: record["job"])
+
+
+def _baseline(record: dict[str, Any], records: list[dict[str, Any]]) -> Optional[dict]:
+    """The sequential run with the same batch size, backend and grid; else threads=1."""
+    peers = [
+        other
+        for other in records
+        if (other["batch_size"], other["backend"], other["grid"])
+        == (record["batch_size"], record["backend"], record["grid"])
     ]
-    if summary["wrapped"]:
-        lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
-    if summary["threads"] > (summary["cores"] or 1):
-        lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
-    return lines
+    for wanted in ("sequential", None):
+        for other in peers:
+            if other["mode"] == wanted or (wanted is None and other["threads"] == 1):
+                return other
+    return None
 
 
-def write_predictions(path: Path, labels: np.ndarray, result: Result) -> None:
-    with atomic(path) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, label=labels, pred=result.pred, prob=result.prob)
+def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows: each record with its speedup and parallel efficiency."""
+    table = []
+    for record in records:
+        base = _baseline(record, records)
+        speedup = base["runtime_s"] / record["runtime_s"] if base else None
+        row = {key: record.get(key) for key in COLUMNS}
+        row["grid"] = "x".join(str(n) for n in record["grid"])
+        row["speedup"] = speedup
+        row["efficiency"] = speedup / record["threads"] if speedup is not None else None
+        table.append(row)
+    return table
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> None:
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
+    with atomic(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row[key]) for key in COLUMNS) + " |" for row in table]
+    lines += [
+        "",
+        "speedup: runtime of the sequential job with the same batch size, backend and grid "
+        "(or of threads=1 where there is none) over this job's; efficiency: speedup / threads.",
+    ]
     with atomic(path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
+    """Runtime and speedup against threads, a line per mode, with the ideal speedup."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in table:
+        label = f"{row['mode']} (batch {row['batch_size']}, {row['backend']})"
+        groups.setdefault(label, []).append(row)
+    most = max(row["threads"] for row in table)
+    for label, members in sorted(groups.items()):
+        members.sort(key=lambda row: row["threads"])
+        threads = [row["threads"] for row in members]
+        left.plot(threads, [row["runtime_s"] for row in members], marker="o", label=label)
+        with_speedup = [row for row in members if row["speedup"] is not None]
+        right.plot(
+            [row["threads"] for row in with_speedup],
+            [row["speedup"] for row in with_speedup],
+            marker="o",
+            label=label,
+        )
+    right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
+    left.set(xlabel="threads (worker processes)", ylabel="runtime (s)", title="Runtime")
+    right.set(xlabel="threads (worker processes)", ylabel="speedup", title="Speedup")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        axes.set_xticks(sorted({row["threads"] for row in table}))
+    figure.suptitle(title)
+    with atomic(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def write_report(out_dir: Path, records: list[dict[str, Any]], title: str) -> list[Path]:
+    """All three files in ``out_dir``; returns their paths (none if no job completed)."""
+    if not records:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = rows(records)
+    csv_path, md_path, png_path = (out_dir / name for name in REPORT_FILES)
+    write_csv(csv_path, table)
+    write_markdown(md_path, table, title)
+    plot(png_path, table, title)
+    return [csv_path, md_path, png_path]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.report", description="Write a sweep's report from MLflow."
+    )
+    parser.add_argument("sweep", help="the sweep's directory, or its MLflow parent run id")
+    parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
+    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
+    args = parser.parse_args(argv)
+
+    import mlflow
+
+    from runner.tracking import DEFAULT_URI
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    client = mlflow.MlflowClient(uri)
+    given = Path(args.sweep)
+    parent_id = args.sweep
+    if given.is_dir():
+        if not (given / PARENT_FILE).exists():
+            print(f"error: {given} records no MLflow parent run", file=sys.stderr)
+            return 2
+        parent_id = (given / PARENT_FILE).read_text().strip()
+    try:
+        parent = client.get_run(parent_id)
+    except Exception as error:
+        detail = str(error).splitlines()[0]
+        print(f"error: no MLflow run {parent_id} in {uri}: {detail}", file=sys.stderr)
+        return 2
+    out = args.out or Path(parent.data.tags.get("sweep_dir", "."))
+    written = write_report(out, records_from_mlflow(client, parent_id), parent.info.run_name)
+    if not written:
+        print(f"error: run {parent_id} has no finished child runs", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """MLflow: one run per job, params from the resolved config, artifacts under outputs/."""
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from omegaconf import DictConfig
 from runner import REPO_ROOT
 from runner.config import flatten
 from runner.errors import RunnerError, Terminated
-from runner.report import ENVIRONMENT_KEYS
+from runner.summary import ENVIRONMENT_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -62,41 +63,72 @@ def artifact_location(uri: str) -> Optional[str]:
     return ARTIFACT_ROOT.as_uri()
 
 
-def _experiment_id(client: Any, name: str, uri: str) -> str:
-    """Get or create the experiment; a concurrent job creating it first is fine."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 @contextmanager
-def mlflow_run(cfg: DictConfig) -> Iterator[Optional[Any]]:
-    """Yield an active MLflow run (None when disabled); an exception inside marks it FAILED."""
-    if not cfg.mlflow.enabled:
-        yield None
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store: jobs starting together must not both create
+    its tables or the experiment. Other stores handle their own concurrency."""
+    if not uri.startswith("sqlite:///"):
+        yield
         return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_store(cfg: DictConfig) -> tuple[Any, str]:
+    """A client on the configured store and the experiment's id, created if needed.
+
+    Any failure is reported in one line before work starts.
+    """
     import mlflow
 
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     uri = tracking_uri(cfg)
+    name = cfg.mlflow.experiment
     try:
-        OUTPUTS.mkdir(exist_ok=True)
         mlflow.set_tracking_uri(uri)
-        experiment_id = _experiment_id(mlflow.MlflowClient(), cfg.mlflow.experiment, uri)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
+        client = mlflow.MlflowClient(uri)
+        with _store_lock(uri):
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                return client, client.create_experiment(name, artifact_location(uri))
+        return client, experiment.experiment_id
     except Exception as error:
         detail = " ".join(str(error).split())[:300]
         raise RunnerError(f"MLflow tracking store {uri} cannot be used: {detail}")
+
+
+@contextmanager
+def mlflow_run(
+    cfg: DictConfig, parent_id: Optional[str] = None, tags: Optional[dict[str, str]] = None
+) -> Iterator[Optional[Any]]:
+    """Yield an active MLflow run (None when disabled), nested under ``parent_id`` if given.
+
+    An exception inside marks it FAILED with the message as the ``error`` tag; Ctrl-C or
+    SIGTERM marks it KILLED.
+    """
+    if not cfg.mlflow.enabled:
+        yield None
+        return
+    import mlflow
+
+    _, experiment_id = open_store(cfg)
+    try:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name(cfg),
+            parent_run_id=parent_id,
+            tags=tags,
+        )
+    except Exception as error:
+        detail = " ".join(str(error).split())[:300]
+        raise RunnerError(f"MLflow run cannot be started: {detail}")
     with run:  # an exception leaving this block marks the run FAILED
         try:
             mlflow.log_params(flatten(cfg))

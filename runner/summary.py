@@ -1,0 +1,115 @@
+"""A run's figures: the summary dict, its console lines, and the files that hold them."""
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from runner.classify import Result
+from runner.files import atomic
+
+ENVIRONMENT_KEYS = ("cpu", "cores", "torch", "backend", "torch_threads", "start_method")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it, else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def summarize(
+    cfg: DictConfig,
+    result: Result,
+    labels: np.ndarray,
+    load_s: float,
+    split_size: int,
+    flops_per_image: int,
+) -> dict[str, Any]:
+    """Everything a reader needs to trust and compare the figures."""
+    items = len(result.pred)
+    correct = int(np.count_nonzero(result.pred == labels))
+    runtime = result.runtime_s
+    q1, q3 = np.percentile(result.runtimes_s, [25, 75])
+    p50, p90, p99 = np.percentile(result.batch_s, [50, 90, 99]) * 1000.0
+    return {
+        "mode": cfg.mode,
+        "threads": result.workers,
+        "batch_size": cfg.batch_size,
+        "grid": [cfg.grid.rows, cfg.grid.columns],
+        "split": cfg.data.split,
+        "offset": cfg.data.offset,
+        "wrapped": cfg.data.offset + items > split_size,
+        "items": items,
+        "correct": correct,
+        "accuracy": correct / items,
+        "repeats": len(result.runtimes_s),
+        "runtime_s": runtime,
+        "runtime_min_s": min(result.runtimes_s),
+        "runtime_max_s": max(result.runtimes_s),
+        "runtime_iqr_s": float(q3 - q1),
+        "runtimes_s": result.runtimes_s,
+        "throughput_ips": items / runtime,
+        "latency_p50_ms": float(p50),
+        "latency_p90_ms": float(p90),
+        "latency_p99_ms": float(p99),
+        "mflop_per_image": flops_per_image / 1e6,
+        "gflops": flops_per_image * items / runtime / 1e9,
+        "startup_s": result.startup_s,
+        "load_s": load_s,
+        "warmup_batches": cfg.warmup,
+        "backend": cfg.backend,
+        "torch_threads": result.torch_threads,
+        "start_method": cfg.parallel.start_method if cfg.mode == "parallel" else "none",
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def console_lines(summary: dict[str, Any]) -> list[str]:
+    """The original's four lines, then throughput, spread, latency and what is not timed."""
+    sequential = summary["mode"] == "sequential"
+    used = f"{summary['threads']}{' (sequential mode)' if sequential else ''}"
+    runtime = f"Total Runtime: {summary['runtime_s']:.4f} sec"
+    if summary["repeats"] > 1:
+        runtime += (
+            f" (median of {summary['repeats']}, min {summary['runtime_min_s']:.4f},"
+            f" max {summary['runtime_max_s']:.4f}, IQR {summary['runtime_iqr_s']:.4f})"
+        )
+    lines = [
+        f"Thread(s) used: {used}",
+        f"Total Item: {summary['items']}",
+        runtime,
+        f"Accuracy: {summary['accuracy'] * 100:.2f}%",
+        f"Throughput: {summary['throughput_ips']:,.0f} images/s, {summary['gflops']:.1f} GFLOP/s"
+        f" ({summary['backend']}, {summary['torch_threads']} torch thread(s) per process)",
+        f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
+        f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
+        f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
+        f"{summary['load_s']:.2f} sec data and model (not in runtime)",
+    ]
+    if summary["wrapped"]:
+        lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
+    if summary["threads"] > (summary["cores"] or 1):
+        lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
+    return lines
+
+
+def write_predictions(path: Path, labels: np.ndarray, result: Result) -> None:
+    with atomic(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, label=labels, pred=result.pred, prob=result.prob)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")

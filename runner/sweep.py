@@ -1,0 +1,90 @@
+"""Sweeps (``-m``): one MLflow parent run per sweep, the jobs' runs nested under it, and
+the report at the end. Hydra calls this in the launching process (``conf/config.yaml``
+registers it); jobs, which may run in other processes, find the parent's id in a file in
+the sweep directory.
+"""
+
+import atexit
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
+
+FAILURES_FILE = "failures.txt"
+
+
+def sweep_dir_of_job() -> Optional[Path]:
+    """The sweep directory when the current job is part of a multirun, else None."""
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+
+
+def parent_of_job() -> Optional[str]:
+    """The MLflow parent run of the current job's sweep, if it has one."""
+    sweep_dir = sweep_dir_of_job()
+    marker = sweep_dir / PARENT_FILE if sweep_dir else None
+    return marker.read_text().strip() if marker and marker.exists() else None
+
+
+def record_failure(sweep_dir: Path, job: str, message: str) -> None:
+    """One line per failed job; appends of a short line are atomic across processes."""
+    with (sweep_dir / FAILURES_FILE).open("a") as handle:
+        handle.write(f"job {job}: {message}\n")
+
+
+class SweepTracking(Callback):
+    """Opens the parent run, closes it with the sweep's status, writes the report."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.parent_id: Optional[str] = None
+        self.title = "sweep"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = " ".join(config.hydra.overrides.task) or "(no overrides)"
+        self.title = f"sweep {sweep_dir.name}: {overrides}"
+        if not config.mlflow.enabled:
+            return
+        from runner.tracking import open_store
+
+        self.client, experiment_id = open_store(config)
+        run = self.client.create_run(  # not the active run: jobs here open their own
+            experiment_id,
+            run_name=self.title,
+            tags={"sweep_dir": str(sweep_dir), "sweep": overrides},
+        )
+        self.parent_id = run.info.run_id
+        (sweep_dir / PARENT_FILE).write_text(self.parent_id + "\n")
+        atexit.register(self._finish, "KILLED")  # the sweep ended early (Ctrl-C, a crash)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failures = sweep_dir / FAILURES_FILE
+        failed = failures.read_text().splitlines() if failures.exists() else []
+        if self.parent_id:
+            records = records_from_mlflow(self.client, self.parent_id)
+        else:
+            records = records_from_dir(sweep_dir)
+        written = write_report(sweep_dir, records, self.title)
+        if self.parent_id:
+            for path in written:
+                self.client.log_artifact(self.parent_id, str(path))
+        self._finish("FAILED" if failed else "FINISHED")
+        if written:
+            print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
+        if failed:
+            print(f"error: {len(failed)} job(s) of the sweep failed, see {failures}", flush=True)
+            sys.exit(1)
+
+    def _finish(self, status: str) -> None:
+        if self.parent_id:
+            parent_id, self.parent_id = self.parent_id, None
+            self.client.set_terminated(parent_id, status)

@@ -1,0 +1,236 @@
+"""Sweeps: runs grouped under a parent, the report, both launchers, failure statuses."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from runner import REPO_ROOT
+from runner.report import main as report_main
+from tests.conftest import run_app
+
+SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
+
+
+def store(tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gridbench")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [run for run in runs if "sweep_dir" in run.data.tags]
+    children = [run for run in runs if "sweep_dir" not in run.data.tags]
+    return client, parents, children
+
+
+def read_csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sweep_is_grouped_and_reported(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mode=sequential,parallel", "threads=1,2", multirun=True)
+    assert done.returncode == 0, done.stderr
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert "mode=sequential,parallel" in parent.info.run_name
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
+    assert {run.info.status for run in children} == {"FINISHED"}
+    for run in children:
+        tags = run.data.tags
+        assert {"mode", "threads", "batch_size", "grid", "cpu", "cores", "torch"} <= set(tags)
+        assert tags["start_method"] == ("forkserver" if tags["mode"] == "parallel" else "none")
+
+    sweep = tmp_path / "sweep"
+    rows = read_csv(sweep / "report.csv")
+    assert len(rows) == 4
+    by_job = {run.data.tags["job"]: run for run in children}
+    baseline = min(
+        (run for run in children if run.data.tags["mode"] == "sequential"),
+        key=lambda run: int(run.data.tags["job"]),
+    )
+    for row in rows:
+        run = by_job[row["job"]]
+        expected = baseline.data.metrics["runtime_s"] / run.data.metrics["runtime_s"]
+        assert float(row["runtime_s"]) == pytest.approx(run.data.metrics["runtime_s"])
+        assert float(row["speedup"]) == pytest.approx(expected)
+        assert float(row["efficiency"]) == pytest.approx(expected / int(row["threads"]))
+    assert (sweep / "report.md").read_text().count("\n| ") == 5  # header and 4 rows
+    assert (sweep / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
+    assert {"report.csv", "report.md", "speedup.png"} <= logged
+
+    # the same report again, from MLflow alone
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        assert report_main([parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert read_csv(tmp_path / "again" / "report.csv") == rows
+
+
+def test_single_run_has_no_parent(tmp_path):
+    assert run_app(tmp_path, *SMALL).returncode == 0
+    _, parents, children = store(tmp_path)
+    assert parents == [] and len(children) == 1
+    assert "mlflow.parentRunId" not in children[0].data.tags
+
+
+def test_four_jobs_at_once_with_the_joblib_launcher(tmp_path):
+    done = run_app(
+        tmp_path,
+        *SMALL,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "threads=1,2,3,4",
+        "mode=parallel",
+        "parallel.start_method=spawn",
+        multirun=True,
+    )
+    assert done.returncode == 0, done.stderr
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(run.data.tags["threads"] for run in children) == ["1", "2", "3", "4"]
+    for run in children:
+        assert run.info.status == "FINISHED" and run.data.metrics["items"] == 40
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"mask.png"}
+    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 4
+
+
+def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "parallel.timeout_s=0.001,600", multirun=True)
+    assert done.returncode == 1
+    assert "1 job(s) of the sweep failed" in done.stdout
+    _, parents, children = store(tmp_path)
+    assert parents[0].info.status == "FAILED"
+    failed = [run for run in children if run.info.status == "FAILED"]
+    assert len(failed) == 1 and "parallel.timeout_s" in failed[0].data.tags["error"]
+    assert [run.info.status for run in children if run not in failed] == ["FINISHED"]
+    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 1
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", *SMALL, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: MLflow tracking store http://127.0.0.1")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Total Item" not in done.stdout and not (tmp_path / "run" / "summary.json").exists()
+    assert time.monotonic() - started < 120
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "mode=parallel", "grid.rows=2000", "backend=eager",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _running_runs(tmp_path):
+        time.sleep(0.5)
+    time.sleep(3)  # into the classification
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err
+    _, _, children = store(tmp_path)
+    assert [run.info.status for run in children] == ["KILLED"]
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def _running_runs(tmp_path):
+    if not (tmp_path / "mlflow.db").exists():
+        return False
+    try:
+        return any(run.info.status == "RUNNING" for run in store(tmp_path)[2])
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def swept_store(tmp_path):
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def test_runs_read_back_over_the_rest_api_of_a_real_server(swept_store):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{swept_store / 'mlflow.db'}", "--workers", "1"],
+        cwd=swept_store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base, server)
+        experiment = _get(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gridbench")
+        found = _post(
+            base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment"]
+            ["experiment_id"]], "max_results": 100},
+        )["runs"]  # fmt: skip
+        tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in found]
+        parents = [run for run, t in zip(found, tags, strict=True) if "sweep_dir" in t]
+        children = [(run, t) for run, t in zip(found, tags, strict=True) if "sweep_dir" not in t]
+        assert len(parents) == 1 and len(children) == 2
+        parent_id = parents[0]["info"]["run_id"]
+        for run, run_tags in children:
+            assert run_tags["mlflow.parentRunId"] == parent_id
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            assert metrics["items"] == 40 and 0 < metrics["accuracy"] <= 1
+            listed = _get(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
+            assert {"mask.png", "summary.json"} <= {f["path"] for f in listed["files"]}
+        listed = _get(base, f"/api/2.0/mlflow/artifacts/list?run_id={parent_id}")
+        assert "report.csv" in {f["path"] for f in listed["files"]}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _get(base, path):
+    with urllib.request.urlopen(base + path, timeout=30) as response:
+        return json.load(response)
+
+
+def _post(base, path, body):
+    request = urllib.request.Request(
+        base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def _wait_until_up(base, server):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "mlflow server exited"
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not start within 120 s")
