@@ -51,16 +51,6 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_sweep_over_threads_records_one_run_per_job(tmp_path):
-    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
-    assert done.returncode == 0, done.stderr
-    summaries = [json.loads((tmp_path / "sweep" / n / "summary.json").read_text()) for n in "01"]
-    assert [s["threads"] for s in summaries] == [1, 2]
-    _, runs = runs_in(tmp_path)
-    assert sorted(r.data.params["threads"] for r in runs) == ["1", "2"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
-
-
 @pytest.mark.parametrize(
     "override, key",
     [
