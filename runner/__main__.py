@@ -1,19 +1,36 @@
 """Entry point of ``python -m runner``."""
 
+import os
 import sys
 
 from runner import app
 
 
+def describe(error: BaseException) -> str:
+    """One line for an error Hydra raised before our job started (a bad override, a run
+    directory it could not create): its message and the first line of its cause."""
+    parts = [str(error)]
+    if error.__cause__ is not None:
+        parts.append(str(error.__cause__))
+    lines = [part.strip().splitlines()[0] for part in parts if part.strip()]
+    return ": ".join(lines) or type(error).__name__
+
+
 def cli() -> None:
-    """Hydra exits 1 when it cannot compose the config (a bad override or type) before our
-    task starts; that is a usage error, reported with exit status 2 like every other one."""
+    """Usage errors end with one line and exit status 2, like every other bad input.
+
+    Hydra prints a trace and exits 1 for them unless HYDRA_FULL_ERROR is set, in which case
+    it raises: we set it to catch them here. A user who sets it gets the full trace.
+    """
+    wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app.main()
-    except SystemExit as stop:
-        if stop.code == 1 and not app.job_started:
-            sys.exit(2)
-        raise
+    except Exception as error:
+        if wants_trace or app.job_started:
+            raise
+        print(f"error: {describe(error)}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
 from runner.errors import InputError, RunnerError, Terminated
-from runner.files import discard_run_dir
+from runner.files import check_writable, discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
 from runner.strategies import STRATEGIES
@@ -58,6 +58,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One job: products in ``run_dir``, summary.json written last as the mark of success."""
     try:
+        check_writable(run_dir)
         job, load_s = prepare(cfg)
     except InputError:
         discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.errors import InputError
+
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
@@ -29,10 +31,22 @@ def discard_run_dir(run_dir: Path, job_name: str, keep: Path) -> None:
     its parents below ``keep``), so a run dir pointed at a user's folder loses nothing.
     """
     for name in (*HYDRA_FILES, f"{job_name}.log"):
-        (run_dir / name).unlink(missing_ok=True)
+        try:
+            (run_dir / name).unlink(missing_ok=True)
+        except OSError:
+            return  # not ours to clean, or not possible: leave it all in place
     below_keep = [parent for parent in run_dir.parents if keep in parent.parents]
     for directory in (run_dir / ".hydra", run_dir, *below_keep):
         try:
             directory.rmdir()
         except OSError:
             break
+
+
+def check_writable(directory: Path) -> None:
+    """Fail now, not after the classification, if the run's products cannot be written."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise InputError(f"run directory {directory} is not writable: {error.strerror}")

@@ -44,10 +44,12 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 
 def load_model(path: Path) -> MnistCNN:
     """The model in eval mode with the state dict at ``path``, loaded without running code."""
+    if not path.is_file():
+        raise InputError(f"weights file {path} is missing")
+    if not zipfile.is_zipfile(path):  # what torch.save writes
+        raise InputError(f"weights file {path} is truncated or corrupt: not a torch.save archive")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"weights file {path} is missing")
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
         raise InputError(f"weights file {path} is refused by weights_only loading: {first}")

@@ -152,7 +152,9 @@ def run_parallel(job: Job) -> Result:
         raise
     except Exception as error:
         _stop(pool, processes)
-        raise RunnerError(f"a worker failed: {type(error).__name__}: {error}")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[-1] if lines else ""  # TorchScript puts the cause on the last line
+        raise RunnerError(f"a worker failed: {type(error).__name__}: {detail}")
     except BaseException:
         _stop(pool, processes)
         raise

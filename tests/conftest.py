@@ -30,10 +30,11 @@ def model():
     return load_model(WEIGHTS)
 
 
-def run_app(tmp_path: Path, *overrides: str, module: str = "runner", multirun: bool = False):
+def run_app(tmp_path: Path, *overrides: str, multirun: bool = False, env: dict | None = None):
     """Run ``python -m runner`` from an unrelated cwd, its products and store in tmp_path."""
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    args = [sys.executable, "-m", module, *(["-m"] if multirun else [])]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **(env or {})}
+    env = {**os.environ, **env}
+    args = [sys.executable, "-m", "runner", *(["-m"] if multirun else [])]
     args += [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     return subprocess.run(
         [*args, *overrides],

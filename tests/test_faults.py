@@ -1,0 +1,238 @@
+"""Faults injected for real: dead, failing and hung workers, signals, bad files, no disk."""
+
+import dataclasses
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from runner import REPO_ROOT
+from runner.errors import RunnerError
+from runner.model import MnistCNN
+from runner.parallel import run_parallel
+from tests.conftest import WEIGHTS, run_app
+from tests.test_strategies import make_job
+
+BIG = ("mode=parallel", "grid.rows=2000", "backend=eager", "parallel.start_method=forkserver")
+
+
+def start_app(tmp_path, *overrides):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def descendants(pid):
+    """Every process below ``pid``, from /proc."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def workers_of(process, count, timeout=120):
+    """The pool's workers (the forkserver's children) once they classify."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        servers = [p for p in _children(process.pid) if "forkserver" in _cmdline(p)]
+        found = [worker for server in servers for worker in _children(server)]
+        if len(found) >= count:
+            time.sleep(2)  # past start-up, into the classification
+            return found
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the workers never started")
+
+
+def _children(pid):
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def statuses(tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gridbench")
+    return [run.info.status for run in client.search_runs([experiment.experiment_id])]
+
+
+def assert_nothing_left(tmp_path, process, before):
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run" / "mask.png").exists()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [p for p in before if Path(f"/proc/{p}").exists()]:
+        time.sleep(0.2)
+    assert [p for p in before if Path(f"/proc/{p}").exists()] == [], "orphaned processes"
+
+
+def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
+    process = start_app(tmp_path, *BIG)
+    workers = workers_of(process, 2)
+    everything = descendants(process.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 10
+    assert process.returncode == 1
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith("error: worker process died:") and f"pid {workers[0]}" in err
+    assert statuses(tmp_path) == ["FAILED"]
+    assert_nothing_left(tmp_path, process, everything)
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated")])  # fmt: skip
+def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word):
+    process = start_app(tmp_path, *BIG)
+    workers_of(process, 2)
+    everything = descendants(process.pid)
+    os.killpg(process.pid, sig)  # as a terminal or a scheduler would: the whole group
+    signalled_at = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - signalled_at < 10
+    assert process.returncode == code and err.strip() == f"error: {word}"
+    assert statuses(tmp_path) == ["KILLED"]
+    assert_nothing_left(tmp_path, process, everything)
+
+
+def test_hung_worker_ends_in_a_timeout_not_a_frozen_terminal(tmp_path):
+    process = start_app(tmp_path, *BIG, "parallel.timeout_s=3")
+    workers = workers_of(process, 2)
+    everything = descendants(process.pid)
+    for worker in workers:
+        os.kill(worker, signal.SIGSTOP)  # alive but never answering
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "no worker finished a task within 3 s (parallel.timeout_s)" in err
+    assert statuses(tmp_path) == ["FAILED"]
+    assert_nothing_left(tmp_path, process, everything)
+
+
+def test_exception_inside_a_worker_is_reported(model, test_split, tmp_path):
+    # the workers read their images from disk without the parent's checks; here the files
+    # hold 32 x 32 images, so the network's first linear layer raises inside the worker
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = struct.pack(">IIII", 0x803, 100, 32, 32) + bytes(100 * 32 * 32)
+    labels = struct.pack(">II", 0x801, 100) + bytes(100)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(images)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
+    job = make_job(model, test_split, 500, 50, threads=2, warmup=0)
+    job = dataclasses.replace(job, data_dir=tmp_path)
+    with pytest.raises(RunnerError, match="a worker failed: RuntimeError: .*shapes"):
+        run_parallel(job)
+
+
+def test_worker_that_cannot_load_its_model_is_reported(model, test_split, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(WEIGHTS.read_bytes()[:1000])
+    job = make_job(model, test_split, 500, 50, threads=2)
+    job = dataclasses.replace(job, weights=broken)
+    with pytest.raises(RunnerError, match="worker process died"):
+        run_parallel(job)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(WEIGHTS.read_bytes()[:5000]), "is truncated or corrupt"),
+        (lambda p: p.write_bytes(b"not a checkpoint at all"), "is truncated or corrupt"),
+        (lambda p: torch.save({"network.0.weight": torch.zeros(3)}, p), "does not fit the model"),
+        (lambda p: torch.save(MnistCNN(), p), "is refused by weights_only loading"),
+    ],
+)
+def test_bad_weights_exit_2_naming_the_file(tmp_path, make, message):
+    weights = tmp_path / "bad.pt"
+    make(weights)
+    done = run_app(tmp_path, "grid.rows=2", f"weights={weights}")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"error: weights file {weights} ")
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_altered_data_exits_2_saying_how_to_restore(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for archive in (REPO_ROOT / "data").glob("*.gz"):
+        (data / archive.name).write_bytes(archive.read_bytes())
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"\0" * 50)
+    done = run_app(tmp_path, "grid.rows=2", f"data.dir={data}", "data.split=test")
+    assert done.returncode == 2
+    assert "t10k-labels-idx1-ubyte.gz" in done.stderr and "git checkout -- data/" in done.stderr
+
+
+def test_unusable_tracking_store_is_reported_before_work(tmp_path):
+    (tmp_path / "not-a-dir").write_text("")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'not-a-dir' / 'mlflow.db'}"}
+    done = run_app(tmp_path, "grid.rows=2", env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: MLflow tracking store sqlite:///")
+    assert "Total Item" not in done.stdout
+
+
+def test_run_directory_that_cannot_be_written_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = run_app(tmp_path, "grid.rows=2", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert done.returncode == 2
+    assert "Total Item" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_fifty_parallel_runs_leak_nothing(model, test_split):
+    import multiprocessing
+    import resource
+
+    job = make_job(model, test_split, 200, 50, threads=2, backend="eager")
+    run_parallel(job)
+    fds, rss = len(os.listdir("/proc/self/fd")), _rss_mb()
+    for _ in range(50):
+        result = run_parallel(job)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert multiprocessing.active_children() == []
+    assert [p for p in descendants(os.getpid()) if "forkserver" not in _cmdline(p)
+            and "resource_tracker" not in _cmdline(p)] == []  # fmt: skip
+    assert _rss_mb() - rss < 50
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > fds
+    np.testing.assert_array_equal(result.pred, run_parallel(job).pred)
+
+
+def _rss_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
