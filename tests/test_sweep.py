@@ -84,25 +84,27 @@ def test_single_run_has_no_parent(tmp_path):
     assert "mlflow.parentRunId" not in children[0].data.tags
 
 
-def test_four_jobs_at_once_with_the_joblib_launcher(tmp_path):
+def test_eight_jobs_four_at_once_with_the_joblib_launcher(tmp_path):
     done = run_app(
         tmp_path,
-        *SMALL,
+        "grid.rows=5",
+        "grid.columns=8",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=4",
         "threads=1,2,3,4",
+        "batch_size=4,8",
         "mode=parallel",
-        "parallel.start_method=spawn",
         multirun=True,
     )
     assert done.returncode == 0, done.stderr
     client, parents, children = store(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(run.data.tags["threads"] for run in children) == ["1", "2", "3", "4"]
+    jobs = sorted((run.data.tags["threads"], run.data.tags["batch_size"]) for run in children)
+    assert jobs == sorted((t, b) for t in "1234" for b in ("4", "8"))  # each exactly once
     for run in children:
         assert run.info.status == "FINISHED" and run.data.metrics["items"] == 40
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"mask.png"}
-    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 4
+    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 8
 
 
 def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):
