@@ -51,6 +51,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         repeats=cfg.repeats,
         start_method=cfg.parallel.start_method,
         timeout_s=cfg.parallel.timeout_s,
+        ray_address=cfg.ray.address,
     )
     return job, time.perf_counter() - started
 

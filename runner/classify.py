@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ class Job:
     repeats: int
     start_method: str
     timeout_s: float
+    ray_address: Optional[str] = None  # mode=ray: a cluster to join instead of starting one
 
 
 @dataclass

@@ -17,6 +17,7 @@ from runner import REPO_ROOT
 from runner.errors import ConfigError
 from runner.model import BACKENDS
 from runner.parallel import START_METHODS, available_cores
+from runner.ray_mode import INSTALL_HINT, ray_available
 from runner.strategies import STRATEGIES
 
 SPLITS = ("train", "test")
@@ -54,6 +55,11 @@ class MlflowConfig:
 
 
 @dataclass
+class RayConfig:
+    address: Optional[str] = MISSING
+
+
+@dataclass
 class RunConfig:
     mode: str = MISSING
     threads: int = MISSING
@@ -68,6 +74,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 def register() -> None:
@@ -90,6 +97,7 @@ def _require(ok: bool, key: str, value: Any, reason: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Refuse values that typing cannot catch; raises ConfigError naming the key."""
     _require(cfg.mode in STRATEGIES, "mode", cfg.mode, f"must be one of {', '.join(STRATEGIES)}")
+    _require(cfg.mode != "ray" or ray_available(), "mode", cfg.mode, INSTALL_HINT)
     _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend

@@ -4,8 +4,10 @@ from collections.abc import Callable
 
 from runner.classify import Job, Result, run_sequential
 from runner.parallel import run_parallel
+from runner.ray_mode import run_ray
 
 STRATEGIES: dict[str, Callable[[Job], Result]] = {
     "sequential": run_sequential,
     "parallel": run_parallel,
+    "ray": run_ray,
 }

@@ -69,7 +69,7 @@ def summarize(
         "warmup_batches": cfg.warmup,
         "backend": cfg.backend,
         "torch_threads": result.torch_threads,
-        "start_method": cfg.parallel.start_method if cfg.mode == "parallel" else "none",
+        "start_method": {"parallel": cfg.parallel.start_method, "ray": "ray"}.get(cfg.mode, "none"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,

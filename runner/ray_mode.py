@@ -1,0 +1,130 @@
+"""The Ray strategy: ``threads`` actors, each with the model and the images, classifying
+contiguous ranges of cells. Imported only for ``mode=ray``; Ray is an optional extra.
+
+The images and the weights go into the object store once; actors read them from there, so
+the same code runs on a cluster whose nodes have neither the repository's data nor its
+weights (they need Python, torch, torchvision and numpy; the ``runner`` package is shipped
+with the job). Without an address an embedded Ray is started with just the CPUs the run
+asks for and shut down at the end; with one (``ray.address`` or ``RAY_ADDRESS``) the run
+joins that cluster and leaves it running.
+"""
+
+import io
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from runner import REPO_ROOT
+from runner.classify import Job, Result, classify_range, repeat, warm_up
+from runner.errors import RunnerError
+from runner.model import MnistCNN, for_inference
+from runner.parallel import chunk_ranges
+
+INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
+OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Classifier:
+    """One actor: the model and the images, loaded once, then ranges of cells."""
+
+    def __init__(self, weights: bytes, images: np.ndarray, torch_threads: int, backend: str):
+        torch.set_num_threads(torch_threads)
+        model = MnistCNN()
+        model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+        self.forward = for_inference(model.eval(), backend)
+        self.images = images  # a read-only view of the object in the store, not a copy
+
+    def warm_up(self, batch_size: int, batches: int) -> int:
+        warm_up(self.forward, self.images, batch_size, batches)
+        return os.getpid()
+
+    def classify(self, first: int, stop: int, offset: int, batch_size: int) -> tuple:
+        return first, *classify_range(self.forward, self.images, first, stop, offset, batch_size)
+
+
+def _connect(address: Optional[str], cpus: int) -> None:
+    """Join the cluster at ``address``, or start an embedded Ray with ``cpus`` CPUs."""
+    import ray
+
+    runtime_env = {"py_modules": [str(REPO_ROOT / "runner")]}
+    settings: dict[str, Any] = dict(
+        logging_level=logging.WARNING, log_to_driver=False, runtime_env=runtime_env
+    )
+    if address:
+        ray.init(address=address, **settings)
+        return
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        object_store_memory=OBJECT_STORE_BYTES,
+        **settings,
+    )
+
+
+def run_ray(job: Job) -> Result:
+    """Classify the grid with ``job.threads`` Ray actors."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayError
+    from ray.util import ActorPool
+
+    started = time.perf_counter()
+    address = os.environ.get("RAY_ADDRESS") or job.ray_address
+    try:
+        _connect(address, job.threads * job.intra_op_threads)
+    except Exception as error:
+        raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {error}")
+    try:
+        buffer = io.BytesIO()
+        torch.save(job.model.state_dict(), buffer)
+        weights_ref, images_ref = ray.put(buffer.getvalue()), ray.put(job.split.images)
+        actor = ray.remote(num_cpus=job.intra_op_threads)(Classifier)
+        actors = [
+            actor.remote(weights_ref, images_ref, job.intra_op_threads, job.backend)
+            for _ in range(job.threads)
+        ]
+        ray.get(
+            [a.warm_up.remote(job.batch_size, job.warmup) for a in actors], timeout=job.timeout_s
+        )
+        startup_s = time.perf_counter() - started
+
+        def classify_all() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            pool = ActorPool(actors)
+            ranges = chunk_ranges(job.cells, job.batch_size, job.threads)
+            for first, stop in ranges:
+                pool.submit(
+                    lambda a, r: a.classify.remote(*r), (first, stop, job.offset, job.batch_size)
+                )
+            pred = np.empty(job.cells, dtype=np.uint8)
+            prob = np.empty(job.cells, dtype=np.float32)
+            batches = []
+            for _ in ranges:
+                first, part_pred, part_prob, batch_s = pool.get_next_unordered(
+                    timeout=job.timeout_s
+                )
+                pred[first : first + len(part_pred)] = part_pred
+                prob[first : first + len(part_prob)] = part_prob
+                batches.append(batch_s)
+            return pred, prob, np.concatenate(batches)
+
+        pred, prob, runtimes, batch_s = repeat(job.repeats, classify_all)
+    except GetTimeoutError:
+        raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
+    except RayError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise RunnerError(f"a Ray actor failed: {lines[-1] if lines else type(error).__name__}")
+    finally:
+        ray.shutdown()  # an embedded Ray stops; a cluster we joined keeps running
+    return Result(pred, prob, runtimes, batch_s, startup_s, job.threads, job.intra_op_threads)

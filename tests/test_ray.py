@@ -1,0 +1,82 @@
+"""mode=ray: the same predictions as sequential, embedded and against a real head node."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from runner import REPO_ROOT
+from runner.classify import classify_range, run_sequential
+from runner.ray_mode import run_ray
+from tests.conftest import run_app
+from tests.test_strategies import make_job
+from tests.test_sweep import free_port
+
+
+def test_embedded_ray_predicts_as_sequential(model, test_split):
+    job = make_job(model, test_split, 3000, 64, threads=2, offset=8500, repeats=2)
+    ray_result = run_ray(job)
+    sequential = run_sequential(job)
+    np.testing.assert_array_equal(ray_result.pred, sequential.pred)
+    np.testing.assert_array_equal(ray_result.prob, sequential.prob)
+    assert ray_result.workers == 2 and len(ray_result.runtimes_s) == 2
+    assert ray_result.startup_s > 0
+
+
+@pytest.fixture
+def head_node():
+    """A real Ray head on 127.0.0.1 with a free port and its own temp dir."""
+    ray = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    started = subprocess.run(
+        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+         f"--temp-dir={temp}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_app_joins_a_head_node_and_leaves_it_running(tmp_path, head_node, model, test_split):
+    done = run_app(
+        tmp_path, "mode=ray", "threads=2", "batch_size=32", "grid.rows=10", "grid.columns=50",
+        "data.split=test", f"ray.address={head_node}", "mlflow.enabled=false",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["mode"] == "ray" and summary["threads"] == 2 and summary["items"] == 500
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    grid = test_split.images[: summary["items"]]
+    expected, _, _ = classify_range(model, grid, 0, len(grid), 0, 32)
+    np.testing.assert_array_equal(saved["pred"], expected)
+    status = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address='{head_node}'); print('alive')"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "alive" in status.stdout, status.stderr
+
+
+def test_without_ray_the_mode_says_how_to_install(tmp_path):
+    stub = tmp_path / "stub" / "ray"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('no module named ray')\n")
+    env = dict(os.environ, PYTHONPATH=f"{stub.parent}{os.pathsep}{REPO_ROOT}")
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "mode=ray", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: mode='ray': mode=ray needs Ray: pip install -r requirements-ray.txt"
+    )
