@@ -93,6 +93,13 @@ def run_app(overrides: list[str], workdir: Path, env: dict, memory: bool = False
     return Measured(summary, wall, peak / 1024)
 
 
+def describe_machine(torch_version: str) -> str:
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch_version}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, do not write the file")
@@ -175,22 +182,30 @@ def main() -> None:
     table = ["| scenario | figure | speed-up vs baseline | target | |", "|---|---|---|---|---|"]
     table += [f"| {name} | {fig} | {ratio} | {target} | {mark(ok)} |"
               for name, fig, ratio, target, ok in rows]  # fmt: skip
-    machine = (
-        f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, Python "
-        f"{platform.python_version()}, torch {seq_jit['torch']}"
-    )
+    machine = describe_machine(seq_jit["torch"])
     print("\n" + machine + "\n" + "\n".join(table))
     if not args.quick:
         write_report(machine, table, repeats, processes, seq_jit, par)
 
 
-def write_report(machine: str, table: list[str], repeats: int, processes: int, seq, par) -> None:
-    """Replace the measured section of BENCHMARKS.md, keep the hand-written analysis."""
+def replace_section(name: str, lines: list[str]) -> None:
+    """Rewrite the part of BENCHMARKS.md between ``<!-- name:start -->`` and its end marker,
+    keeping the hand-written analysis around it."""
     path = ROOT / "BENCHMARKS.md"
-    marker_start, marker_end = "<!-- bench:start -->", "<!-- bench:end -->"
-    measured = "\n".join(
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    path.write_text(head + "\n".join([start, *lines, end]) + rest.split(end, 1)[1])
+    print(f"wrote {path}")
+
+
+def write_report(machine: str, table: list[str], repeats: int, processes: int, seq, par) -> None:
+    """The measured section of BENCHMARKS.md."""
+    replace_section(
+        "bench",
         [
-            marker_start,
             f"Measured {time.strftime('%Y-%m-%d')} by `python bench/run.py` on: {machine}.",
             "",
             f"Runtimes are medians of {repeats} repeats in one process ({3 * repeats} for the",
@@ -203,14 +218,8 @@ def write_report(machine: str, table: list[str], repeats: int, processes: int, s
             f"{par[('jit', 2)]['mflop_per_image']:.2f} MFLOP per image.",
             "",
             *table,
-            marker_end,
-        ]
+        ],
     )
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{marker_start}\n{marker_end}\n"
-    head, rest = text.split(marker_start, 1)
-    tail = rest.split(marker_end, 1)[1]
-    path.write_text(head + measured + tail)
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

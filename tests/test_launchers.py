@@ -1,0 +1,41 @@
+"""The cluster launchers' configs compose (they cannot run here: no SLURM, no cluster)."""
+
+from hydra import compose, initialize_config_dir
+
+from runner import REPO_ROOT
+from runner.config import register
+
+register()
+
+
+def compose_hydra(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_default_launcher_is_hydras_basic_one():
+    assert compose_hydra().hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_joblib_launcher_composes():
+    cfg = compose_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == 4
+
+
+def test_slurm_launcher_composes_with_our_settings():
+    cfg = compose_hydra("hydra/launcher=slurm", "hydra.launcher.partition=cpu")
+    launcher = cfg.hydra.launcher
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert launcher.partition == "cpu" and launcher.cpus_per_task == 8 and launcher.nodes == 1
+    assert launcher.setup[0].startswith("export MLFLOW_TRACKING_URI=")
+
+
+def test_ray_launcher_composes_with_the_cluster_address(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "head.example:6379")
+    cfg = compose_hydra("hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_cpus=2")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert launcher.ray.init.address == "head.example:6379" and launcher.ray.remote.num_cpus == 2
