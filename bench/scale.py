@@ -34,26 +34,26 @@ def main() -> None:
     grids = GRIDS[:-1] if args.quick else GRIDS
     workdir = Path(tempfile.mkdtemp(prefix="gridbench-scale-"))
     env = dict(os.environ)
-    header = "| cells | mode | runtime (s) | images/s | start-up (s) | whole process (s) | peak memory (MB) |"
-    table = [header, "|---|---|---|---|---|---|---|"]
+    columns = ("cells", "mode", "runtime (s)", "images/s", "start-up (s)", "whole process (s)")
+    table = ["| " + " | ".join((*columns, "peak memory (MB)")) + " |", "|---" * 7 + "|"]
     measured = {}
-    for rows, columns in grids:
+    for rows, cols in grids:
         for mode, overrides in MODES.items():
             run = run_app(
                 [*overrides, "batch_size=256", "mlflow.enabled=false",
-                 f"grid.rows={rows}", f"grid.columns={columns}"],
+                 f"grid.rows={rows}", f"grid.columns={cols}"],
                 workdir, env, memory=True,
             )  # fmt: skip
             summary = run.summary
-            measured[(rows * columns, mode)] = run
+            measured[(rows * cols, mode)] = run
             line = (
-                f"| {rows * columns:,} | {mode} | {summary['runtime_s']:.3f} | "
+                f"| {rows * cols:,} | {mode} | {summary['runtime_s']:.3f} | "
                 f"{summary['throughput_ips']:,.0f} | {summary['startup_s']:.2f} | "
                 f"{run.wall_s:.1f} | {run.peak_mb:,.0f} |"
             )
             table.append(line)
             print(line, flush=True)
-    largest = rows * columns
+    largest = rows * cols
     ray, pool = measured[(largest, "ray")], measured[(largest, "parallel")]
     overhead = [
         "",
