@@ -1,7 +1,7 @@
 """What every strategy shares: the job it is given, the result it returns, the kernel."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -96,6 +96,19 @@ def repeat(
         runtimes.append(time.perf_counter() - started)
         batches.append(batch_s)
     return pred, prob, runtimes, np.concatenate(batches)
+
+
+def assemble(cells: int, parts: Iterable[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid-order arrays from ranges classified anywhere, in any order: each part is
+    (first cell, predictions, probabilities, batch times) as ``classify_range`` gives them."""
+    pred = np.empty(cells, dtype=np.uint8)
+    prob = np.empty(cells, dtype=np.float32)
+    batches = []
+    for first, part_pred, part_prob, batch_s in parts:
+        pred[first : first + len(part_pred)] = part_pred
+        prob[first : first + len(part_prob)] = part_prob
+        batches.append(batch_s)
+    return pred, prob, np.concatenate(batches)
 
 
 def run_sequential(job: Job) -> Result:

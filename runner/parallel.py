@@ -16,10 +16,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from runner.classify import Job, Result, classify_range, repeat, warm_up
+from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
 from runner.data import load_split
 from runner.errors import RunnerError
 from runner.model import for_inference, load_model
@@ -99,14 +98,7 @@ def _classify_all(pool: ProcessPoolExecutor, job: Job) -> tuple[Any, Any, Any]:
         pool.submit(_classify, first, stop, job.offset, job.batch_size)
         for first, stop in chunk_ranges(job.cells, job.batch_size, job.threads)
     ]
-    pred = np.empty(job.cells, dtype=np.uint8)
-    prob = np.empty(job.cells, dtype=np.float32)
-    batches = []
-    for first, part_pred, part_prob, batch_s in _wait_all(tasks, job.timeout_s, "a task"):
-        pred[first : first + len(part_pred)] = part_pred
-        prob[first : first + len(part_prob)] = part_prob
-        batches.append(batch_s)
-    return pred, prob, np.concatenate(batches)
+    return assemble(job.cells, _wait_all(tasks, job.timeout_s, "a task"))
 
 
 def run_parallel(job: Job) -> Result:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from runner import REPO_ROOT
-from runner.classify import Job, Result, classify_range, repeat, warm_up
+from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
 from runner.errors import RunnerError
 from runner.model import MnistCNN, for_inference
 from runner.parallel import chunk_ranges
@@ -107,17 +107,8 @@ def run_ray(job: Job) -> Result:
                 pool.submit(
                     lambda a, r: a.classify.remote(*r), (first, stop, job.offset, job.batch_size)
                 )
-            pred = np.empty(job.cells, dtype=np.uint8)
-            prob = np.empty(job.cells, dtype=np.float32)
-            batches = []
-            for _ in ranges:
-                first, part_pred, part_prob, batch_s = pool.get_next_unordered(
-                    timeout=job.timeout_s
-                )
-                pred[first : first + len(part_pred)] = part_pred
-                prob[first : first + len(part_prob)] = part_prob
-                batches.append(batch_s)
-            return pred, prob, np.concatenate(batches)
+            parts = (pool.get_next_unordered(timeout=job.timeout_s) for _ in ranges)
+            return assemble(job.cells, parts)
 
         pred, prob, runtimes, batch_s = repeat(job.repeats, classify_all)
     except GetTimeoutError:
