@@ -60,7 +60,7 @@ def _connect(address: Optional[str], cpus: int) -> None:
 
     runtime_env = {"py_modules": [str(REPO_ROOT / "runner")]}
     settings: dict[str, Any] = dict(
-        logging_level=logging.WARNING, log_to_driver=False, runtime_env=runtime_env
+        logging_level=logging.ERROR, log_to_driver=False, runtime_env=runtime_env
     )
     if address:
         ray.init(address=address, **settings)

@@ -18,11 +18,11 @@ def runs_in(tmp_path):
 
 
 def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
-    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=2", "batch_size=8")
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=2", "batch_size=8", "repeats=3")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "Thread(s) used: 2" in lines and "Total Item: 60" in lines
-    assert any(line.startswith("Total Runtime: ") and line.endswith(" sec") for line in lines)
+    assert any(line.startswith("Total Runtime: ") and "sec (median of 3" in line for line in lines)
     assert any(line.startswith("Accuracy: ") and line.endswith("%") for line in lines)
     assert any(line.startswith("Note: the grid wraps") for line in lines)
 
@@ -45,6 +45,10 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert run.data.params["grid.rows"] == "6" and run.data.params["mode"] == "parallel"
     assert run.data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
     assert run.data.metrics["items"] == 60
+    steps = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
+    assert sorted(m.step for m in steps) == [0, 1, 2]
+    assert sorted(m.value for m in steps)[1] == pytest.approx(summary["runtime_s"])
+    assert run.data.tags["backend"] == "jit" and run.data.tags["start_method"] == "forkserver"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"mask.png", "summary.json", "hydra"} <= artifacts
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())

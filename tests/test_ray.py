@@ -3,10 +3,14 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -80,3 +84,46 @@ def test_without_ray_the_mode_says_how_to_install(tmp_path):
     assert done.stderr.strip() == (
         "error: mode='ray': mode=ray needs Ray: pip install -r requirements-ray.txt"
     )
+
+
+def _actors():
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::Classifier"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("fault", ["kill actor", "ctrl-c"])
+def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "mode=ray", "grid.rows=2000", "backend=eager",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(_actors()) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    time.sleep(4)  # into the classification
+    if fault == "kill actor":
+        os.kill(_actors()[0], signal.SIGKILL)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=90)
+    expected = (1, "error: a Ray actor failed") if fault == "kill actor" else (130, "error: interr")
+    assert process.returncode == expected[0] and err.strip().startswith(expected[1]), err
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED" if fault == "kill actor" else "KILLED"]
+    assert not (tmp_path / "run" / "summary.json").exists()
+    deadline = time.monotonic() + 30
+    while _actors() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _actors() == []
