@@ -44,3 +44,18 @@ def run_app(tmp_path: Path, *overrides: str, multirun: bool = False, env: dict |
         text=True,
         timeout=600,
     )
+
+
+def start_app(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    """The app in the background, in its own process group (so a test can signal it as a
+    terminal would), its run dir and tracking store in tmp_path."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

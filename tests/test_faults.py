@@ -4,8 +4,6 @@ import dataclasses
 import os
 import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,23 +16,10 @@ from runner import REPO_ROOT
 from runner.errors import RunnerError
 from runner.model import MnistCNN
 from runner.parallel import run_parallel
-from tests.conftest import WEIGHTS, run_app
+from tests.conftest import WEIGHTS, run_app, start_app
 from tests.test_strategies import make_job
 
 BIG = ("mode=parallel", "grid.rows=2000", "backend=eager", "parallel.start_method=forkserver")
-
-
-def start_app(tmp_path, *overrides):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def descendants(pid):

@@ -17,7 +17,7 @@ import pytest
 from runner import REPO_ROOT
 from runner.classify import classify_range, run_sequential
 from runner.ray_mode import run_ray
-from tests.conftest import run_app
+from tests.conftest import run_app, start_app
 from tests.test_strategies import make_job
 from tests.test_sweep import free_port
 
@@ -100,13 +100,7 @@ def _actors():
 
 @pytest.mark.parametrize("fault", ["kill actor", "ctrl-c"])
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "mode=ray", "grid.rows=2000", "backend=eager",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start_app(tmp_path, "mode=ray", "grid.rows=2000", "backend=eager")
     deadline = time.monotonic() + 120
     while len(_actors()) < 2 and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()

@@ -15,7 +15,7 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.report import main as report_main
-from tests.conftest import run_app
+from tests.conftest import run_app, start_app
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
 
@@ -144,13 +144,7 @@ def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "mode=parallel", "grid.rows=2000", "backend=eager",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start_app(tmp_path, "mode=parallel", "grid.rows=2000", "backend=eager")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _running_runs(tmp_path):
         time.sleep(0.5)
