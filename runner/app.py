@@ -74,12 +74,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         values = cell_values(labels, result.pred, result.prob)
         grid = (cfg.grid.rows, cfg.grid.columns)
         save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
-        write_summary(run_dir / "summary.json", summary)
-        for line in console_lines(summary):
-            print(line, flush=True)
-        print(f"Output: {run_dir}", flush=True)
         if tracked is not None:
-            log_results(summary, run_dir, [run_dir / "mask.png", run_dir / "summary.json"])
+            log_results(summary, run_dir, [run_dir / "mask.png"])
+        write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
+    for line in console_lines(summary):
+        print(line, flush=True)
+    print(f"Output: {run_dir}", flush=True)
     return summary
 
 

@@ -142,12 +142,15 @@ def mlflow_run(
 
 
 def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
-    """Metrics and tags from the summary; the named files and Hydra's config as artifacts.
+    """Metrics, tags and ``summary.json`` from the summary; the named files and Hydra's
+    config as artifacts. Called before the run's own summary.json is written, so that a
+    tracking failure never leaves a complete-looking run directory.
 
     Each repeat's runtime is a step of ``repeat_runtime_s``; ``runtime_s`` is their median.
     """
     import mlflow
 
+    mlflow.log_dict(summary, "summary.json")
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
     for step, seconds in enumerate(summary["runtimes_s"]):
         mlflow.log_metric("repeat_runtime_s", seconds, step=step)
