@@ -14,7 +14,7 @@ from runner import REPO_ROOT
 from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
-from runner.errors import InputError, RunnerError, Terminated
+from runner.errors import InputError, RunnerError, Terminated, flat
 from runner.files import check_writable, discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
@@ -96,7 +96,7 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(error, RunnerError):
             logging.getLogger("runner").exception("unexpected failure")  # into the job's log
             error = RunnerError(f"unexpected {type(error).__name__}: {error}")
-        message = " ".join(str(error).split())
+        message = flat(error, 2000)
         print(f"error: {message}", file=sys.stderr, flush=True)
         sweep_dir = sweep_dir_of_job()
         if sweep_dir is None:

@@ -25,3 +25,14 @@ class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that every cleanup on the way runs."""
 
     exit_code = 143
+
+
+def flat(text: object, limit: int = 500) -> str:
+    """A message on one line: whitespace folded, cut at ``limit`` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
+def last_line(text: object) -> str:
+    """The last non-empty line: where TorchScript and Ray put the actual cause."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else ""

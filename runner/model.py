@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.errors import InputError
+from runner.errors import InputError, flat
 
 
 class MnistCNN(nn.Module):
@@ -61,8 +61,7 @@ def load_model(path: Path) -> MnistCNN:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        detail = " ".join(str(error).split())
-        raise InputError(f"weights file {path} does not fit the model: {detail[:300]}")
+        raise InputError(f"weights file {path} does not fit the model: {flat(error, 300)}")
     return model.eval()
 
 

@@ -20,7 +20,7 @@ import torch
 
 from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
 from runner.data import load_split
-from runner.errors import RunnerError
+from runner.errors import RunnerError, last_line
 from runner.model import for_inference, load_model
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
@@ -136,19 +136,12 @@ def run_parallel(job: Job) -> Result:
         startup_s = time.perf_counter() - started
 
         pred, prob, runtimes, batch_s = repeat(job.repeats, lambda: _classify_all(pool, job))
-    except BrokenProcessPool:
+    except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         _stop(pool, processes)
-        raise RunnerError(f"worker process died: {_lost_workers(processes)}")
-    except RunnerError:
-        _stop(pool, processes)
-        raise
-    except Exception as error:
-        _stop(pool, processes)
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = lines[-1] if lines else ""  # TorchScript puts the cause on the last line
-        raise RunnerError(f"a worker failed: {type(error).__name__}: {detail}")
-    except BaseException:
-        _stop(pool, processes)
+        if isinstance(error, BrokenProcessPool):
+            raise RunnerError(f"worker process died: {_lost_workers(processes)}")
+        if isinstance(error, Exception) and not isinstance(error, RunnerError):
+            raise RunnerError(f"a worker failed: {type(error).__name__}: {last_line(error)}")
         raise
     pool.shutdown(wait=True)
     return Result(pred, prob, runtimes, batch_s, startup_s, workers, job.intra_op_threads)

@@ -20,7 +20,7 @@ import torch
 
 from runner import REPO_ROOT
 from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
-from runner.errors import RunnerError
+from runner.errors import RunnerError, flat, last_line
 from runner.model import MnistCNN, for_inference
 from runner.parallel import chunk_ranges
 
@@ -85,7 +85,7 @@ def run_ray(job: Job) -> Result:
     try:
         _connect(address, job.threads * job.intra_op_threads)
     except Exception as error:
-        raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {error}")
+        raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {flat(error)}")
     try:
         buffer = io.BytesIO()
         torch.save(job.model.state_dict(), buffer)
@@ -114,8 +114,7 @@ def run_ray(job: Job) -> Result:
     except GetTimeoutError:
         raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
     except RayError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise RunnerError(f"a Ray actor failed: {lines[-1] if lines else type(error).__name__}")
+        raise RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")
     finally:
         ray.shutdown()  # an embedded Ray stops; a cluster we joined keeps running
     return Result(pred, prob, runtimes, batch_s, startup_s, job.threads, job.intra_op_threads)

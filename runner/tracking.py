@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.config import flatten
-from runner.errors import RunnerError, Terminated
+from runner.errors import RunnerError, Terminated, flat
 from runner.summary import ENVIRONMENT_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
@@ -100,8 +100,7 @@ def open_store(cfg: DictConfig) -> tuple[Any, str]:
                 return client, client.create_experiment(name, artifact_location(uri))
         return client, experiment.experiment_id
     except Exception as error:
-        detail = " ".join(str(error).split())[:300]
-        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {detail}")
+        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}")
 
 
 @contextmanager
@@ -127,8 +126,7 @@ def mlflow_run(
             tags=tags,
         )
     except Exception as error:
-        detail = " ".join(str(error).split())[:300]
-        raise RunnerError(f"MLflow run cannot be started: {detail}")
+        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
     with run:  # an exception leaving this block marks the run FAILED
         try:
             mlflow.log_params(flatten(cfg))
@@ -137,7 +135,7 @@ def mlflow_run(
             mlflow.end_run("KILLED")
             raise
         except Exception as error:
-            mlflow.set_tag("error", " ".join(str(error).split())[:500] or type(error).__name__)
+            mlflow.set_tag("error", flat(error) or type(error).__name__)
             raise
 
 
