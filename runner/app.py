@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
+from runner.backends import export_onnx
 from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
@@ -24,6 +25,7 @@ from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking import log_results, mlflow_run
 
 register()
+ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
 job_started = False  # set once Hydra hands us a composed config
 
 
@@ -35,6 +37,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     split = load_split(data_dir, cfg.data.split)
     weights = repo_path(cfg.weights)
     model = load_model(weights)
+    onnx = export_onnx(model, ONNX_CACHE) if cfg.backend == "onnxruntime" else None
     job = Job(
         model=model,
         split=split,
@@ -52,6 +55,8 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         start_method=cfg.parallel.start_method,
         timeout_s=cfg.parallel.timeout_s,
         ray_address=cfg.ray.address,
+        device=cfg.device,
+        onnx=onnx,
     )
     return job, time.perf_counter() - started
 

@@ -9,8 +9,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from runner.backends import Classify, build, device_times
 from runner.data import Split, cell_images
-from runner.model import Forward, MnistCNN, for_inference, to_input
+from runner.model import MnistCNN
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Job:
     start_method: str
     timeout_s: float
     ray_address: Optional[str] = None  # mode=ray: a cluster to join instead of starting one
+    device: str = "cpu"  # cpu, cuda (parallel: one worker per GPU) or cuda:N
+    onnx: Optional[bytes] = None  # backend=onnxruntime: the graph exported once by the parent
 
 
 @dataclass
@@ -46,14 +49,28 @@ class Result:
     startup_s: float  # workers, their models and warm-up; not in runtime
     workers: int
     torch_threads: int
+    transfer_s: float = 0.0  # CUDA: host-device copies of every repeat, by CUDA events
+    compute_s: float = 0.0  # CUDA: the forward passes of every repeat, by CUDA events
 
     @property
     def runtime_s(self) -> float:
         return float(np.median(self.runtimes_s))
 
 
+@dataclass
+class Part:
+    """A contiguous range of cells classified by one process, as sent back to the parent."""
+
+    first: int
+    pred: np.ndarray
+    prob: np.ndarray
+    batch_s: np.ndarray
+    transfer_s: float = 0.0
+    compute_s: float = 0.0
+
+
 def classify_range(
-    forward: Forward, images: np.ndarray, first: int, stop: int, offset: int, batch_size: int
+    classify: Classify, images: np.ndarray, first: int, stop: int, offset: int, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Classify cells ``first..stop-1`` in batches that start at ``first``.
 
@@ -71,55 +88,94 @@ def classify_range(
         for number, start in enumerate(range(0, count, batch_size)):
             began = clock()
             end = min(start + batch_size, count)
-            top, arg = forward(to_input(images[indices[start:end]])).softmax(dim=1).max(dim=1)
-            prob[start:end] = top.numpy()
-            pred[start:end] = arg.numpy()
+            pred[start:end], prob[start:end] = classify(images[indices[start:end]])
             batch_s[number] = clock() - began
     return pred, prob, batch_s
 
 
-def warm_up(forward: Forward, images: np.ndarray, batch_size: int, batches: int) -> None:
+def classify_part(
+    classify: Classify, images: np.ndarray, first: int, stop: int, offset: int, batch_size: int
+) -> Part:
+    """``classify_range`` with the device time it took (zeros on the CPU)."""
+    transfer_before, compute_before = device_times(classify)
+    pred, prob, batch_s = classify_range(classify, images, first, stop, offset, batch_size)
+    transfer_after, compute_after = device_times(classify)
+    return Part(
+        first, pred, prob, batch_s, transfer_after - transfer_before, compute_after - compute_before
+    )
+
+
+def warm_up(classify: Classify, images: np.ndarray, batch_size: int, batches: int) -> None:
     """Untimed passes that let torch allocate and pick its kernels before the clock runs."""
     stop = min(batch_size * batches, len(images))
     if stop:
-        classify_range(forward, images, 0, stop, 0, batch_size)
+        classify_range(classify, images, 0, stop, 0, batch_size)
 
 
-def repeat(
-    repeats: int, classify: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray, list[float], np.ndarray]:
-    """Run ``classify`` ``repeats`` times, timing each; the predictions are the last run's."""
-    runtimes, batches = [], []
+@dataclass
+class Timed:
+    """Repeated passes over the grid: the last one's predictions, every pass's times."""
+
+    grid: Part  # the last pass, in grid order
+    runtimes_s: list[float]
+    batch_s: np.ndarray
+    transfer_s: float
+    compute_s: float
+
+
+def repeat(repeats: int, classify_grid: Callable[[], Part]) -> Timed:
+    """Run ``classify_grid`` ``repeats`` times, timing each."""
+    runtimes, passes = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        pred, prob, batch_s = classify()
+        passes.append(classify_grid())
         runtimes.append(time.perf_counter() - started)
-        batches.append(batch_s)
-    return pred, prob, runtimes, np.concatenate(batches)
+    return Timed(
+        passes[-1],
+        runtimes,
+        np.concatenate([done.batch_s for done in passes]),
+        sum(done.transfer_s for done in passes),
+        sum(done.compute_s for done in passes),
+    )
 
 
-def assemble(cells: int, parts: Iterable[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grid-order arrays from ranges classified anywhere, in any order: each part is
-    (first cell, predictions, probabilities, batch times) as ``classify_range`` gives them."""
+def assemble(cells: int, parts: Iterable[Part]) -> Part:
+    """The grid in order from ranges classified anywhere, in any order."""
     pred = np.empty(cells, dtype=np.uint8)
     prob = np.empty(cells, dtype=np.float32)
-    batches = []
-    for first, part_pred, part_prob, batch_s in parts:
-        pred[first : first + len(part_pred)] = part_pred
-        prob[first : first + len(part_prob)] = part_prob
-        batches.append(batch_s)
-    return pred, prob, np.concatenate(batches)
+    batches, transfer_s, compute_s = [], 0.0, 0.0
+    for part in parts:
+        pred[part.first : part.first + len(part.pred)] = part.pred
+        prob[part.first : part.first + len(part.prob)] = part.prob
+        batches.append(part.batch_s)
+        transfer_s += part.transfer_s
+        compute_s += part.compute_s
+    return Part(0, pred, prob, np.concatenate(batches), transfer_s, compute_s)
+
+
+def result_of(timed: Timed, startup_s: float, workers: int, torch_threads: int) -> Result:
+    return Result(
+        timed.grid.pred,
+        timed.grid.prob,
+        timed.runtimes_s,
+        timed.batch_s,
+        startup_s,
+        workers,
+        torch_threads,
+        timed.transfer_s,
+        timed.compute_s,
+    )
 
 
 def run_sequential(job: Job) -> Result:
-    """One process, ``intra_op_threads`` torch threads, batches in grid order."""
+    """One process, ``intra_op_threads`` threads, batches in grid order, on ``job.device``."""
     torch.set_num_threads(job.intra_op_threads)
     started = time.perf_counter()
-    forward = for_inference(job.model, job.backend)
-    warm_up(forward, job.split.images, job.batch_size, job.warmup)
+    classify = build(job.model, job.backend, job.device, job.intra_op_threads, job.onnx)
+    warm_up(classify, job.split.images, job.batch_size, job.warmup)
     startup_s = time.perf_counter() - started
-    pred, prob, runtimes, batch_s = repeat(
+    timed = repeat(
         job.repeats,
-        lambda: classify_range(forward, job.split.images, 0, job.cells, job.offset, job.batch_size),
+        lambda: classify_part(classify, job.split.images, 0, job.cells, job.offset, job.batch_size),
     )
-    return Result(pred, prob, runtimes, batch_s, startup_s, 1, job.intra_op_threads)
+    return result_of(timed, startup_s, 1, job.intra_op_threads)

@@ -14,8 +14,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
+from runner.backends import BACKENDS, ORT_GPU_HINT, ort_has_cuda
+from runner.devices import device_problem, gpus_of, is_cuda
 from runner.errors import ConfigError
-from runner.model import BACKENDS
 from runner.parallel import START_METHODS, available_cores
 from runner.ray_mode import INSTALL_HINT, ray_available
 from runner.strategies import STRATEGIES
@@ -65,6 +66,7 @@ class RunConfig:
     threads: int = MISSING
     batch_size: int = MISSING
     backend: str = MISSING
+    device: str = MISSING
     intra_op_threads: int = MISSING
     warmup: int = MISSING
     repeats: int = MISSING
@@ -102,6 +104,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend
     _require(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
+    device = cfg.device
+    _require(not device_problem(device), "device", device, device_problem(device))
+    if is_cuda(device):
+        _check_gpu_run(cfg)
     intra = cfg.intra_op_threads
     _require(intra >= 1, "intra_op_threads", intra, "must be at least 1")
     workers = 1 if cfg.mode == "sequential" else cfg.threads
@@ -138,6 +144,19 @@ def validate(cfg: DictConfig) -> None:
         f"must allow at least one pixel per cell ({cells})",
     )
     _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
+
+
+def _check_gpu_run(cfg: DictConfig) -> None:
+    """A CUDA run: one worker per GPU, a backend that can use the GPU, no Ray (not tried)."""
+    device, gpus = cfg.device, len(gpus_of(cfg.device))
+    _require(cfg.mode != "ray", "device", device, "mode=ray runs on the CPU only")
+    _require(
+        cfg.mode != "parallel" or cfg.threads <= gpus,
+        "threads",
+        cfg.threads,
+        f"device={device} gives each worker its own GPU and {gpus} GPU(s) are visible",
+    )
+    _require(cfg.backend != "onnxruntime" or ort_has_cuda(), "backend", cfg.backend, ORT_GPU_HINT)
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

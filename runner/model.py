@@ -1,9 +1,7 @@
 """The original project's CNN, its input scaling, and safe loading of its weights."""
 
 import pickle
-import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,21 +61,6 @@ def load_model(path: Path) -> MnistCNN:
     except RuntimeError as error:
         raise InputError(f"weights file {path} does not fit the model: {flat(error, 300)}")
     return model.eval()
-
-
-BACKENDS = ("eager", "jit")
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def for_inference(model: MnistCNN, backend: str) -> Forward:
-    """The model as run by ``backend``: ``eager`` PyTorch, or ``jit``, a frozen TorchScript
-    graph optimised for inference (weights folded in, conv + ReLU fused, oneDNN layouts)."""
-    if backend == "eager":
-        return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, not gone
-        frozen = torch.jit.freeze(torch.jit.script(model.eval()))
-        return torch.jit.optimize_for_inference(frozen)
 
 
 def flops_per_image(model: MnistCNN) -> int:

@@ -13,15 +13,17 @@ import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
+from runner.backends import build
+from runner.classify import Job, Part, Result, assemble, classify_part, repeat, result_of, warm_up
 from runner.data import load_split
+from runner.devices import worker_device
 from runner.errors import RunnerError, last_line
-from runner.model import for_inference, load_model
+from runner.model import load_model
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
 TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
@@ -33,26 +35,30 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _init_worker(
-    weights: Path, data_dir: Path, split: str, torch_threads: int, backend: str, ready: Any
-) -> None:
+def _init_worker(job: Job, started: Any, ready: Any) -> None:
+    """Load the model once; with ``device=cuda`` the n-th worker to start takes GPU n."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    torch.set_num_threads(torch_threads)
-    _worker["forward"] = for_inference(load_model(weights), backend)
-    _worker["images"] = load_split(data_dir, split, verify=False).images
+    torch.set_num_threads(job.intra_op_threads)
+    with started.get_lock():
+        number = started.value
+        started.value += 1
+    device = worker_device(job.device, number)
+    model = load_model(job.weights)
+    classify = build(model, job.backend, device, job.intra_op_threads, job.onnx)
+    _worker["classify"] = classify
+    _worker["images"] = load_split(job.data_dir, job.split_name, verify=False).images
     _worker["ready"] = ready
 
 
 def _warm_up(batch_size: int, batches: int, timeout_s: float) -> int:
     """Untimed batches, then wait for the others, so that each worker takes exactly one."""
-    warm_up(_worker["forward"], _worker["images"], batch_size, batches)
+    warm_up(_worker["classify"], _worker["images"], batch_size, batches)
     _worker["ready"].wait(timeout_s)
     return os.getpid()
 
 
-def _classify(first: int, stop: int, offset: int, batch_size: int) -> tuple[int, Any, Any, Any]:
-    images = _worker["images"]
-    return first, *classify_range(_worker["forward"], images, first, stop, offset, batch_size)
+def _classify(first: int, stop: int, offset: int, batch_size: int) -> Part:
+    return classify_part(_worker["classify"], _worker["images"], first, stop, offset, batch_size)
 
 
 def chunk_ranges(cells: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
@@ -92,7 +98,7 @@ def _wait_all(futures: list[Future], timeout_s: float, what: str) -> list[Any]:
     return results
 
 
-def _classify_all(pool: ProcessPoolExecutor, job: Job) -> tuple[Any, Any, Any]:
+def _classify_all(pool: ProcessPoolExecutor, job: Job) -> Part:
     """One pass over the grid, its ranges spread over the pool."""
     tasks = [
         pool.submit(_classify, first, stop, job.offset, job.batch_size)
@@ -117,14 +123,7 @@ def run_parallel(job: Job) -> Result:
         max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(
-            job.weights,
-            job.data_dir,
-            job.split_name,
-            job.intra_op_threads,
-            job.backend,
-            ready,
-        ),
+        initargs=(replace(job, model=None, split=None), context.Value("i", 0), ready),
     )
     processes: list[multiprocessing.Process] = []
     try:
@@ -135,7 +134,7 @@ def run_parallel(job: Job) -> Result:
         _wait_all(warm, job.timeout_s, "start-up")
         startup_s = time.perf_counter() - started
 
-        pred, prob, runtimes, batch_s = repeat(job.repeats, lambda: _classify_all(pool, job))
+        timed = repeat(job.repeats, lambda: _classify_all(pool, job))
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         _stop(pool, processes)
         if isinstance(error, BrokenProcessPool):
@@ -144,4 +143,4 @@ def run_parallel(job: Job) -> Result:
             raise RunnerError(f"a worker failed: {type(error).__name__}: {last_line(error)}")
         raise
     pool.shutdown(wait=True)
-    return Result(pred, prob, runtimes, batch_s, startup_s, workers, job.intra_op_threads)
+    return result_of(timed, startup_s, workers, job.intra_op_threads)

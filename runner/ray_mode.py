@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from runner import REPO_ROOT
-from runner.classify import Job, Result, assemble, classify_range, repeat, warm_up
+from runner.backends import build
+from runner.classify import Job, Part, Result, assemble, classify_part, repeat, result_of, warm_up
 from runner.errors import RunnerError, flat, last_line
-from runner.model import MnistCNN, for_inference
+from runner.model import MnistCNN
 from runner.parallel import chunk_ranges
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
@@ -39,19 +40,26 @@ def ray_available() -> bool:
 class Classifier:
     """One actor: the model and the images, loaded once, then ranges of cells."""
 
-    def __init__(self, weights: bytes, images: np.ndarray, torch_threads: int, backend: str):
+    def __init__(
+        self,
+        weights: bytes,
+        images: np.ndarray,
+        torch_threads: int,
+        backend: str,
+        onnx: Optional[bytes],
+    ):
         torch.set_num_threads(torch_threads)
         model = MnistCNN()
         model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        self.forward = for_inference(model.eval(), backend)
+        self.classify_batch = build(model.eval(), backend, "cpu", torch_threads, onnx)
         self.images = images  # a read-only view of the object in the store, not a copy
 
     def warm_up(self, batch_size: int, batches: int) -> int:
-        warm_up(self.forward, self.images, batch_size, batches)
+        warm_up(self.classify_batch, self.images, batch_size, batches)
         return os.getpid()
 
-    def classify(self, first: int, stop: int, offset: int, batch_size: int) -> tuple:
-        return first, *classify_range(self.forward, self.images, first, stop, offset, batch_size)
+    def classify(self, first: int, stop: int, offset: int, batch_size: int) -> Part:
+        return classify_part(self.classify_batch, self.images, first, stop, offset, batch_size)
 
 
 def _connect(address: Optional[str], cpus: int) -> None:
@@ -90,9 +98,10 @@ def run_ray(job: Job) -> Result:
         buffer = io.BytesIO()
         torch.save(job.model.state_dict(), buffer)
         weights_ref, images_ref = ray.put(buffer.getvalue()), ray.put(job.split.images)
+        onnx_ref = ray.put(job.onnx)
         actor = ray.remote(num_cpus=job.intra_op_threads)(Classifier)
         actors = [
-            actor.remote(weights_ref, images_ref, job.intra_op_threads, job.backend)
+            actor.remote(weights_ref, images_ref, job.intra_op_threads, job.backend, onnx_ref)
             for _ in range(job.threads)
         ]
         ray.get(
@@ -100,7 +109,7 @@ def run_ray(job: Job) -> Result:
         )
         startup_s = time.perf_counter() - started
 
-        def classify_all() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def classify_all() -> Part:
             pool = ActorPool(actors)
             ranges = chunk_ranges(job.cells, job.batch_size, job.threads)
             for first, stop in ranges:
@@ -110,11 +119,11 @@ def run_ray(job: Job) -> Result:
             parts = (pool.get_next_unordered(timeout=job.timeout_s) for _ in ranges)
             return assemble(job.cells, parts)
 
-        pred, prob, runtimes, batch_s = repeat(job.repeats, classify_all)
+        timed = repeat(job.repeats, classify_all)
     except GetTimeoutError:
         raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
     except RayError as error:
         raise RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")
     finally:
         ray.shutdown()  # an embedded Ray stops; a cluster we joined keeps running
-    return Result(pred, prob, runtimes, batch_s, startup_s, job.threads, job.intra_op_threads)
+    return result_of(timed, startup_s, job.threads, job.intra_op_threads)

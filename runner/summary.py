@@ -11,9 +11,11 @@ import torch
 from omegaconf import DictConfig
 
 from runner.classify import Result
+from runner.devices import device_info, is_cuda
 from runner.files import atomic
 
-ENVIRONMENT_KEYS = ("cpu", "cores", "torch", "backend", "torch_threads", "start_method")
+ENVIRONMENT_KEYS = ("device", "cpu", "cores", "torch", "backend", "torch_threads", "start_method")
+GPU_KEYS = ("gpu", "gpu_count", "gpu_memory_gb", "gpu_driver", "cuda_driver", "torch_cuda")
 
 
 def cpu_model() -> str:
@@ -70,9 +72,24 @@ def summarize(
         "backend": cfg.backend,
         "torch_threads": result.torch_threads,
         "start_method": {"parallel": cfg.parallel.start_method, "ray": "ray"}.get(cfg.mode, "none"),
+        "device": cfg.device,
+        **_device_figures(cfg.device, result),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+    }
+
+
+def _device_figures(device: str, result: Result) -> dict[str, Any]:
+    """On CUDA: the GPU, and how the device time split into copying and computing."""
+    if not is_cuda(device):
+        return {}
+    device_s = result.transfer_s + result.compute_s
+    return {
+        **device_info(device),
+        "gpu_transfer_s": result.transfer_s,
+        "gpu_compute_s": result.compute_s,
+        "gpu_transfer_share": result.transfer_s / device_s if device_s else 0.0,
     }
 
 
@@ -95,6 +112,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f" ({summary['backend']}, {summary['torch_threads']} torch thread(s) per process)",
         f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
         f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
+        *_gpu_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
@@ -103,6 +121,17 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
     if summary["threads"] > (summary["cores"] or 1):
         lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
     return lines
+
+
+def _gpu_lines(summary: dict[str, Any]) -> list[str]:
+    if "gpu" not in summary:
+        return []
+    return [
+        f"Device: {summary['device']} ({summary['gpu']}, {summary['gpu_memory_gb']} GB, driver "
+        f"{summary['gpu_driver']}, CUDA {summary['torch_cuda']}); device time "
+        f"{summary['gpu_transfer_share'] * 100:.0f}% copying, "
+        f"{100 - summary['gpu_transfer_share'] * 100:.0f}% computing"
+    ]
 
 
 def write_predictions(path: Path, labels: np.ndarray, result: Result) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from runner import REPO_ROOT
 from runner.config import flatten
 from runner.errors import RunnerError, Terminated, flat
-from runner.summary import ENVIRONMENT_KEYS
+from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -152,7 +152,9 @@ def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
     for step, seconds in enumerate(summary["runtimes_s"]):
         mlflow.log_metric("repeat_runtime_s", seconds, step=step)
-    mlflow.set_tags({key: str(summary[key]) for key in TAG_KEYS})
+    mlflow.set_tags({key: str(summary[key]) for key in (*TAG_KEYS, *GPU_KEYS) if key in summary})
+    if "gpu_transfer_share" in summary:
+        mlflow.log_metric("gpu_transfer_share", summary["gpu_transfer_share"])
     for path in artifacts:
         mlflow.log_artifact(str(path))
     hydra_dir = run_dir / ".hydra"

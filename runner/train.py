@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from runner import REPO_ROOT
+from runner.backends import build
 from runner.classify import classify_range
 from runner.config import register, repo_path
 from runner.data import load_split
@@ -76,7 +77,7 @@ def train(cfg: DictConfig) -> tuple[MnistCNN, float]:
         )
     model.eval()
     test = load_split(data_dir, "test")
-    pred, _, _ = classify_range(model, test.images, 0, len(test), 0, 1000)
+    pred, _, _ = classify_range(build(model, "eager"), test.images, 0, len(test), 0, 1000)
     return model, float(np.mean(pred == test.labels))
 
 

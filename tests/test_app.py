@@ -48,7 +48,9 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     steps = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
     assert sorted(m.step for m in steps) == [0, 1, 2]
     assert sorted(m.value for m in steps)[1] == pytest.approx(summary["runtime_s"])
-    assert run.data.tags["backend"] == "jit" and run.data.tags["start_method"] == "forkserver"
+    assert (
+        run.data.tags["backend"] == "onnxruntime" and run.data.tags["start_method"] == "forkserver"
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"mask.png", "summary.json", "hydra"} <= artifacts
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())

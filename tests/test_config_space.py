@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from runner import REPO_ROOT
 from runner.app import prepare
+from runner.backends import build
 from runner.classify import classify_range
 from runner.data import cell_images, load_split
 from runner.errors import ConfigError
@@ -24,7 +25,7 @@ VALUES = {
     "grid.columns": st.integers(-1, 6),
     "data.split": st.sampled_from(["train", "test", "dev"]),
     "data.offset": st.integers(-3, 70000),
-    "backend": st.sampled_from(["eager", "jit", "xla"]),
+    "backend": st.sampled_from(["onnxruntime", "eager", "jit", "xla"]),
     "intra_op_threads": st.integers(0, 3),
     "warmup": st.integers(-1, 2),
     "repeats": st.integers(0, 2),
@@ -39,7 +40,7 @@ def reference(split: str) -> np.ndarray:
     """Predictions for a whole split, eager PyTorch in large batches."""
     model = load_model(REPO_ROOT / "weights" / "mnist-cnn.pt")
     images = load_split(REPO_ROOT / "data", split).images
-    return classify_range(model, images, 0, len(images), 0, 1000)[0]
+    return classify_range(build(model, "eager"), images, 0, len(images), 0, 1000)[0]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from runner.backends import BACKENDS, build
 from runner.classify import classify_range
 from runner.errors import InputError
-from runner.model import BACKENDS, MnistCNN, flops_per_image, for_inference, load_model
+from runner.model import MnistCNN, flops_per_image, load_model
 from tests.conftest import SEED_WEIGHTS, WEIGHTS
 
 SEED_KEYS = [f"network.{layer}.{kind}" for layer in (0, 3, 7, 9, 11) for kind in ("weight", "bias")]
@@ -19,12 +20,14 @@ def test_state_dict_keys_are_the_originals():
 @pytest.mark.skipif(not SEED_WEIGHTS.exists(), reason="../shared/seed is not beside this repo")
 def test_loads_the_seed_checkpoint_unchanged(train_split):
     seed_model = load_model(SEED_WEIGHTS)
-    pred, _, _ = classify_range(seed_model, train_split.images, 0, 5000, 0, 500)
+    pred, _, _ = classify_range(build(seed_model, "eager"), train_split.images, 0, 5000, 0, 500)
     assert np.mean(pred == train_split.labels[:5000]) > 0.98
 
 
 def test_shipped_weights_reach_99_percent_on_the_test_split(model, test_split):
-    pred, prob, _ = classify_range(model, test_split.images, 0, len(test_split), 0, 1000)
+    pred, prob, _ = classify_range(
+        build(model, "eager"), test_split.images, 0, len(test_split), 0, 1000
+    )
     assert np.mean(pred == test_split.labels) >= 0.99
     assert ((prob > 0.1) & (prob <= 1.0)).all()
 
@@ -64,8 +67,8 @@ def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_predicts_as_eager_does(model, test_split, backend):
-    eager, eager_prob, _ = classify_range(model, test_split.images, 0, 3000, 0, 100)
-    fast = for_inference(model, backend)
+    eager, eager_prob, _ = classify_range(build(model, "eager"), test_split.images, 0, 3000, 0, 100)
+    fast = build(model, backend)
     for batch_size in (1, 100):
         pred, prob, _ = classify_range(fast, test_split.images, 0, 3000, 0, batch_size)
         np.testing.assert_array_equal(pred, eager)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from runner import REPO_ROOT
+from runner.backends import build
 from runner.classify import classify_range, run_sequential
 from runner.ray_mode import run_ray
 from tests.conftest import run_app, start_app
@@ -62,7 +63,7 @@ def test_app_joins_a_head_node_and_leaves_it_running(tmp_path, head_node, model,
     assert summary["mode"] == "ray" and summary["threads"] == 2 and summary["items"] == 500
     saved = np.load(tmp_path / "run" / "predictions.npz")
     grid = test_split.images[: summary["items"]]
-    expected, _, _ = classify_range(model, grid, 0, len(grid), 0, 32)
+    expected, _, _ = classify_range(build(model, "eager"), grid, 0, len(grid), 0, 32)
     np.testing.assert_array_equal(saved["pred"], expected)
     status = subprocess.run(
         [sys.executable, "-c", f"import ray; ray.init(address='{head_node}'); print('alive')"],

@@ -35,7 +35,10 @@ def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
     )
 
 
-@pytest.mark.parametrize("batch_size, backend", [(1, "jit"), (64, "jit"), (64, "eager")])
+@pytest.mark.parametrize(
+    "batch_size, backend",
+    [(1, "onnxruntime"), (1, "jit"), (64, "onnxruntime"), (64, "jit"), (64, "eager")],
+)
 def test_modes_agree_exactly_and_classify_well(model, test_split, batch_size, backend):
     cells, offset = 2000, 9000  # wraps around the 10,000 test images
     settings = dict(offset=offset, backend=backend)

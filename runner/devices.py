@@ -1,0 +1,76 @@
+"""Where the model runs: ``cpu``, ``cuda`` (every visible GPU) or ``cuda:N`` (one of them).
+
+The checks here run in the parent before any work: a CUDA device on a machine without one,
+a GPU index that is not there, or more parallel workers than GPUs is a config error.
+"""
+
+import re
+import subprocess
+from typing import Any
+
+import torch
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def gpus_of(device: str) -> list[str]:
+    """The GPUs a run on ``device`` uses: all visible ones for ``cuda``, else the one named."""
+    if device == "cuda":
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [device] if is_cuda(device) else []
+
+
+def worker_device(device: str, worker: int) -> str:
+    """Worker ``worker``'s device: round-robin over the GPUs of ``device``; the CPU stays."""
+    gpus = gpus_of(device)
+    return gpus[worker % len(gpus)] if gpus else device
+
+
+def device_problem(device: str) -> str:
+    """Why ``device`` cannot be used here, or "" when it can."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        return "must be cpu, cuda or cuda:N"
+    if not is_cuda(device):
+        return ""
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+        return f"no CUDA GPU is usable on this machine (torch {torch.__version__}, {build})"
+    count = torch.cuda.device_count()
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        return f"there is no GPU {index}: this machine shows {count} (cuda:0 to cuda:{count - 1})"
+    return ""
+
+
+def _driver_version() -> str:
+    try:
+        found = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return found.stdout.split("\n")[0].strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """What a GPU figure depends on: name, memory, driver, CUDA versions; empty for the CPU."""
+    if not is_cuda(device):
+        return {}
+    index = int(device.partition(":")[2] or 0)
+    props = torch.cuda.get_device_properties(index)
+    driver_cuda = torch._C._cuda_getDriverVersion()  # e.g. 13000 for CUDA 13.0
+    return {
+        "gpu": props.name,
+        "gpu_count": len(gpus_of(device)),
+        "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+        "gpu_driver": _driver_version(),
+        "cuda_driver": f"{driver_cuda // 1000}.{driver_cuda % 1000 // 10}",
+        "torch_cuda": torch.version.cuda,
+    }
