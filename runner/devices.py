@@ -46,17 +46,15 @@ def device_problem(device: str) -> str:
     return ""
 
 
-def _driver_version() -> str:
+def _driver_versions() -> tuple[str, str]:
+    """The NVIDIA driver and the CUDA version it supports, as ``nvidia-smi`` prints them."""
     try:
-        found = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return found.stdout.split("\n")[0].strip() or "unknown"
+        shown = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        shown = ""
+    driver = re.search(r"Driver Version:\s*([\d.]+)", shown)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", shown)
+    return (driver[1] if driver else "unknown"), (cuda[1] if cuda else "unknown")
 
 
 def device_info(device: str) -> dict[str, Any]:
@@ -65,12 +63,12 @@ def device_info(device: str) -> dict[str, Any]:
         return {}
     index = int(device.partition(":")[2] or 0)
     props = torch.cuda.get_device_properties(index)
-    driver_cuda = torch._C._cuda_getDriverVersion()  # e.g. 13000 for CUDA 13.0
+    driver, driver_cuda = _driver_versions()
     return {
         "gpu": props.name,
         "gpu_count": len(gpus_of(device)),
         "gpu_memory_gb": round(props.total_memory / 2**30, 1),
-        "gpu_driver": _driver_version(),
-        "cuda_driver": f"{driver_cuda // 1000}.{driver_cuda % 1000 // 10}",
+        "gpu_driver": driver,
+        "cuda_driver": driver_cuda,
         "torch_cuda": torch.version.cuda,
     }
