@@ -15,9 +15,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
 from runner.backends import BACKENDS, ORT_GPU_HINT, ort_has_cuda
-from runner.devices import device_problem, gpus_of, is_cuda
+from runner.devices import available_cores, device_problem, gpus_of, is_cuda
 from runner.errors import ConfigError
-from runner.parallel import START_METHODS, available_cores
+from runner.parallel import START_METHODS
 from runner.ray_mode import INSTALL_HINT, ray_available
 from runner.strategies import STRATEGIES
 
@@ -112,8 +112,9 @@ def validate(cfg: DictConfig) -> None:
     _require(intra >= 1, "intra_op_threads", intra, "must be at least 1")
     workers = 1 if cfg.mode == "sequential" else cfg.threads
     cores = available_cores()
+    on_a_cluster = cfg.mode == "ray" and bool(os.environ.get("RAY_ADDRESS") or cfg.ray.address)
     _require(
-        intra == 1 or workers * intra <= cores,
+        intra == 1 or on_a_cluster or workers * intra <= cores,  # a cluster has its own cores
         "intra_op_threads",
         intra,
         f"{workers} worker(s) x {intra} threads would exceed the {cores} cores",

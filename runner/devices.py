@@ -4,6 +4,7 @@ The checks here run in the parent before any work: a CUDA device on a machine wi
 a GPU index that is not there, or more parallel workers than GPUs is a config error.
 """
 
+import os
 import re
 import subprocess
 from typing import Any
@@ -11,6 +12,14 @@ from typing import Any
 import torch
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def available_cores() -> int:
+    """CPUs this process may run on: the affinity mask (taskset, a SLURM allocation), not the
+    machine's count; where the system keeps no mask (macOS, Windows), the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def is_cuda(device: str) -> bool:

@@ -20,9 +20,9 @@ import torch
 
 from runner.backends import build
 from runner.classify import Job, Part, Result, assemble, classify_part, repeat, result_of, warm_up
-from runner.data import load_split
+from runner.data import read_images
 from runner.devices import worker_device
-from runner.errors import RunnerError, last_line
+from runner.errors import RunnerError, flat, last_line
 from runner.model import load_model
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
@@ -30,28 +30,27 @@ TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost n
 _worker: dict[str, Any] = {}
 
 
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0))
-
-
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
     """Load the model once; with ``device=cuda`` the n-th worker to start takes GPU n."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    torch.set_num_threads(job.intra_op_threads)
-    with started.get_lock():
-        number = started.value
-        started.value += 1
-    device = worker_device(job.device, number)
-    model = load_model(job.weights)
-    classify = build(model, job.backend, device, job.intra_op_threads, job.onnx)
-    _worker["classify"] = classify
-    _worker["images"] = load_split(job.data_dir, job.split_name, verify=False).images
     _worker["ready"] = ready
+    try:
+        torch.set_num_threads(job.intra_op_threads)
+        with started.get_lock():
+            number = started.value
+            started.value += 1
+        device = worker_device(job.device, number)
+        model = load_model(job.weights)
+        _worker["classify"] = build(model, job.backend, device, job.intra_op_threads, job.onnx)
+        _worker["images"] = read_images(job.data_dir, job.split_name)
+    except Exception as error:  # raised by the first task, so the parent learns the cause
+        _worker["failed"] = f"worker {os.getpid()} could not start: {flat(error, 300)}"
 
 
 def _warm_up(batch_size: int, batches: int, timeout_s: float) -> int:
     """Untimed batches, then wait for the others, so that each worker takes exactly one."""
+    if "failed" in _worker:
+        raise RunnerError(_worker["failed"])
     warm_up(_worker["classify"], _worker["images"], batch_size, batches)
     _worker["ready"].wait(timeout_s)
     return os.getpid()

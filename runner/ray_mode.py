@@ -85,7 +85,7 @@ def _connect(address: Optional[str], cpus: int) -> None:
 def run_ray(job: Job) -> Result:
     """Classify the grid with ``job.threads`` Ray actors."""
     import ray
-    from ray.exceptions import GetTimeoutError, RayError
+    from ray.exceptions import RayError
     from ray.util import ActorPool
 
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def run_ray(job: Job) -> Result:
             return assemble(job.cells, parts)
 
         timed = repeat(job.repeats, classify_all)
-    except GetTimeoutError:
+    except TimeoutError:  # ray.get's GetTimeoutError and ActorPool's built-in TimeoutError
         raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
     except RayError as error:
         raise RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")

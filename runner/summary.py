@@ -1,7 +1,6 @@
 """A run's figures: the summary dict, its console lines, and the files that hold them."""
 
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from runner.classify import Result
-from runner.devices import device_info, is_cuda
+from runner.devices import available_cores, device_info, is_cuda
 from runner.files import atomic
 
 ENVIRONMENT_KEYS = ("device", "cpu", "cores", "torch", "backend", "torch_threads", "start_method")
@@ -75,7 +74,7 @@ def summarize(
         "device": cfg.device,
         **_device_figures(cfg.device, result),
         "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cores": available_cores(),
         "torch": torch.__version__,
     }
 

@@ -81,7 +81,8 @@ class SweepTracking(Callback):
         if written:
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
         if failed:
-            print(f"error: {len(failed)} job(s) of the sweep failed, see {failures}", flush=True)
+            message = f"error: {len(failed)} job(s) of the sweep failed, see {failures}"
+            print(message, file=sys.stderr, flush=True)
             sys.exit(1)
 
     def _finish(self, status: str) -> None:

@@ -1,13 +1,16 @@
 """The shipped MNIST files: checksums, extraction, loading, grid indexing."""
 
+import ast
 import gzip
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from runner import REPO_ROOT
-from runner.data import SHA256, cell_images, load_split
+from runner.data import SHA256, cell_images, load_split, read_images
 from runner.errors import InputError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -67,3 +70,18 @@ def test_corrupted_extracted_file_is_replaced_from_the_archive(data_copy):
 def test_cells_wrap_around_the_split():
     assert cell_images(0, 5, 0, 3).tolist() == [0, 1, 2, 0, 1]
     assert cell_images(2, 6, 7, 4).tolist() == [1, 2, 3, 0]
+
+
+def test_workers_map_the_same_images_without_torchvision(train_split, test_split, tmp_path):
+    for split, loaded in (("train", train_split), ("test", test_split)):
+        np.testing.assert_array_equal(read_images(REPO_ROOT / "data", split), loaded.images)
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\0" * 64)
+    with pytest.raises(InputError, match="not an MNIST image file"):
+        read_images(tmp_path, "test")
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, runner.parallel; print(sorted(sys.modules))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    modules = set(ast.literal_eval(imported.stdout))
+    assert "torch" in modules and not {"torchvision", "mlflow", "hydra"} & modules

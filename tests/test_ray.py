@@ -99,24 +99,36 @@ def _actors():
     return found
 
 
-@pytest.mark.parametrize("fault", ["kill actor", "ctrl-c"])
+EXPECTED = {
+    "kill actor": (1, "error: a Ray actor failed", "FAILED"),
+    "hang actor": (1, "error: no Ray actor answered within 15 s (parallel.timeout_s)", "FAILED"),
+    "ctrl-c": (130, "error: interrupted", "KILLED"),
+}
+
+
+@pytest.mark.parametrize("fault", EXPECTED)
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
-    process = start_app(tmp_path, "mode=ray", "grid.rows=2000", "backend=eager")
+    timeout = ["parallel.timeout_s=15"] if fault == "hang actor" else []
+    process = start_app(tmp_path, "mode=ray", "grid.rows=2000", "backend=eager", *timeout)
     deadline = time.monotonic() + 120
     while len(_actors()) < 2 and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         time.sleep(0.2)
     time.sleep(4)  # into the classification
+    actors = _actors()
     if fault == "kill actor":
-        os.kill(_actors()[0], signal.SIGKILL)
+        os.kill(actors[0], signal.SIGKILL)
+    elif fault == "hang actor":
+        for actor in actors:
+            os.kill(actor, signal.SIGSTOP)  # alive but never answering
     else:
         os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=90)
-    expected = (1, "error: a Ray actor failed") if fault == "kill actor" else (130, "error: interr")
-    assert process.returncode == expected[0] and err.strip().startswith(expected[1]), err
+    code, message, status = EXPECTED[fault]
+    assert process.returncode == code and err.strip().startswith(message), err
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
-    assert [run.info.status for run in runs] == ["FAILED" if fault == "kill actor" else "KILLED"]
+    assert [run.info.status for run in runs] == [status]
     assert not (tmp_path / "run" / "summary.json").exists()
     deadline = time.monotonic() + 30
     while _actors() and time.monotonic() < deadline:

@@ -110,7 +110,8 @@ def test_eight_jobs_four_at_once_with_the_joblib_launcher(tmp_path):
 def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):
     done = run_app(tmp_path, *SMALL, "mode=parallel", "parallel.timeout_s=0.001,600", multirun=True)
     assert done.returncode == 1
-    assert "1 job(s) of the sweep failed" in done.stdout
+    assert "1 job(s) of the sweep failed" in done.stderr.strip().splitlines()[-1]
+    assert "sweep failed" not in done.stdout
     _, parents, children = store(tmp_path)
     assert parents[0].info.status == "FAILED"
     failed = [run for run in children if run.info.status == "FAILED"]
