@@ -7,6 +7,7 @@ value out of range before any work starts.
 
 import os
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,6 +42,7 @@ class DataConfig:
 class ParallelConfig:
     start_method: str = MISSING
     timeout_s: float = MISSING
+    allow_any_workers: bool = MISSING
 
 
 @dataclass
@@ -98,6 +100,7 @@ def _require(ok: bool, key: str, value: Any, reason: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Refuse values that typing cannot catch; raises ConfigError naming the key."""
+    _refuse_unknown_keys(cfg)
     _require(cfg.mode in STRATEGIES, "mode", cfg.mode, f"must be one of {', '.join(STRATEGIES)}")
     _require(cfg.mode != "ray" or ray_available(), "mode", cfg.mode, INSTALL_HINT)
     _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
@@ -145,6 +148,65 @@ def validate(cfg: DictConfig) -> None:
         f"must allow at least one pixel per cell ({cells})",
     )
     _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
+    uri = cfg.mlflow.tracking_uri
+    _require(uri is None or _known_scheme(uri), "mlflow.tracking_uri", uri, URI_HINT)
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    _require(not from_env or _known_scheme(from_env), "MLFLOW_TRACKING_URI", from_env, URI_HINT)
+    if cfg.mode != "sequential" and not cfg.parallel.allow_any_workers:
+        _check_worker_count(cfg, cores, local=not on_a_cluster)
+
+
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+URI_HINT = f"the scheme must be one of {', '.join(URI_SCHEMES)}"
+WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of the images
+CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
+
+
+def _known_scheme(uri: str) -> bool:
+    return uri.partition(":")[0].partition("+")[0].lower() in URI_SCHEMES
+
+
+def _refuse_unknown_keys(cfg: DictConfig) -> None:
+    """Keys the schema does not know (added with ``+``, where a typo is silently kept)."""
+    known = set(flatten(OmegaConf.structured(RunConfig)))
+    for key in flatten(cfg):
+        if key not in known:
+            near = get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigError(key, flatten(cfg)[key], f"is not a setting{hint}")
+
+
+def _check_worker_count(cfg: DictConfig, cores: int, local: bool) -> None:
+    """Refuse a worker count that cannot help or cannot fit, before any worker starts; a
+    Ray cluster's cores and memory are its own."""
+    workers, override = cfg.threads, "parallel.allow_any_workers=true"
+    tasks = -(-cfg.grid.rows * cfg.grid.columns // cfg.batch_size)
+    limits = [
+        (tasks, f"the grid is only {tasks} batch(es) of {cfg.batch_size}"),
+    ]
+    if local:
+        limits += [
+            (CORES_MULTIPLE * cores, f"{CORES_MULTIPLE} per core on {cores} core(s)"),
+            (_available_mb() // WORKER_MB, f"{WORKER_MB} MB per worker in the memory available"),
+        ]
+    for limit, reason in limits:
+        _require(
+            workers <= limit,
+            "threads",
+            workers,
+            f"more than {limit} worker(s) ({reason}); {override} allows it",
+        )
+
+
+def _available_mb() -> int:
+    """Memory the kernel says can be had without swapping; unlimited where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 40
 
 
 def _check_gpu_run(cfg: DictConfig) -> None:

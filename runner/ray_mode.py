@@ -3,7 +3,7 @@ contiguous ranges of cells. Imported only for ``mode=ray``; Ray is an optional e
 
 The images and the weights go into the object store once; actors read them from there, so
 the same code runs on a cluster whose nodes have neither the repository's data nor its
-weights (they need Python, torch, torchvision and numpy; the ``runner`` package is shipped
+weights (they need Python, torch, numpy and onnxruntime; the ``runner`` package is shipped
 with the job). Without an address an embedded Ray is started with just the CPUs the run
 asks for and shut down at the end; with one (``ray.address`` or ``RAY_ADDRESS``) the run
 joins that cluster and leaves it running.

@@ -1,17 +1,19 @@
 """Config composition, the typed schema, and every value check."""
 
 import os
+import re
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from runner import REPO_ROOT
+from runner import REPO_ROOT, config
 from runner.config import flatten, register, repo_path, validate
 from runner.errors import ConfigError
 
 register()
+CORES = len(os.sched_getaffinity(0))
 
 
 def compose_run(*overrides: str):
@@ -57,6 +59,9 @@ def test_overrides_compose_and_flatten():
         ("intra_op_threads=0", "intra_op_threads"),
         ("warmup=-1", "warmup"),
         ("repeats=0", "repeats"),
+        ("mlflow.tracking_uri=ftp://x/y", "mlflow.tracking_uri"),
+        ("+batchsize=256", "batchsize"),
+        ("+grid.colums=3", "grid.colums"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, key):
@@ -88,3 +93,46 @@ def test_workers_times_intra_op_threads_may_not_exceed_the_cores():
     validate(compose_run(f"intra_op_threads={cores}"))  # sequential: one process
     with pytest.raises(ConfigError, match="exceed"):
         validate(compose_run("mode=parallel", f"threads={cores}", "intra_op_threads=2"))
+
+
+def test_a_typo_added_with_plus_names_the_nearest_setting():
+    with pytest.raises(
+        ConfigError, match="batchsize=256: is not a setting; did you mean batch_size"
+    ):
+        validate(compose_run("+batchsize=256"))
+
+
+def test_an_unknown_tracking_scheme_in_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://x/y")
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_run())
+    assert refused.value.key == "MLFLOW_TRACKING_URI"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg2://u@h/db")
+    validate(compose_run())
+
+
+@pytest.mark.parametrize(
+    "overrides, limit",
+    [
+        (
+            ("threads=64", "grid.rows=1", "grid.columns=1"),
+            "more than 1 worker(s) (the grid is only 1",
+        ),
+        (("threads=3", "grid.rows=1", "grid.columns=4", "batch_size=2"), "more than 2 worker(s)"),
+        (("threads=50000",), f"more than {4 * CORES} worker(s) (4 per core on {CORES} core(s))"),
+    ],
+)
+def test_a_worker_count_that_cannot_help_is_refused_unless_allowed(overrides, limit):
+    with pytest.raises(ConfigError, match=re.escape(limit)) as refused:
+        validate(compose_run("mode=parallel", *overrides))
+    assert refused.value.key == "threads" and "parallel.allow_any_workers=true" in str(
+        refused.value
+    )
+    validate(compose_run("mode=parallel", *overrides, "parallel.allow_any_workers=true"))
+
+
+def test_workers_that_would_not_fit_in_memory_are_refused(monkeypatch):
+    monkeypatch.setattr(config, "_available_mb", lambda: 2 * config.WORKER_MB)
+    validate(compose_run("mode=parallel", "threads=2"))
+    with pytest.raises(ConfigError, match="MB per worker in the memory available"):
+        validate(compose_run("mode=parallel", "threads=3"))

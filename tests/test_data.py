@@ -32,10 +32,12 @@ def data_copy(tmp_path):
     return tmp_path
 
 
-def test_first_use_extracts_where_torchvision_looks(data_copy):
+def test_first_use_extracts_the_split_where_torchvision_looks(data_copy, test_split):
     split = load_split(data_copy, "test")
-    assert len(split) == 10000
-    assert sorted(p.name for p in (data_copy / "MNIST" / "raw").iterdir()) == sorted(SHA256)
+    np.testing.assert_array_equal(split.images, test_split.images)
+    np.testing.assert_array_equal(split.labels, test_split.labels)
+    extracted = sorted(p.name for p in (data_copy / "MNIST" / "raw").iterdir())
+    assert extracted == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 def test_altered_archive_fails_its_checksum_naming_the_file(data_copy):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from runner.backends import BACKENDS, build
 from runner.classify import classify_range
@@ -79,3 +80,6 @@ def test_flop_count_comes_from_the_layers():
     # conv 5x5x1 -> 16 on 28x28, conv 5x5x16 -> 32 on 14x14, then 1568-512-256-10
     multiply_adds = 25 * 16 * 28 * 28 + 25 * 16 * 32 * 14 * 14 + 1568 * 512 + 512 * 256 + 2560
     assert flops_per_image(MnistCNN()) == 2 * multiply_adds
+    with FlopCounterMode(display=False) as counter:
+        MnistCNN()(torch.zeros(1, 1, 28, 28))
+    assert counter.get_total_flops() == 2 * multiply_adds
