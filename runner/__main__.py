@@ -3,7 +3,9 @@
 import os
 import sys
 
-from runner import app
+from runner.errors import Stop, Terminated, catch_stop_signals
+
+catch_stop_signals()  # from the first instant: Ctrl-C while torch imports is no traceback
 
 
 def describe(error: BaseException) -> str:
@@ -24,10 +26,17 @@ def cli() -> None:
     """
     wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    app = None
     try:
+        from runner import app
+
         app.main()
+    except Stop as stop:  # before or after the job: imports, composing, Hydra's teardown
+        terminated = isinstance(stop, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        sys.exit(Terminated.exit_code if terminated else 130)
     except Exception as error:
-        if wants_trace or app.job_started:
+        if wants_trace or (app is not None and app.job_started):
             raise
         print(f"error: {describe(error)}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -1,7 +1,6 @@
 """``python -m runner``: compose the config, classify the grid, write and log the products."""
 
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,10 +14,19 @@ from runner.backends import export_onnx
 from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
-from runner.errors import InputError, RunnerError, Terminated, flat
+from runner.errors import (
+    InputError,
+    RunnerError,
+    Stop,
+    Terminated,
+    catch_stop_signals,
+    flat,
+    stop_requested,
+)
 from runner.files import check_writable, discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
+from runner.parallel import stop_helpers
 from runner.strategies import STRATEGIES
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
@@ -93,11 +101,17 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
     global job_started
     job_started = True
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    catch_stop_signals()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)
-    except Exception as error:
+    except BaseException as raised:
+        error = stop_requested() or raised  # a Ctrl-C explains whatever failed after it
+        if isinstance(error, Stop):
+            print(f"error: {STOP_WORDS[type(error)]}", file=sys.stderr, flush=True)
+            sys.exit(STOP_CODES[type(error)])
+        if not isinstance(error, Exception):
+            raise
         if not isinstance(error, RunnerError):
             logging.getLogger("runner").exception("unexpected failure")  # into the job's log
             error = RunnerError(f"unexpected {type(error).__name__}: {error}")
@@ -107,13 +121,9 @@ def main(cfg: DictConfig) -> None:
         if sweep_dir is None:
             sys.exit(error.exit_code)
         record_failure(sweep_dir, str(HydraConfig.get().job.num), message)  # the sweep goes on
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
-    except Terminated:
-        print("error: terminated", file=sys.stderr, flush=True)
-        sys.exit(Terminated.exit_code)
+    finally:
+        stop_helpers()  # no process of the run outlives the command
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+STOP_WORDS = {KeyboardInterrupt: "interrupted", Terminated: "terminated"}
+STOP_CODES = {KeyboardInterrupt: 130, Terminated: Terminated.exit_code}

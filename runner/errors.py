@@ -1,5 +1,7 @@
 """Errors that end a run with a one-line message and a chosen exit status."""
 
+import signal
+
 
 class RunnerError(Exception):
     """A failure that is reported in one line, without a traceback."""
@@ -25,6 +27,31 @@ class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that every cleanup on the way runs."""
 
     exit_code = 143
+
+
+Stop = (KeyboardInterrupt, Terminated)
+_signals: list[int] = []
+
+
+def catch_stop_signals() -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated, and both are remembered: a
+    worker that dies of the same Ctrl-C can break the pool before the parent's own
+    KeyboardInterrupt surfaces, and the run must still end as interrupted, not failed."""
+
+    def stop(signum: int, frame: object) -> None:
+        _signals.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and friends keep theirs
+            signal.signal(signum, stop)
+
+
+def stop_requested() -> "KeyboardInterrupt | Terminated | None":
+    """The stop a signal asked for, if one arrived: it explains any failure that followed."""
+    if signal.SIGTERM in _signals:
+        return Terminated()
+    return KeyboardInterrupt() if _signals else None
 
 
 def flat(text: object, limit: int = 500) -> str:

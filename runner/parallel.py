@@ -7,9 +7,12 @@ number of open file descriptors does not grow with the grid. A dead worker break
 pool at once (``concurrent.futures`` notices it) and every wait has a bound.
 """
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,12 +29,39 @@ from runner.errors import RunnerError, flat, last_line
 from runner.model import load_model
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
+PR_SET_PDEATHSIG = 1  # prctl(2)
 TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
 _worker: dict[str, Any] = {}
 
 
+def die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this process when its parent ends, however it ends (SIGKILL
+    and the OOM killer included). A worker's parent is the forkserver, which does the same
+    with the run (``runner.forkserver_preload``), or the run itself under ``spawn``."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent ended before we asked
+        os._exit(1)
+
+
+def stop_helpers() -> None:
+    """Stop and wait for multiprocessing's forkserver now, and its resource tracker at exit
+    once the last semaphore is released, so that no process of the run is left once the
+    command returns (both would otherwise linger a second or two after the interpreter)."""
+    from multiprocessing import forkserver, resource_tracker, util
+
+    with contextlib.suppress(OSError, ChildProcessError):
+        forkserver._forkserver._stop()  # noqa: SLF001 - no public way to stop and wait
+    tracker = resource_tracker._resource_tracker  # noqa: SLF001
+    if tracker._fd is not None and not _worker.get("tracker_stop"):  # noqa: SLF001
+        # after the pool's semaphores are unlinked (their finalizers have priority 0)
+        _worker["tracker_stop"] = util.Finalize(None, tracker._stop, exitpriority=-100)  # noqa: SLF001
+
+
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
     """Load the model once; with ``device=cuda`` the n-th worker to start takes GPU n."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _worker["ready"] = ready
     try:
@@ -115,7 +145,7 @@ def run_parallel(job: Job) -> Result:
         multiprocessing.set_start_method(job.start_method, force=True)
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
-        context.set_forkserver_preload(["runner.parallel"])
+        context.set_forkserver_preload(["runner.forkserver_preload"])
     started = time.perf_counter()
     ready = context.Barrier(workers)
     pool = ProcessPoolExecutor(

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.config import flatten
-from runner.errors import RunnerError, Terminated, flat
+from runner.errors import RunnerError, Stop, flat, stop_requested
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
@@ -131,10 +131,13 @@ def mlflow_run(
         try:
             mlflow.log_params(flatten(cfg))
             yield run
-        except (KeyboardInterrupt, Terminated):
+        except Stop:
             mlflow.end_run("KILLED")
             raise
         except Exception as error:
+            if stop_requested():  # failed because of the Ctrl-C, not by itself
+                mlflow.end_run("KILLED")
+                raise
             mlflow.set_tag("error", flat(error) or type(error).__name__)
             raise
 

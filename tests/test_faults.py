@@ -75,13 +75,24 @@ def statuses(tmp_path):
     return [run.info.status for run in client.search_runs([experiment.experiment_id])]
 
 
+def alive(pids):
+    """Those of ``pids`` that still run (a zombie waiting to be reaped runs nothing)."""
+    found = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            found.append(pid)
+    return found
+
+
 def assert_nothing_left(tmp_path, process, before):
+    """No product, and no process of the run still running once the command returned."""
     assert not (tmp_path / "run" / "summary.json").exists()
     assert not (tmp_path / "run" / "mask.png").exists()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [p for p in before if Path(f"/proc/{p}").exists()]:
-        time.sleep(0.2)
-    assert [p for p in before if Path(f"/proc/{p}").exists()] == [], "orphaned processes"
+    assert alive(before) == [], "processes of the run outlived it"
 
 
 def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
@@ -112,6 +123,19 @@ def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word
     assert process.returncode == code and err.strip() == f"error: {word}"
     assert statuses(tmp_path) == ["KILLED"]
     assert_nothing_left(tmp_path, process, everything)
+
+
+def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
+    process = start_app(tmp_path, *BIG)
+    workers_of(process, 2)
+    everything = descendants(process.pid)
+    assert len(everything) >= 4  # forkserver, resource tracker, two workers
+    os.kill(process.pid, signal.SIGKILL)  # as the OOM killer would: no handler runs
+    process.wait(timeout=60)  # not communicate: survivors would hold its pipes open
+    deadline = time.monotonic() + 60  # the kernel's work, observed in /proc
+    while alive(everything) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive(everything) == [], "orphaned processes"
 
 
 def test_hung_worker_ends_in_a_timeout_not_a_frozen_terminal(tmp_path):
