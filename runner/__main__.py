@@ -4,8 +4,10 @@ import os
 import sys
 
 from runner.errors import Stop, Terminated, catch_stop_signals
+from runner.phases import begin
 
 catch_stop_signals()  # from the first instant: Ctrl-C while torch imports is no traceback
+begin("imports")
 
 
 def describe(error: BaseException) -> str:

@@ -27,6 +27,7 @@ from runner.files import check_writable, discard_run_dir
 from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
 from runner.parallel import stop_helpers
+from runner.phases import begin
 from runner.strategies import STRATEGIES
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
@@ -70,29 +71,40 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """One job: products in ``run_dir``, summary.json written last as the mark of success."""
+    """One job: products in ``run_dir``, summary.json written last as the mark of success.
+
+    Bad input (a config value, a file, the store's place) leaves no run directory behind."""
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
+        job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
+        with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
+            summary = classify_and_write(cfg, job, load_s, run_dir, tracked is not None)
     except InputError:
         discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
         raise
-    job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
-    with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
-        result = STRATEGIES[cfg.mode](job)
-        labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
-        summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
-        write_predictions(run_dir / "predictions.npz", labels, result)
-        side = cell_side(job.cells, cfg.mask.max_pixels)
-        values = cell_values(labels, result.pred, result.prob)
-        grid = (cfg.grid.rows, cfg.grid.columns)
-        save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
-        if tracked is not None:
-            log_results(summary, run_dir, [run_dir / "mask.png"])
-        write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
     for line in console_lines(summary):
         print(line, flush=True)
     print(f"Output: {run_dir}", flush=True)
+    return summary
+
+
+def classify_and_write(
+    cfg: DictConfig, job: Job, load_s: float, run_dir: Path, tracked: bool
+) -> dict:
+    """The run itself, inside its MLflow run: classify, then the products, summary last."""
+    result = STRATEGIES[cfg.mode](job)
+    labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
+    summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
+    write_predictions(run_dir / "predictions.npz", labels, result)
+    begin("mask")
+    side = cell_side(job.cells, cfg.mask.max_pixels)
+    values = cell_values(labels, result.pred, result.prob)
+    grid = (cfg.grid.rows, cfg.grid.columns)
+    save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
+    if tracked:
+        log_results(summary, run_dir, [run_dir / "mask.png"])
+    write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
     return summary
 
 

@@ -12,6 +12,7 @@ import torch
 from runner.backends import Classify, build, device_times
 from runner.data import Split, cell_images
 from runner.model import MnistCNN
+from runner.phases import begin
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def run_sequential(job: Job) -> Result:
     classify = build(job.model, job.backend, job.device, job.intra_op_threads, job.onnx)
     warm_up(classify, job.split.images, job.batch_size, job.warmup)
     startup_s = time.perf_counter() - started
+    begin("classify")
     timed = repeat(
         job.repeats,
         lambda: classify_part(classify, job.split.images, 0, job.cells, job.offset, job.batch_size),

@@ -27,6 +27,7 @@ from runner.data import read_images
 from runner.devices import worker_device
 from runner.errors import RunnerError, flat, last_line
 from runner.model import load_model
+from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -146,6 +147,7 @@ def run_parallel(job: Job) -> Result:
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
         context.set_forkserver_preload(["runner.forkserver_preload"])
+    begin("workers")
     started = time.perf_counter()
     ready = context.Barrier(workers)
     pool = ProcessPoolExecutor(
@@ -162,7 +164,7 @@ def run_parallel(job: Job) -> Result:
         processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
         _wait_all(warm, job.timeout_s, "start-up")
         startup_s = time.perf_counter() - started
-
+        begin("classify")
         timed = repeat(job.repeats, lambda: _classify_all(pool, job))
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         _stop(pool, processes)

@@ -3,8 +3,9 @@
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,7 +13,8 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.config import flatten
-from runner.errors import RunnerError, Stop, flat, stop_requested
+from runner.errors import InputError, RunnerError, Stop, flat, stop_requested
+from runner.phases import begin
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS
 
 OUTPUTS = REPO_ROOT / "outputs"
@@ -71,8 +73,13 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
         return
     database = Path(uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "a") as lock:
+    if not database.parent.is_dir():
+        raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
+    try:
+        lock = open(f"{database}.lock", "a")  # noqa: SIM115 - held for the block below
+    except OSError as error:
+        raise InputError(f"MLflow tracking store {uri} cannot be written: {error.strerror}")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -93,14 +100,53 @@ def open_store(cfg: DictConfig) -> tuple[Any, str]:
     name = cfg.mlflow.experiment
     try:
         mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient(uri)
         with _store_lock(uri):
+            _create_sqlite_store(uri)  # before any client: a client creates the store itself
+            client = mlflow.MlflowClient(uri)
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 return client, client.create_experiment(name, artifact_location(uri))
         return client, experiment.experiment_id
+    except RunnerError:
+        raise
     except Exception as error:
-        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}")
+        advice = _sqlite_advice(uri)
+        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}{advice}")
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create and migrate a new SQLite store in a file beside it, then rename it into place:
+    an interrupted first run leaves no half-migrated store behind. Called under the lock."""
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.is_file() and database.stat().st_size > 0:
+        return
+    import mlflow
+
+    begin("store")
+    creating = database.with_name(f".{database.name}.{os.getpid()}.creating")
+    try:
+        mlflow.MlflowClient(f"sqlite:///{creating}").search_experiments(max_results=1)
+        os.replace(creating, database)
+    finally:
+        creating.unlink(missing_ok=True)
+
+
+def _sqlite_advice(uri: str) -> str:
+    """What to do with a SQLite store MLflow refuses: delete it only if it holds no runs."""
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or not database.is_file():
+        return ""
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+            runs = db.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+    except sqlite3.Error:
+        return ""
+    if runs == 0:
+        return f"; it holds no runs (left half-created?): delete {database} and run again"
+    return f"; it holds {runs} run(s): upgrade it with `mlflow db upgrade {uri}`"
 
 
 @contextmanager
@@ -151,6 +197,7 @@ def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -
     """
     import mlflow
 
+    begin("logging")
     mlflow.log_dict(summary, "summary.json")
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
     for step, seconds in enumerate(summary["runtimes_s"]):

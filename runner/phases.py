@@ -1,0 +1,17 @@
+"""Phase markers for tests that interrupt a run at a chosen instant.
+
+With ``GRIDBENCH_PHASE_DIR`` set, each phase of a run touches a file named after it as the
+phase begins, so a test can wait for an observable state instead of sleeping. Unset (the
+normal case), ``begin`` does nothing.
+"""
+
+import os
+from pathlib import Path
+
+PHASES = ("imports", "store", "workers", "classify", "mask", "logging")
+
+
+def begin(phase: str) -> None:
+    folder = os.environ.get("GRIDBENCH_PHASE_DIR")
+    if folder:
+        Path(folder, phase).touch()

@@ -1,0 +1,107 @@
+"""Ctrl-C at every phase of a run leaves nothing behind, and the store stays usable.
+
+The app touches a marker file as each phase begins (``GRIDBENCH_PHASE_DIR``); the test
+signals as soon as it appears, so it never depends on how fast the machine is.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+from runner import REPO_ROOT
+from runner.phases import PHASES
+from tests.conftest import run_app
+from tests.test_faults import alive, descendants
+
+GRID = ("mode=parallel", "threads=2", "grid.rows=100", "grid.columns=300", "backend=eager")
+
+
+def wait_for(marker, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"phase {marker.name} never began"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_ctrl_c_in_each_phase_leaves_nothing_and_the_next_run_works(tmp_path, phase):
+    markers = tmp_path / "phases"
+    markers.mkdir()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *GRID, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_for(markers / phase, process)
+    everything = descendants(process.pid)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, err.strip()) == (130, "error: interrupted"), err
+    assert "Traceback" not in out + err
+    assert alive(everything) == [], "processes of the run outlived it"
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run" / "mask.png").exists()
+    if (tmp_path / "mlflow.db").exists():
+        client = mlflow.MlflowClient(store)
+        experiment = client.get_experiment_by_name("gridbench")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        assert [run.info.status for run in runs] in ([], ["KILLED"])
+    again = run_app(tmp_path, "grid.rows=2", "grid.columns=2")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def _store_with_runs(tmp_path, runs):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("x")
+    for _ in range(runs):
+        client.create_run(experiment)
+    return tmp_path / "mlflow.db"
+
+
+def test_a_half_created_store_without_runs_may_be_deleted(tmp_path):
+    database = tmp_path / "mlflow.db"
+    with sqlite3.connect(database) as db:  # what an interrupted migration leaves
+        db.execute("create table experiments (experiment_id integer)")
+        db.execute("create table _alembic_tmp_experiments (x integer)")
+    done = run_app(tmp_path, "grid.rows=1", "grid.columns=1")
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"it holds no runs (left half-created?): delete {database} and run again")
+    )
+    assert database.stat().st_size > 0  # never deleted for the user
+
+
+def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):
+    database = _store_with_runs(tmp_path, 2)
+    with sqlite3.connect(database) as db:
+        db.execute("update alembic_version set version_num = 'from_the_future'")
+    before = database.read_bytes()
+    done = run_app(tmp_path, "grid.rows=1", "grid.columns=1")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        f"it holds 2 run(s): upgrade it with `mlflow db upgrade sqlite:///{database}`"
+    )
+    assert database.read_bytes() == before
+
+
+def test_a_store_in_a_missing_directory_is_bad_input(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    done = run_app(tmp_path, "grid.rows=1", "grid.columns=1", env={"MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: MLflow tracking store {uri}: no such directory " + str(
+        tmp_path / "nowhere"
+    )
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()
