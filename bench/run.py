@@ -94,10 +94,24 @@ def run_app(overrides: list[str], workdir: Path, env: dict, memory: bool = False
     return Measured(summary, wall, peak / 1024)
 
 
+def cpu_family_and_isa() -> str:
+    """Family and model, and the widest vector ISA: what tells two "AMD EPYC" apart."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = next((f for f in ("amx_tile", "avx512f", "avx2", "avx") if f in flags), "no AVX")
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa}"
+
+
 def describe_machine(torch_version: str) -> str:
     return (
-        f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, Python "
-        f"{platform.python_version()}, torch {torch_version}"
+        f"{cpu_model()} ({cpu_family_and_isa()}), {os.cpu_count()} cores, "
+        f"{platform.machine()}, Python {platform.python_version()}, torch {torch_version}"
     )
 
 

@@ -1,6 +1,8 @@
 """Errors that end a run with a one-line message and a chosen exit status."""
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class RunnerError(Exception):
@@ -31,6 +33,25 @@ class Terminated(BaseException):
 
 Stop = (KeyboardInterrupt, Terminated)
 _signals: list[int] = []
+_holding = [0]  # depth of held_stops blocks
+
+
+@contextmanager
+def held_stops() -> Iterator[None]:
+    """Record SIGINT and SIGTERM without raising inside the block: a SQLite write cut in
+    half leaves the store locked for the rest of the process, so MLflow's writes are short
+    and run whole. ``raise_if_stopped`` afterwards acts on what arrived."""
+    _holding[0] += 1
+    try:
+        yield
+    finally:
+        _holding[0] -= 1
+
+
+def raise_if_stopped() -> None:
+    stop = stop_requested()
+    if stop is not None:
+        raise stop
 
 
 def catch_stop_signals() -> None:
@@ -40,7 +61,8 @@ def catch_stop_signals() -> None:
 
     def stop(signum: int, frame: object) -> None:
         _signals.append(signum)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not _holding[0]:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and friends keep theirs

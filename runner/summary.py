@@ -108,7 +108,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         runtime,
         f"Accuracy: {summary['accuracy'] * 100:.2f}%",
         f"Throughput: {summary['throughput_ips']:,.0f} images/s, {summary['gflops']:.1f} GFLOP/s"
-        f" ({summary['backend']}, {summary['torch_threads']} torch thread(s) per process)",
+        f" ({summary['backend']}, {summary['torch_threads']} thread(s) per process)",
         f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
         f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
         *_gpu_lines(summary),

@@ -13,7 +13,15 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.config import flatten
-from runner.errors import InputError, RunnerError, Stop, flat, stop_requested
+from runner.errors import (
+    InputError,
+    RunnerError,
+    Stop,
+    flat,
+    held_stops,
+    raise_if_stopped,
+    stop_requested,
+)
 from runner.phases import begin
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS
 
@@ -163,29 +171,33 @@ def mlflow_run(
         return
     import mlflow
 
-    _, experiment_id = open_store(cfg)
-    try:
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=run_name(cfg),
-            parent_run_id=parent_id,
-            tags=tags,
-        )
-    except Exception as error:
-        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
-    with run:  # an exception leaving this block marks the run FAILED
+    with held_stops():
+        _, experiment_id = open_store(cfg)
         try:
-            mlflow.log_params(flatten(cfg))
-            yield run
-        except Stop:
-            mlflow.end_run("KILLED")
-            raise
+            run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=run_name(cfg),
+                parent_run_id=parent_id,
+                tags=tags,
+            )
         except Exception as error:
-            if stop_requested():  # failed because of the Ctrl-C, not by itself
+            raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+    try:
+        with held_stops():
+            mlflow.log_params(flatten(cfg))
+        raise_if_stopped()
+        yield run
+    except BaseException as error:
+        with held_stops():
+            if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
                 mlflow.end_run("KILLED")
-                raise
-            mlflow.set_tag("error", flat(error) or type(error).__name__)
-            raise
+            else:
+                mlflow.set_tag("error", flat(error) or type(error).__name__)
+                mlflow.end_run("FAILED")
+        raise
+    with held_stops():
+        mlflow.end_run("FINISHED")
+    raise_if_stopped()  # the run is complete; a late Ctrl-C still ends the command as asked
 
 
 def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
@@ -198,6 +210,12 @@ def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -
     import mlflow
 
     begin("logging")
+    with held_stops():
+        _log(mlflow, summary, run_dir, artifacts)
+    raise_if_stopped()
+
+
+def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
     mlflow.log_dict(summary, "summary.json")
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
     for step, seconds in enumerate(summary["runtimes_s"]):
