@@ -73,7 +73,7 @@ def _torch_cpu(forward: Callable[[torch.Tensor], torch.Tensor]) -> Classify:
     return classify
 
 
-class CudaClassify:
+class CudaClassify:  # pragma: no cover - needs a GPU: bench/gpu_check.sh runs it there
     """A torch forward on one GPU, fed from pinned memory and timed with CUDA events."""
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], device: str) -> None:

@@ -3,12 +3,19 @@ GPU machine (torch's CUDA queries patched), and how workers are spread over GPUs
 
 The CUDA path itself runs on a real GPU in ``bench/gpu_check.sh``."""
 
+import os
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
+from runner import devices
+from runner.classify import Result
 from runner.config import validate
 from runner.devices import device_problem, gpus_of, worker_device
 from runner.errors import ConfigError
+from runner.summary import console_lines, summarize
 from tests.conftest import run_app
 from tests.test_config import compose_run
 
@@ -75,3 +82,53 @@ def test_onnxruntime_on_a_gpu_needs_its_cuda_provider(two_gpus, monkeypatch):
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     validate(compose_run("device=cuda", "backend=onnxruntime"))
+
+
+def test_driver_versions_come_from_nvidia_smi(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho '| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   "
+        "CUDA Version: 13.0     |'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert devices._driver_versions() == ("580.159.04", "13.0")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert devices._driver_versions() == ("unknown", "unknown")
+
+
+def test_gpu_facts_reach_the_summary_and_the_console(two_gpus, monkeypatch):
+    props = SimpleNamespace(name="Fake GPU", total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    monkeypatch.setattr(devices, "_driver_versions", lambda: ("580.1", "13.0"))
+    info = devices.device_info("cuda:1")
+    assert info["gpu"] == "Fake GPU" and info["gpu_memory_gb"] == 80.0 and info["gpu_count"] == 1
+    assert info["gpu_driver"] == "580.1" and info["cuda_driver"] == "13.0"
+    assert devices.device_info("cpu") == {}
+    result = Result(
+        np.zeros(4, np.uint8), np.ones(4, np.float32), [1.0], np.ones(4), 0.1, 1, 1, 0.25, 0.75
+    )
+    cfg = compose_run("device=cuda:1", "grid.rows=2", "grid.columns=2")
+    summary = summarize(cfg, result, np.zeros(4, np.uint8), 0.1, 10, 1000)
+    assert summary["gpu_transfer_share"] == 0.25 and summary["device"] == "cuda:1"
+    lines = console_lines(summary)
+    assert any(line.startswith("Device: cuda:1 (Fake GPU, 80.0 GB") for line in lines)
+    assert any("25% copying, 75% computing" in line for line in lines)
+
+
+def test_cores_are_those_the_run_may_use_not_the_machines(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # as under taskset -c 0
+    result = Result(np.zeros(4, np.uint8), np.ones(4, np.float32), [1.0], np.ones(4), 0.1, 2, 1)
+    cfg = compose_run("mode=parallel", "threads=2", "grid.rows=2", "grid.columns=2")
+    summary = summarize(cfg, result, np.zeros(4, np.uint8), 0.1, 10, 1000)
+    assert summary["cores"] == 1
+    assert "Note: 2 workers share 1 cores" in console_lines(summary)
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS and Windows have no affinity mask
+    assert devices.available_cores() == os.cpu_count()
+
+
+def test_a_ray_cluster_is_not_judged_by_the_local_cores():
+    many = ("mode=ray", "threads=64", "intra_op_threads=2")
+    validate(compose_run(*many, "ray.address=head:6379"))
+    with pytest.raises(ConfigError, match="exceed"):
+        validate(compose_run(*many))
