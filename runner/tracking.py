@@ -4,8 +4,8 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -171,7 +171,8 @@ def mlflow_run(
         return
     import mlflow
 
-    with held_stops():
+    held = _holding_for(tracking_uri(cfg))
+    with held():
         _, experiment_id = open_store(cfg)
         try:
             run = mlflow.start_run(
@@ -183,21 +184,27 @@ def mlflow_run(
         except Exception as error:
             raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
     try:
-        with held_stops():
+        with held():
             mlflow.log_params(flatten(cfg))
         raise_if_stopped()
         yield run
     except BaseException as error:
-        with held_stops():
+        with held():
             if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
                 mlflow.end_run("KILLED")
             else:
                 mlflow.set_tag("error", flat(error) or type(error).__name__)
                 mlflow.end_run("FAILED")
         raise
-    with held_stops():
+    with held():
         mlflow.end_run("FINISHED")
     raise_if_stopped()  # the run is complete; a late Ctrl-C still ends the command as asked
+
+
+def _holding_for(uri: str) -> Callable[[], AbstractContextManager[None]]:
+    """Ctrl-C is held during writes to a SQLite store (cut in half, one leaves it locked);
+    a request to a server may be cut at any instant."""
+    return held_stops if uri.startswith("sqlite:") else nullcontext
 
 
 def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
@@ -210,7 +217,7 @@ def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -
     import mlflow
 
     begin("logging")
-    with held_stops():
+    with _holding_for(mlflow.get_tracking_uri())():
         _log(mlflow, summary, run_dir, artifacts)
     raise_if_stopped()
 
