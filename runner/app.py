@@ -92,7 +92,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def classify_and_write(
     cfg: DictConfig, job: Job, load_s: float, run_dir: Path, tracked: bool
 ) -> dict:
-    """The run itself, inside its MLflow run: classify, then the products, summary last."""
+    """The run itself, inside its MLflow run: classify, then the products, summary last.
+
+    If MLflow fails while logging (a server gone mid-run), the results are kept: the
+    summary says ``"tracked": false`` and why, and ``runner.sync`` logs the run later."""
+    started_at = time.time()
     result = STRATEGIES[cfg.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
     summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
@@ -102,9 +106,20 @@ def classify_and_write(
     values = cell_values(labels, result.pred, result.prob)
     grid = (cfg.grid.rows, cfg.grid.columns)
     save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
+    summary.update(started_at=started_at, tracked=tracked)
+    lost = ""
     if tracked:
-        log_results(summary, run_dir, [run_dir / "mask.png"])
+        try:
+            log_results(summary, run_dir, [run_dir / "mask.png"])
+        except Exception as error:
+            lost = flat(error, 300)
+            summary.update(tracked=False, tracking_error=lost)
     write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
+    if lost:
+        raise RunnerError(
+            f"MLflow logging failed ({lost}); the results are in {run_dir}: log them later "
+            f"with `python -m runner.sync {run_dir}`"
+        )
     return summary
 
 

@@ -5,7 +5,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Optional
 
@@ -189,7 +189,7 @@ def mlflow_run(
         raise_if_stopped()
         yield run
     except BaseException as error:
-        with held():
+        with held(), suppress(Exception):  # a store that is gone must not hide the cause
             if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
                 mlflow.end_run("KILLED")
             else:

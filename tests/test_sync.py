@@ -1,0 +1,106 @@
+"""A tracking server that dies mid-run loses no result; ``runner.sync`` logs the run later."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from runner import REPO_ROOT
+from tests.test_interrupts import wait_for
+from tests.test_sweep import _get, _post, _wait_until_up, free_port
+
+GRID = ("grid.rows=20", "grid.columns=300", "backend=eager")  # long enough to kill a server
+
+
+def start_server(folder):
+    folder.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    _wait_until_up(base, server)
+    return server, base
+
+
+def stop(server):
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+def sync(*run_dirs, base):
+    return subprocess.run(
+        [sys.executable, "-m", "runner.sync", *map(str, run_dirs)],
+        cwd=REPO_ROOT, env=dict(os.environ, MLFLOW_TRACKING_URI=base),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
+    first, base = start_server(tmp_path / "first")
+    markers = tmp_path / "phases"
+    markers.mkdir()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=base, GRIDBENCH_PHASE_DIR=str(markers))
+    run_dir = tmp_path / "run"
+    app = subprocess.Popen(
+        [sys.executable, "-m", "runner", *GRID, f"hydra.run.dir={run_dir}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(markers / "classify", app)  # the run is open on the server by now
+    finally:
+        stop(first)
+    out, err = app.communicate(timeout=300)
+    assert app.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow logging failed") and "runner.sync" in last, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["tracked"] is False and summary["tracking_error"]
+    assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
+
+    second, base = start_server(tmp_path / "second")
+    try:
+        done = sync(run_dir, base=base)
+        assert done.returncode == 0, done.stderr
+        experiment = _get(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gridbench")
+        search = {"experiment_ids": [experiment["experiment"]["experiment_id"]]}
+        runs = _post(base, "/api/2.0/mlflow/runs/search", search)["runs"]
+        assert len(runs) == 1
+        run = runs[0]
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert metrics["items"] == 6000 and metrics["accuracy"] == summary["accuracy"]
+        assert params["grid.rows"] == "20" and params["backend"] == "eager"
+        assert int(run["info"]["start_time"]) == int(summary["started_at"] * 1000)
+        listed = _get(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
+        assert {"mask.png", "summary.json"} <= {f["path"] for f in listed["files"]}
+        synced = json.loads((run_dir / "summary.json").read_text())
+        assert synced["tracked"] is True and synced["mlflow_run_id"] == run["info"]["run_id"]
+
+        again = sync(run_dir, base=base)
+        assert again.returncode == 2 and "is already tracked" in again.stderr
+    finally:
+        stop(second)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d.mkdir(), "is not a run directory"),
+        (lambda d: (d / ".hydra").mkdir(parents=True)
+         or (d / ".hydra" / "config.yaml").write_text("mode: sequential\n"), "is incomplete"),
+    ],
+)  # fmt: skip
+def test_what_is_not_a_pending_run_is_refused_and_nothing_logged(tmp_path, make, message):
+    target = tmp_path / "target"
+    make(target)
+    done = sync(target, base=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {target} {message}")
+    assert not (tmp_path / "mlflow.db").exists()
