@@ -40,7 +40,7 @@ def main() -> None:
     for rows, cols in grids:
         for mode, overrides in MODES.items():
             run = run_app(
-                [*overrides, "batch_size=256", "mlflow.enabled=false",
+                [*overrides, "batch_size=256", "backend=jit", "mlflow.enabled=false",
                  f"grid.rows={rows}", f"grid.columns={cols}"],
                 workdir, env, memory=True,
             )  # fmt: skip
