@@ -107,3 +107,28 @@ def test_a_store_in_a_missing_directory_is_bad_input(tmp_path):
         tmp_path / "nowhere"
     )
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent_and_writes_no_report(tmp_path):
+    markers = tmp_path / "phases"
+    markers.mkdir()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+               GRIDBENCH_PHASE_DIR=str(markers))  # fmt: skip
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *GRID[2:], "mode=parallel", "threads=1,2",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_for(markers / "classify", process)  # the first job classifies
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    parents = [run for run in runs if "sweep_dir" in run.data.tags]
+    jobs = [run for run in runs if "sweep_dir" not in run.data.tags]
+    assert [run.info.status for run in parents] == ["KILLED"]
+    assert [run.info.status for run in jobs] == ["KILLED"]  # the second job never started
+    assert not list(sweep_dir.glob("report.*")) and not (sweep_dir / "speedup.png").exists()
