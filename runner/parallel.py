@@ -32,7 +32,8 @@ from runner.phases import begin
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
 PR_SET_PDEATHSIG = 1  # prctl(2)
 TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
-_worker: dict[str, Any] = {}
+_worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
+_tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 
 
 def die_with_parent() -> None:
@@ -55,9 +56,9 @@ def stop_helpers() -> None:
     with contextlib.suppress(OSError, ChildProcessError):
         forkserver._forkserver._stop()  # noqa: SLF001 - no public way to stop and wait
     tracker = resource_tracker._resource_tracker  # noqa: SLF001
-    if tracker._fd is not None and not _worker.get("tracker_stop"):  # noqa: SLF001
+    if tracker._fd is not None and not _tracker_stop:  # noqa: SLF001
         # after the pool's semaphores are unlinked (their finalizers have priority 0)
-        _worker["tracker_stop"] = util.Finalize(None, tracker._stop, exitpriority=-100)  # noqa: SLF001
+        _tracker_stop.append(util.Finalize(None, tracker._stop, exitpriority=-100))  # noqa: SLF001
 
 
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
