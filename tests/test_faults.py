@@ -234,7 +234,7 @@ def test_fifty_parallel_runs_leak_nothing(model, test_split):
         result = run_parallel(job)
     assert len(os.listdir("/proc/self/fd")) == fds
     assert multiprocessing.active_children() == []
-    assert [p for p in descendants(os.getpid()) if "forkserver" not in _cmdline(p)
+    assert [p for p in alive(descendants(os.getpid())) if "forkserver" not in _cmdline(p)
             and "resource_tracker" not in _cmdline(p)] == []  # fmt: skip
     assert _rss_mb() - rss < 50
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > fds
