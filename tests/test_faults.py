@@ -232,7 +232,7 @@ def test_fifty_parallel_runs_leak_nothing(model, test_split):
     fds, rss = len(os.listdir("/proc/self/fd")), _rss_mb()
     for _ in range(50):
         result = run_parallel(job)
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert len(os.listdir("/proc/self/fd")) <= fds  # earlier tests' files may close meanwhile
     assert multiprocessing.active_children() == []
     assert [p for p in alive(descendants(os.getpid())) if "forkserver" not in _cmdline(p)
             and "resource_tracker" not in _cmdline(p)] == []  # fmt: skip
