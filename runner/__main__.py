@@ -3,7 +3,7 @@
 import os
 import sys
 
-from runner.errors import Stop, Terminated, catch_stop_signals
+from runner.errors import Stop, catch_stop_signals, exit_stopped
 from runner.phases import begin
 
 catch_stop_signals()  # from the first instant: Ctrl-C while torch imports is no traceback
@@ -34,9 +34,7 @@ def cli() -> None:
 
         app.main()
     except Stop as stop:  # before or after the job: imports, composing, Hydra's teardown
-        terminated = isinstance(stop, Terminated)
-        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        sys.exit(Terminated.exit_code if terminated else 130)
+        exit_stopped(stop)
     except Exception as error:
         if wants_trace or (app is not None and app.job_started):
             raise

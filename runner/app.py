@@ -18,8 +18,8 @@ from runner.errors import (
     InputError,
     RunnerError,
     Stop,
-    Terminated,
     catch_stop_signals,
+    exit_stopped,
     flat,
     stop_requested,
 )
@@ -135,8 +135,7 @@ def main(cfg: DictConfig) -> None:
     except BaseException as raised:
         error = stop_requested() or raised  # a Ctrl-C explains whatever failed after it
         if isinstance(error, Stop):
-            print(f"error: {STOP_WORDS[type(error)]}", file=sys.stderr, flush=True)
-            sys.exit(STOP_CODES[type(error)])
+            exit_stopped(error)
         if not isinstance(error, Exception):
             raise
         if not isinstance(error, RunnerError):
@@ -150,7 +149,3 @@ def main(cfg: DictConfig) -> None:
         record_failure(sweep_dir, str(HydraConfig.get().job.num), message)  # the sweep goes on
     finally:
         stop_helpers()  # no process of the run outlives the command
-
-
-STOP_WORDS = {KeyboardInterrupt: "interrupted", Terminated: "terminated"}
-STOP_CODES = {KeyboardInterrupt: 130, Terminated: Terminated.exit_code}

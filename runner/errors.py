@@ -1,8 +1,10 @@
 """Errors that end a run with a one-line message and a chosen exit status."""
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 
 class RunnerError(Exception):
@@ -46,6 +48,13 @@ def held_stops() -> Iterator[None]:
         yield
     finally:
         _holding[0] -= 1
+
+
+def exit_stopped(stop: BaseException) -> NoReturn:
+    """End the process as a stop ends it: one line, 143 for SIGTERM, 130 for Ctrl-C."""
+    terminated = isinstance(stop, Terminated)
+    print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr, flush=True)
+    sys.exit(Terminated.exit_code if terminated else 130)
 
 
 def raise_if_stopped() -> None:
