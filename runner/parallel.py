@@ -61,6 +61,22 @@ def stop_helpers() -> None:
         _tracker_stop.append(util.Finalize(None, tracker._stop, exitpriority=-100))  # noqa: SLF001
 
 
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the forkserver with SIGINT blocked, a mask it keeps and its workers inherit: a
+    Ctrl-C sent to the whole process group then cannot hit its interpreter while it starts
+    (Python would print a fatal error). The parent's block lasts only the fork and exec: a
+    SIGINT meanwhile reaches the parent's handler when ``pthread_sigmask`` unblocks it. The
+    resource tracker starts first: starting it unblocks SIGINT (it masks its own start)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
     """Load the model once; with ``device=cuda`` the n-th worker to start takes GPU n."""
     die_with_parent()
@@ -150,6 +166,8 @@ def run_parallel(job: Job) -> Result:
         context.set_forkserver_preload(["runner.forkserver_preload"])
     begin("workers")
     started = time.perf_counter()
+    if job.start_method == "forkserver":
+        _start_forkserver_deaf_to_ctrl_c()
     ready = context.Barrier(workers)
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -168,6 +186,7 @@ def run_parallel(job: Job) -> Result:
         begin("classify")
         timed = repeat(job.repeats, lambda: _classify_all(pool, job))
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
+        processes = processes or list((pool._processes or {}).values())  # noqa: SLF001
         _stop(pool, processes)
         if isinstance(error, BrokenProcessPool):
             raise RunnerError(f"worker process died: {_lost_workers(processes)}")

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -30,6 +31,20 @@ def wait_for(marker, process, timeout=300):
         time.sleep(0.01)
 
 
+def forkserver_blocks_ctrl_c(run_pid):
+    """The run's forkserver has SIGINT blocked (/proc's SigBlk), as it had from its first
+    instruction: a Ctrl-C sent to the group could not hit its interpreter while it started.
+    (After start-up it ignores SIGINT anyway, so only the mask tells.)"""
+    for pid in alive(descendants(run_pid)):
+        if "forkserver" in Path(f"/proc/{pid}/cmdline").read_text() and (
+            int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == run_pid
+        ):
+            status = Path(f"/proc/{pid}/status").read_text()
+            blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+            return bool(blocked & 1 << (signal.SIGINT - 1))
+    raise AssertionError("the run has no forkserver")
+
+
 @pytest.mark.parametrize("phase", PHASES)
 def test_ctrl_c_in_each_phase_leaves_nothing_and_the_next_run_works(tmp_path, phase):
     markers = tmp_path / "phases"
@@ -43,6 +58,8 @@ def test_ctrl_c_in_each_phase_leaves_nothing_and_the_next_run_works(tmp_path, ph
     )  # fmt: skip
     wait_for(markers / phase, process)
     everything = descendants(process.pid)
+    if phase == "classify":
+        assert forkserver_blocks_ctrl_c(process.pid)
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert (process.returncode, err.strip()) == (130, "error: interrupted"), err
