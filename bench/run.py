@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.backends import BACKENDS  # noqa: E402
+from runner.execution.backends import BACKENDS  # noqa: E402
 from runner.summary import cpu_model  # noqa: E402
 
 

@@ -10,8 +10,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
-from runner.backends import export_onnx
-from runner.classify import Job
 from runner.config import register, repo_path, validate
 from runner.data import cell_images, load_split
 from runner.errors import (
@@ -23,15 +21,17 @@ from runner.errors import (
     flat,
     stop_requested,
 )
+from runner.execution.backends import export_onnx
+from runner.execution.classify import Job
+from runner.execution.parallel import stop_helpers
+from runner.execution.strategies import STRATEGIES
 from runner.files import check_writable, discard_run_dir
-from runner.mask import cell_side, cell_values, save_mask
 from runner.model import flops_per_image, load_model
-from runner.parallel import stop_helpers
 from runner.phases import begin
-from runner.strategies import STRATEGIES
+from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
-from runner.tracking import log_results, mlflow_run
+from runner.tracking.store import log_results, mlflow_run
 
 register()
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
@@ -95,7 +95,7 @@ def classify_and_write(
     """The run itself, inside its MLflow run: classify, then the products, summary last.
 
     If MLflow fails while logging (a server gone mid-run), the results are kept: the
-    summary says ``"tracked": false`` and why, and ``runner.sync`` logs the run later."""
+    summary says ``"tracked": false`` and why, and ``runner.tracking.sync`` logs the run later."""
     started_at = time.time()
     result = STRATEGIES[cfg.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
@@ -118,7 +118,7 @@ def classify_and_write(
     if lost:
         raise RunnerError(
             f"MLflow logging failed ({lost}); the results are in {run_dir}: log them later "
-            f"with `python -m runner.sync {run_dir}`"
+            f"with `python -m runner.tracking.sync {run_dir}`"
         )
     return summary
 

@@ -15,12 +15,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
-from runner.backends import BACKENDS, ORT_GPU_HINT, ort_has_cuda
-from runner.devices import available_cores, device_problem, gpus_of, is_cuda
 from runner.errors import ConfigError
-from runner.parallel import START_METHODS
-from runner.ray_mode import INSTALL_HINT, ray_available
-from runner.strategies import STRATEGIES
+from runner.execution.backends import BACKENDS, ORT_GPU_HINT, ort_has_cuda
+from runner.execution.devices import available_cores, device_problem, gpus_of, is_cuda
+from runner.execution.parallel import START_METHODS
+from runner.execution.ray_mode import INSTALL_HINT, ray_available
+from runner.execution.strategies import STRATEGIES
 
 SPLITS = ("train", "test")
 

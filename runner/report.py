@@ -190,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import mlflow
 
-    from runner.tracking import DEFAULT_URI
+    from runner.tracking.store import DEFAULT_URI
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     client = mlflow.MlflowClient(uri)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from runner.classify import Result
-from runner.devices import available_cores, device_info, is_cuda
+from runner.execution.classify import Result
+from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.files import atomic
 
 ENVIRONMENT_KEYS = ("device", "cpu", "cores", "torch", "backend", "torch_threads", "start_method")

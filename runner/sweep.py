@@ -53,7 +53,7 @@ class SweepTracking(Callback):
         self.title = f"sweep {sweep_dir.name}: {overrides}"
         if not config.mlflow.enabled:
             return
-        from runner.tracking import open_store
+        from runner.tracking.store import open_store
 
         self.client, experiment_id = open_store(config)
         run = self.client.create_run(  # not the active run: jobs here open their own

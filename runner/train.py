@@ -18,11 +18,11 @@ from omegaconf import MISSING, DictConfig
 from torch import nn
 
 from runner import REPO_ROOT
-from runner.backends import build
-from runner.classify import classify_range
 from runner.config import register, repo_path
 from runner.data import load_split
 from runner.errors import RunnerError
+from runner.execution.backends import build
+from runner.execution.classify import classify_range
 from runner.files import atomic
 from runner.model import MnistCNN, to_input
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from runner import backends
-from runner.backends import build, export_onnx
-from runner.classify import classify_range
 from runner.errors import InputError
+from runner.execution import backends
+from runner.execution.backends import build, export_onnx
+from runner.execution.classify import classify_range
 from runner.model import MnistCNN
 
 

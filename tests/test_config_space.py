@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from runner import REPO_ROOT
 from runner.app import prepare
-from runner.backends import build
-from runner.classify import classify_range
 from runner.data import cell_images, load_split
 from runner.errors import ConfigError
+from runner.execution.backends import build
+from runner.execution.classify import classify_range
+from runner.execution.strategies import STRATEGIES
 from runner.model import load_model
-from runner.strategies import STRATEGIES
 from tests.test_config import compose_run
 
 VALUES = {

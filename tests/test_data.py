@@ -82,7 +82,7 @@ def test_workers_map_the_same_images_without_torchvision(train_split, test_split
     with pytest.raises(InputError, match="not an MNIST image file"):
         read_images(tmp_path, "test")
     imported = subprocess.run(
-        [sys.executable, "-c", "import sys, runner.parallel; print(sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, runner.execution.parallel; print(sorted(sys.modules))"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     modules = set(ast.literal_eval(imported.stdout))

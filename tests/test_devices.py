@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from runner import devices
-from runner.classify import Result
 from runner.config import validate
-from runner.devices import device_problem, gpus_of, worker_device
 from runner.errors import ConfigError
+from runner.execution import devices
+from runner.execution.classify import Result
+from runner.execution.devices import device_problem, gpus_of, worker_device
 from runner.summary import console_lines, summarize
 from tests.conftest import run_app
 from tests.test_config import compose_run

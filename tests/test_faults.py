@@ -14,8 +14,8 @@ import torch
 
 from runner import REPO_ROOT
 from runner.errors import RunnerError
+from runner.execution.parallel import run_parallel
 from runner.model import MnistCNN
-from runner.parallel import run_parallel
 from tests.conftest import WEIGHTS, run_app, start_app
 from tests.test_strategies import make_job
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.mask import cell_side, cell_values, save_mask
+from runner.pictures.mask import cell_side, cell_values, save_mask
 
 BLANK, INK = 0, 255
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from runner.backends import BACKENDS, build
-from runner.classify import classify_range
 from runner.errors import InputError
+from runner.execution.backends import BACKENDS, build
+from runner.execution.classify import classify_range
 from runner.model import MnistCNN, flops_per_image, load_model, to_input
 from tests.conftest import SEED_WEIGHTS, WEIGHTS
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from runner import REPO_ROOT
-from runner.backends import build
-from runner.classify import classify_range, run_sequential
-from runner.ray_mode import run_ray
+from runner.execution.backends import build
+from runner.execution.classify import classify_range, run_sequential
+from runner.execution.ray_mode import run_ray
 from tests.conftest import run_app, start_app
 from tests.test_strategies import make_job
 from tests.test_sweep import free_port

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from runner import REPO_ROOT
-from runner.classify import Job, run_sequential
 from runner.data import cell_images
-from runner.parallel import chunk_ranges, run_parallel
+from runner.execution.classify import Job, run_sequential
+from runner.execution.parallel import chunk_ranges, run_parallel
 from tests.conftest import WEIGHTS
 
 

@@ -1,4 +1,4 @@
-"""``python -m runner.sync RUN_DIR [RUN_DIR ...]``: log runs whose tracking failed.
+"""``python -m runner.tracking.sync RUN_DIR [RUN_DIR ...]``: log runs whose tracking failed.
 
 A run whose MLflow logging failed (a server gone mid-run) keeps its products and a
 ``summary.json`` that says ``"tracked": false``. This logs such a run to the store the
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.config import flatten, register
 from runner.errors import InputError, RunnerError
 from runner.summary import write_summary
-from runner.tracking import log_results, open_store, run_name
+from runner.tracking.store import log_results, open_store, run_name
 
 
 def pending(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:

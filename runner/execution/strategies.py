@@ -2,9 +2,9 @@
 
 from collections.abc import Callable
 
-from runner.classify import Job, Result, run_sequential
-from runner.parallel import run_parallel
-from runner.ray_mode import run_ray
+from runner.execution.classify import Job, Result, run_sequential
+from runner.execution.parallel import run_parallel
+from runner.execution.ray_mode import run_ray
 
 STRATEGIES: dict[str, Callable[[Job], Result]] = {
     "sequential": run_sequential,

@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from runner.backends import Classify, build, device_times
 from runner.data import Split, cell_images
+from runner.execution.backends import Classify, build, device_times
 from runner.model import MnistCNN
 from runner.phases import begin
 

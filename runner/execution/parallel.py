@@ -21,11 +21,20 @@ from typing import Any
 
 import torch
 
-from runner.backends import build
-from runner.classify import Job, Part, Result, assemble, classify_part, repeat, result_of, warm_up
 from runner.data import read_images
-from runner.devices import worker_device
 from runner.errors import RunnerError, flat, last_line
+from runner.execution.backends import build
+from runner.execution.classify import (
+    Job,
+    Part,
+    Result,
+    assemble,
+    classify_part,
+    repeat,
+    result_of,
+    warm_up,
+)
+from runner.execution.devices import worker_device
 from runner.model import load_model
 from runner.phases import begin
 
@@ -39,7 +48,7 @@ _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resou
 def die_with_parent() -> None:
     """Linux: the kernel SIGKILLs this process when its parent ends, however it ends (SIGKILL
     and the OOM killer included). A worker's parent is the forkserver, which does the same
-    with the run (``runner.forkserver_preload``), or the run itself under ``spawn``."""
+    with the run (``runner.execution.forkserver_preload``), or the run itself under ``spawn``."""
     if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -163,7 +172,7 @@ def run_parallel(job: Job) -> Result:
         multiprocessing.set_start_method(job.start_method, force=True)
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
-        context.set_forkserver_preload(["runner.forkserver_preload"])
+        context.set_forkserver_preload(["runner.execution.forkserver_preload"])
     begin("workers")
     started = time.perf_counter()
     if job.start_method == "forkserver":

@@ -5,6 +5,6 @@ would otherwise outlive a run killed outright (SIGKILL, the OOM killer), since e
 it forked keeps it alive, and the workers wait on it forever. Imported nowhere else.
 """
 
-from runner.parallel import die_with_parent
+from runner.execution.parallel import die_with_parent
 
 die_with_parent()

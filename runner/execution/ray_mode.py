@@ -19,11 +19,20 @@ import numpy as np
 import torch
 
 from runner import REPO_ROOT
-from runner.backends import build
-from runner.classify import Job, Part, Result, assemble, classify_part, repeat, result_of, warm_up
 from runner.errors import RunnerError, flat, last_line
+from runner.execution.backends import build
+from runner.execution.classify import (
+    Job,
+    Part,
+    Result,
+    assemble,
+    classify_part,
+    repeat,
+    result_of,
+    warm_up,
+)
+from runner.execution.parallel import chunk_ranges
 from runner.model import MnistCNN
-from runner.parallel import chunk_ranges
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin

@@ -1,0 +1,1 @@
+"""What a run draws: the mask of the grid and the pictures that explain it."""

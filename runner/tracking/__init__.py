@@ -1,0 +1,1 @@
+"""Where runs are recorded: the MLflow store, and the replay of runs it missed."""
