@@ -1,9 +1,11 @@
 """``python -m runner``: compose the config, classify the grid, write and log the products."""
 
+import json
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,13 +24,17 @@ from runner.errors import (
     stop_requested,
 )
 from runner.execution.backends import export_onnx
-from runner.execution.classify import Job
+from runner.execution.classify import Job, Result
 from runner.execution.parallel import stop_helpers
+from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
-from runner.files import check_writable, discard_run_dir
+from runner.files import atomic, check_writable, discard_run_dir
 from runner.model import flops_per_image, load_model
 from runner.phases import begin
+from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
+from runner.pictures.preview import save_preview, title
+from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking.store import log_results, mlflow_run
@@ -66,8 +72,16 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         ray_address=cfg.ray.address,
         device=cfg.device,
         onnx=onnx,
+        progress=progress_wanted(
+            str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
+        ),
     )
     return job, time.perf_counter() - started
+
+
+def _jobs_side_by_side() -> bool:
+    """The joblib launcher runs a sweep's jobs at once; their bars would overwrite each other."""
+    return "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -102,15 +116,12 @@ def classify_and_write(
     summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
-    side = cell_side(job.cells, cfg.mask.max_pixels)
-    values = cell_values(labels, result.pred, result.prob)
-    grid = (cfg.grid.rows, cfg.grid.columns)
-    save_mask(run_dir / "mask.png", job.split.images, job.offset, values, grid, side)
+    draw(cfg, job, labels, result, summary, run_dir)
     summary.update(started_at=started_at, tracked=tracked)
     lost = ""
     if tracked:
         try:
-            log_results(summary, run_dir, [run_dir / "mask.png"])
+            log_results(summary, run_dir)
         except Exception as error:
             lost = flat(error, 300)
             summary.update(tracked=False, tracking_error=lost)
@@ -121,6 +132,26 @@ def classify_and_write(
             f"with `python -m runner.tracking.sync {run_dir}`"
         )
     return summary
+
+
+def draw(cfg: DictConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path):
+    """The pictures and the trace: the mask in full and as a preview, the mistakes, and what
+    each worker did when."""
+    images, offset, grid = job.split.images, job.offset, (cfg.grid.rows, cfg.grid.columns)
+    values = cell_values(labels, result.pred, result.prob)
+    save_mask(
+        run_dir / "mask.png",
+        images,
+        offset,
+        values,
+        grid,
+        cell_side(job.cells, cfg.mask.max_pixels),
+    )
+    save_preview(run_dir / "mask_preview.png", images, offset, values, grid, summary)
+    save_gallery(run_dir / "errors.png", images, offset, labels, result.pred, result.prob)
+    save_timeline(run_dir / "timeline.png", result.timeline, title(summary))
+    with atomic(run_dir / "trace.json") as tmp:
+        tmp.write_text(json.dumps(result.timeline.trace()))
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")

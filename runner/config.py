@@ -72,6 +72,7 @@ class RunConfig:
     intra_op_threads: int = MISSING
     warmup: int = MISSING
     repeats: int = MISSING
+    progress: str = MISSING
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
     weights: str = MISSING
@@ -124,6 +125,10 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(cfg.warmup >= 0, "warmup", cfg.warmup, "must be 0 or more")
     _require(cfg.repeats >= 1, "repeats", cfg.repeats, "must be at least 1")
+    progress = str(cfg.progress).lower()
+    _require(
+        progress in PROGRESS, "progress", cfg.progress, f"must be one of {', '.join(PROGRESS)}"
+    )
     _require(cfg.grid.rows >= 1, "grid.rows", cfg.grid.rows, "must be at least 1")
     _require(cfg.grid.columns >= 1, "grid.columns", cfg.grid.columns, "must be at least 1")
     split = cfg.data.split
@@ -156,6 +161,7 @@ def validate(cfg: DictConfig) -> None:
         _check_worker_count(cfg, cores, local=not on_a_cluster)
 
 
+PROGRESS = ("auto", "true", "false")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 URI_HINT = f"the scheme must be one of {', '.join(URI_SCHEMES)}"
 WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of the images

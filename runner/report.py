@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from runner.files import atomic
+from runner.pictures.plots import pyplot, save_figure
+from runner.scaling import amdahl, fit_amdahl, karp_flatt
 
 COLUMNS = (
     "job",
@@ -28,6 +32,7 @@ COLUMNS = (
     "accuracy",
     "speedup",
     "efficiency",
+    "karp_flatt",
 )
 PARENT_FILE = "mlflow_parent_run"
 REPORT_FILES = ("report.csv", "report.md", "speedup.png")
@@ -98,6 +103,7 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["grid"] = "x".join(str(n) for n in record["grid"])
         row["speedup"] = speedup
         row["efficiency"] = speedup / record["threads"] if speedup is not None else None
+        row["karp_flatt"] = karp_flatt(speedup, record["threads"]) if speedup else None
         table.append(row)
     return table
 
@@ -123,36 +129,40 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
     lines += [
         "",
         "speedup: runtime of the sequential job with the same batch size, backend and grid "
-        "(or of threads=1 where there is none) over this job's; efficiency: speedup / threads.",
+        "(or of threads=1 where there is none) over this job's; efficiency: speedup / threads; "
+        "karp_flatt: the experimentally determined serial fraction (1/speedup - 1/threads) / "
+        "(1 - 1/threads), which grows with threads where overhead does.",
     ]
     with atomic(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
 def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
-    """Runtime and speedup against threads, a line per mode, with the ideal speedup."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    """Runtime and speedup against threads, a line per mode, with the ideal speedup and,
+    for a line of three or more thread counts, the fitted Amdahl curve."""
+    figure, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
         label = f"{row['mode']} (batch {row['batch_size']}, {row['backend']})"
         groups.setdefault(label, []).append(row)
     most = max(row["threads"] for row in table)
+    fits = []
     for label, members in sorted(groups.items()):
         members.sort(key=lambda row: row["threads"])
         threads = [row["threads"] for row in members]
         left.plot(threads, [row["runtime_s"] for row in members], marker="o", label=label)
         with_speedup = [row for row in members if row["speedup"] is not None]
-        right.plot(
+        measured = (
             [row["threads"] for row in with_speedup],
             [row["speedup"] for row in with_speedup],
-            marker="o",
-            label=label,
         )
+        line = right.plot(*measured, marker="o", label=label)[0]
+        if len(set(measured[0])) >= 3:
+            serial = fit_amdahl(*measured)
+            curve = np.linspace(1, max(measured[0]), 100)
+            right.plot(curve, amdahl(curve, serial), linestyle=":", color=line.get_color(),
+                       label=f"Amdahl fit, serial fraction {serial:.3f}")  # fmt: skip
+            fits.append(f"{label}: serial fraction {serial:.3f}")
     right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
     left.set(xlabel="threads (worker processes)", ylabel="runtime (s)", title="Runtime")
     right.set(xlabel="threads (worker processes)", ylabel="speedup", title="Speedup")
@@ -160,10 +170,8 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         axes.set_xticks(sorted({row["threads"] for row in table}))
-    figure.suptitle(title)
-    with atomic(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    figure.suptitle("\n".join([title, *(f"Amdahl: {fit}" for fit in fits)]), fontsize=10)
+    save_figure(figure, path, dpi=110)
 
 
 def write_report(out_dir: Path, records: list[dict[str, Any]], title: str) -> list[Path]:

@@ -41,6 +41,7 @@ def summarize(
     correct = int(np.count_nonzero(result.pred == labels))
     runtime = result.runtime_s
     q1, q3 = np.percentile(result.runtimes_s, [25, 75])
+    busy = result.timeline.busy_fractions()
     p50, p90, p99 = np.percentile(result.batch_s, [50, 90, 99]) * 1000.0
     return {
         "mode": cfg.mode,
@@ -53,6 +54,7 @@ def summarize(
         "items": items,
         "correct": correct,
         "accuracy": correct / items,
+        "errors": items - correct,
         "repeats": len(result.runtimes_s),
         "runtime_s": runtime,
         "runtime_min_s": min(result.runtimes_s),
@@ -67,6 +69,9 @@ def summarize(
         "gflops": flops_per_image * items / runtime / 1e9,
         "startup_s": result.startup_s,
         "load_s": load_s,
+        "worker_busy": busy,  # per worker: time classifying over the passes' duration
+        "busy_min": min(busy.values(), default=0.0),
+        "tail_s": result.timeline.tail_s(),
         "warmup_batches": cfg.warmup,
         "backend": cfg.backend,
         "torch_threads": result.torch_threads,
@@ -115,6 +120,11 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
+    if "busy_min" in summary:  # summaries written before the timeline have none
+        lines.append(
+            f"Workers: busy {summary['busy_min'] * 100:.0f} % of the time or more, tail "
+            f"{summary['tail_s']:.3f} sec; {summary['errors']} misclassified (errors.png)"
+        )
     if summary["wrapped"]:
         lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
     if summary["threads"] > (summary["cores"] or 1):

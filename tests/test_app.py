@@ -52,7 +52,10 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
         run.data.tags["backend"] == "onnxruntime" and run.data.tags["start_method"] == "forkserver"
     )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"mask.png", "summary.json", "hydra"} <= artifacts
+    assert {"mask.png", "summary.json", "hydra", "mask_preview.png", "errors.png"} <= artifacts
+    assert {"timeline.png", "trace.json"} <= artifacts
+    note = run.data.tags["mlflow.note.content"]  # the run page's description: the console
+    assert "Thread(s) used: 2" in note and lines[2] in note
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     assert not (tmp_path / "mlruns").exists()
 

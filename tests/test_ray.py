@@ -21,6 +21,7 @@ from runner.execution.ray_mode import run_ray
 from tests.conftest import run_app, start_app
 from tests.test_strategies import make_job
 from tests.test_sweep import free_port
+from tests.test_timeline import assert_covers_every_cell_once
 
 
 def test_embedded_ray_predicts_as_sequential(model, test_split):
@@ -31,6 +32,8 @@ def test_embedded_ray_predicts_as_sequential(model, test_split):
     np.testing.assert_array_equal(ray_result.prob, sequential.prob)
     assert ray_result.workers == 2 and len(ray_result.runtimes_s) == 2
     assert ray_result.startup_s > 0
+    assert_covers_every_cell_once(ray_result.timeline, 3000, repeats=2)
+    assert len(ray_result.timeline.startups) == 2 == len(ray_result.timeline.workers())
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.data import cell_images
-from runner.execution.classify import Job, run_sequential
-from runner.execution.parallel import chunk_ranges, run_parallel
+from runner.execution.classify import Job, chunk_ranges, run_sequential
+from runner.execution.parallel import run_parallel
 from tests.conftest import WEIGHTS
 
 

@@ -63,6 +63,9 @@ def test_sweep_is_grouped_and_reported(tmp_path):
         assert float(row["runtime_s"]) == pytest.approx(run.data.metrics["runtime_s"])
         assert float(row["speedup"]) == pytest.approx(expected)
         assert float(row["efficiency"]) == pytest.approx(expected / int(row["threads"]))
+        threads = int(row["threads"])
+        serial = (1 / expected - 1 / threads) / (1 - 1 / threads) if threads > 1 else None
+        assert (float(row["karp_flatt"]) if row["karp_flatt"] else None) == pytest.approx(serial)
     assert (sweep / "report.md").read_text().count("\n| ") == 5  # header and 4 rows
     assert (sweep / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}

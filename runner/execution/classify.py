@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +11,13 @@ import torch
 
 from runner.data import Split, cell_images
 from runner.execution.backends import Classify, build, device_times
+from runner.execution.progress import Advance, progress_bar
+from runner.execution.timeline import Startup, Task, Timeline, worker_name
 from runner.model import MnistCNN
 from runner.phases import begin
+
+TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
+SEQUENTIAL_TASKS = 100  # sequential mode: a range per 1 % of the grid, for the progress bar
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Job:
     ray_address: Optional[str] = None  # mode=ray: a cluster to join instead of starting one
     device: str = "cpu"  # cpu, cuda (parallel: one worker per GPU) or cuda:N
     onnx: Optional[bytes] = None  # backend=onnxruntime: the graph exported once by the parent
+    progress: bool = False  # a live bar on stderr
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Result:
     torch_threads: int
     transfer_s: float = 0.0  # CUDA: host-device copies of every repeat, by CUDA events
     compute_s: float = 0.0  # CUDA: the forward passes of every repeat, by CUDA events
+    timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
 
     @property
     def runtime_s(self) -> float:
@@ -68,6 +75,16 @@ class Part:
     batch_s: np.ndarray
     transfer_s: float = 0.0
     compute_s: float = 0.0
+    tasks: list[Task] = field(default_factory=list)
+
+
+def chunk_ranges(
+    cells: int, batch_size: int, workers: int, per_worker: int = TASKS_PER_WORKER
+) -> list[tuple[int, int]]:
+    """Contiguous ranges that start on a batch boundary, about ``per_worker`` each."""
+    batches = -(-cells // batch_size)
+    per_task = max(1, -(-batches // (workers * per_worker))) * batch_size
+    return [(first, min(first + per_task, cells)) for first in range(0, cells, per_task)]
 
 
 def classify_range(
@@ -97,13 +114,14 @@ def classify_range(
 def classify_part(
     classify: Classify, images: np.ndarray, first: int, stop: int, offset: int, batch_size: int
 ) -> Part:
-    """``classify_range`` with the device time it took (zeros on the CPU)."""
+    """``classify_range`` with the device time it took (zeros on the CPU) and its task."""
     transfer_before, compute_before = device_times(classify)
+    began = time.time()
     pred, prob, batch_s = classify_range(classify, images, first, stop, offset, batch_size)
+    task = Task(worker_name(), first, stop, began, time.time())
     transfer_after, compute_after = device_times(classify)
-    return Part(
-        first, pred, prob, batch_s, transfer_after - transfer_before, compute_after - compute_before
-    )
+    transfer_s, compute_s = transfer_after - transfer_before, compute_after - compute_before
+    return Part(first, pred, prob, batch_s, transfer_s, compute_s, [task])
 
 
 def warm_up(classify: Classify, images: np.ndarray, batch_size: int, batches: int) -> None:
@@ -122,21 +140,26 @@ class Timed:
     batch_s: np.ndarray
     transfer_s: float
     compute_s: float
+    tasks: list[Task]
 
 
-def repeat(repeats: int, classify_grid: Callable[[], Part]) -> Timed:
-    """Run ``classify_grid`` ``repeats`` times, timing each."""
+def repeat(job: Job, classify_grid: Callable[[Advance], Part]) -> Timed:
+    """Run ``classify_grid`` ``job.repeats`` times, timing each, under the progress bar
+    (which ``classify_grid`` advances as its ranges come back)."""
     runtimes, passes = [], []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        passes.append(classify_grid())
-        runtimes.append(time.perf_counter() - started)
+    label = f"{job.threads} worker(s)" if job.threads > 1 else "classifying"
+    with progress_bar(job.progress, job.cells * job.repeats, label) as advance:
+        for _ in range(job.repeats):
+            started = time.perf_counter()
+            passes.append(classify_grid(advance))
+            runtimes.append(time.perf_counter() - started)
     return Timed(
         passes[-1],
         runtimes,
         np.concatenate([done.batch_s for done in passes]),
         sum(done.transfer_s for done in passes),
         sum(done.compute_s for done in passes),
+        [replace(task, repeat=number) for number, done in enumerate(passes) for task in done.tasks],
     )
 
 
@@ -144,17 +167,26 @@ def assemble(cells: int, parts: Iterable[Part]) -> Part:
     """The grid in order from ranges classified anywhere, in any order."""
     pred = np.empty(cells, dtype=np.uint8)
     prob = np.empty(cells, dtype=np.float32)
-    batches, transfer_s, compute_s = [], 0.0, 0.0
+    batches, transfer_s, compute_s, tasks = [], 0.0, 0.0, []
     for part in parts:
         pred[part.first : part.first + len(part.pred)] = part.pred
         prob[part.first : part.first + len(part.prob)] = part.prob
         batches.append(part.batch_s)
         transfer_s += part.transfer_s
         compute_s += part.compute_s
-    return Part(0, pred, prob, np.concatenate(batches), transfer_s, compute_s)
+        tasks.extend(part.tasks)
+    return Part(0, pred, prob, np.concatenate(batches), transfer_s, compute_s, tasks)
 
 
-def result_of(timed: Timed, startup_s: float, workers: int, torch_threads: int) -> Result:
+def result_of(
+    timed: Timed,
+    startup_s: float,
+    workers: int,
+    torch_threads: int,
+    began: float,
+    startups: list[Startup],
+) -> Result:
+    """The strategy's result; ``began`` is when it started its workers (wall clock)."""
     return Result(
         timed.grid.pred,
         timed.grid.prob,
@@ -165,19 +197,29 @@ def result_of(timed: Timed, startup_s: float, workers: int, torch_threads: int) 
         torch_threads,
         timed.transfer_s,
         timed.compute_s,
+        Timeline(began, startups, timed.tasks),
     )
 
 
 def run_sequential(job: Job) -> Result:
     """One process, ``intra_op_threads`` threads, batches in grid order, on ``job.device``."""
     torch.set_num_threads(job.intra_op_threads)
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     classify = build(job.model, job.backend, job.device, job.intra_op_threads, job.onnx)
+    loaded = time.time()
     warm_up(classify, job.split.images, job.batch_size, job.warmup)
+    startup = Startup(worker_name(), began, loaded, time.time())
     startup_s = time.perf_counter() - started
     begin("classify")
-    timed = repeat(
-        job.repeats,
-        lambda: classify_part(classify, job.split.images, 0, job.cells, job.offset, job.batch_size),
-    )
-    return result_of(timed, startup_s, 1, job.intra_op_threads)
+    ranges = chunk_ranges(job.cells, job.batch_size, 1, SEQUENTIAL_TASKS)
+    images = job.split.images
+
+    def one_pass(advance: Advance) -> Part:
+        parts = []
+        for first, stop in ranges:
+            parts.append(classify_part(classify, images, first, stop, job.offset, job.batch_size))
+            advance(stop - first)
+        return assemble(job.cells, parts)
+
+    timed = repeat(job, one_pass)
+    return result_of(timed, startup_s, 1, job.intra_op_threads, began, [startup])

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -29,18 +30,20 @@ from runner.execution.classify import (
     Part,
     Result,
     assemble,
+    chunk_ranges,
     classify_part,
     repeat,
     result_of,
     warm_up,
 )
 from runner.execution.devices import worker_device
+from runner.execution.progress import Advance
+from runner.execution.timeline import Startup, worker_name
 from runner.model import load_model
 from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
 PR_SET_PDEATHSIG = 1  # prctl(2)
-TASKS_PER_WORKER = 8  # enough ranges to even out the load, few enough to cost nothing
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 
@@ -88,6 +91,7 @@ def _start_forkserver_deaf_to_ctrl_c() -> None:
 
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
     """Load the model once; with ``device=cuda`` the n-th worker to start takes GPU n."""
+    _worker["started"] = time.time()
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _worker["ready"] = ready
@@ -100,28 +104,23 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
         model = load_model(job.weights)
         _worker["classify"] = build(model, job.backend, device, job.intra_op_threads, job.onnx)
         _worker["images"] = read_images(job.data_dir, job.split_name)
+        _worker["loaded"] = time.time()
     except Exception as error:  # raised by the first task, so the parent learns the cause
         _worker["failed"] = f"worker {os.getpid()} could not start: {flat(error, 300)}"
 
 
-def _warm_up(batch_size: int, batches: int, timeout_s: float) -> int:
+def _warm_up(batch_size: int, batches: int, timeout_s: float) -> Startup:
     """Untimed batches, then wait for the others, so that each worker takes exactly one."""
     if "failed" in _worker:
         raise RunnerError(_worker["failed"])
     warm_up(_worker["classify"], _worker["images"], batch_size, batches)
+    startup = Startup(worker_name(), _worker["started"], _worker["loaded"], time.time())
     _worker["ready"].wait(timeout_s)
-    return os.getpid()
+    return startup
 
 
 def _classify(first: int, stop: int, offset: int, batch_size: int) -> Part:
     return classify_part(_worker["classify"], _worker["images"], first, stop, offset, batch_size)
-
-
-def chunk_ranges(cells: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
-    """Contiguous ranges that start on a batch boundary, about TASKS_PER_WORKER each."""
-    batches = -(-cells // batch_size)
-    per_task = max(1, -(-batches // (workers * TASKS_PER_WORKER))) * batch_size
-    return [(first, min(first + per_task, cells)) for first in range(0, cells, per_task)]
 
 
 def _lost_workers(processes: list[multiprocessing.Process]) -> str:
@@ -141,8 +140,11 @@ def _stop(pool: ProcessPoolExecutor, processes: list[multiprocessing.Process]) -
         process.join(timeout=5)
 
 
-def _wait_all(futures: list[Future], timeout_s: float, what: str) -> list[Any]:
-    """Results in completion order; fails if no future completes within ``timeout_s``."""
+def _wait_all(
+    futures: list[Future], timeout_s: float, what: str, arrived: Callable[[Any], None]
+) -> list[Any]:
+    """Results in completion order, each told to ``arrived``; fails if no future completes
+    within ``timeout_s``."""
     pending, results = set(futures), []
     while pending:
         done, pending = wait(pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
@@ -150,17 +152,20 @@ def _wait_all(futures: list[Future], timeout_s: float, what: str) -> list[Any]:
             raise RunnerError(
                 f"no worker finished {what} within {timeout_s:g} s (parallel.timeout_s)"
             )
-        results.extend(future.result() for future in done)
+        for future in done:
+            results.append(future.result())
+            arrived(results[-1])
     return results
 
 
-def _classify_all(pool: ProcessPoolExecutor, job: Job) -> Part:
+def _classify_all(pool: ProcessPoolExecutor, job: Job, advance: Advance) -> Part:
     """One pass over the grid, its ranges spread over the pool."""
     tasks = [
         pool.submit(_classify, first, stop, job.offset, job.batch_size)
         for first, stop in chunk_ranges(job.cells, job.batch_size, job.threads)
     ]
-    return assemble(job.cells, _wait_all(tasks, job.timeout_s, "a task"))
+    parts = _wait_all(tasks, job.timeout_s, "a task", lambda part: advance(len(part.pred)))
+    return assemble(job.cells, parts)
 
 
 def run_parallel(job: Job) -> Result:
@@ -174,7 +179,7 @@ def run_parallel(job: Job) -> Result:
     if job.start_method == "forkserver":
         context.set_forkserver_preload(["runner.execution.forkserver_preload"])
     begin("workers")
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     if job.start_method == "forkserver":
         _start_forkserver_deaf_to_ctrl_c()
     ready = context.Barrier(workers)
@@ -190,10 +195,10 @@ def run_parallel(job: Job) -> Result:
             pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s) for _ in range(workers)
         ]
         processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
-        _wait_all(warm, job.timeout_s, "start-up")
+        startups = _wait_all(warm, job.timeout_s, "start-up", lambda startup: None)
         startup_s = time.perf_counter() - started
         begin("classify")
-        timed = repeat(job.repeats, lambda: _classify_all(pool, job))
+        timed = repeat(job, lambda advance: _classify_all(pool, job, advance))
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         processes = processes or list((pool._processes or {}).values())  # noqa: SLF001
         _stop(pool, processes)
@@ -203,4 +208,4 @@ def run_parallel(job: Job) -> Result:
             raise RunnerError(f"a worker failed: {type(error).__name__}: {last_line(error)}")
         raise
     pool.shutdown(wait=True)
-    return result_of(timed, startup_s, workers, job.intra_op_threads)
+    return result_of(timed, startup_s, workers, job.intra_op_threads, began, startups)

@@ -26,12 +26,14 @@ from runner.execution.classify import (
     Part,
     Result,
     assemble,
+    chunk_ranges,
     classify_part,
     repeat,
     result_of,
     warm_up,
 )
-from runner.execution.parallel import chunk_ranges
+from runner.execution.progress import Advance
+from runner.execution.timeline import Startup, worker_name
 from runner.model import MnistCNN
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
@@ -57,15 +59,17 @@ class Classifier:
         backend: str,
         onnx: Optional[bytes],
     ):
+        self.started = time.time()
         torch.set_num_threads(torch_threads)
         model = MnistCNN()
         model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
         self.classify_batch = build(model.eval(), backend, "cpu", torch_threads, onnx)
         self.images = images  # a read-only view of the object in the store, not a copy
+        self.loaded = time.time()
 
-    def warm_up(self, batch_size: int, batches: int) -> int:
+    def warm_up(self, batch_size: int, batches: int) -> Startup:
         warm_up(self.classify_batch, self.images, batch_size, batches)
-        return os.getpid()
+        return Startup(worker_name(), self.started, self.loaded, time.time())
 
     def classify(self, first: int, stop: int, offset: int, batch_size: int) -> Part:
         return classify_part(self.classify_batch, self.images, first, stop, offset, batch_size)
@@ -97,7 +101,7 @@ def run_ray(job: Job) -> Result:
     from ray.exceptions import RayError
     from ray.util import ActorPool
 
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     address = os.environ.get("RAY_ADDRESS") or job.ray_address
     try:
         _connect(address, job.threads * job.intra_op_threads)
@@ -113,26 +117,29 @@ def run_ray(job: Job) -> Result:
             actor.remote(weights_ref, images_ref, job.intra_op_threads, job.backend, onnx_ref)
             for _ in range(job.threads)
         ]
-        ray.get(
+        startups = ray.get(
             [a.warm_up.remote(job.batch_size, job.warmup) for a in actors], timeout=job.timeout_s
         )
         startup_s = time.perf_counter() - started
 
-        def classify_all() -> Part:
+        def classify_all(advance: Advance) -> Part:
             pool = ActorPool(actors)
             ranges = chunk_ranges(job.cells, job.batch_size, job.threads)
             for first, stop in ranges:
                 pool.submit(
                     lambda a, r: a.classify.remote(*r), (first, stop, job.offset, job.batch_size)
                 )
-            parts = (pool.get_next_unordered(timeout=job.timeout_s) for _ in ranges)
+            parts = []
+            for _ in ranges:
+                parts.append(pool.get_next_unordered(timeout=job.timeout_s))
+                advance(len(parts[-1].pred))
             return assemble(job.cells, parts)
 
-        timed = repeat(job.repeats, classify_all)
+        timed = repeat(job, classify_all)
     except TimeoutError:  # ray.get's GetTimeoutError and ActorPool's built-in TimeoutError
         raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
     except RayError as error:
         raise RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")
     finally:
         ray.shutdown()  # an embedded Ray stops; a cluster we joined keeps running
-    return result_of(timed, startup_s, job.threads, job.intra_op_threads)
+    return result_of(timed, startup_s, job.threads, job.intra_op_threads, began, startups)

@@ -23,7 +23,7 @@ from runner.errors import (
     stop_requested,
 )
 from runner.phases import begin
-from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS
+from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -42,8 +42,12 @@ METRICS = (
     "latency_p90_ms",
     "latency_p99_ms",
     "gflops",
+    "errors",
+    "busy_min",
+    "tail_s",
 )
 
+ARTIFACTS = ("mask.png", "mask_preview.png", "errors.png", "timeline.png", "trace.json")
 TAG_KEYS = ("mode", "threads", "batch_size", "grid", *ENVIRONMENT_KEYS)
 
 # An unreachable server should fail in seconds, not after minutes of retries.
@@ -207,10 +211,11 @@ def _holding_for(uri: str) -> Callable[[], AbstractContextManager[None]]:
     return held_stops if uri.startswith("sqlite:") else nullcontext
 
 
-def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
-    """Metrics, tags and ``summary.json`` from the summary; the named files and Hydra's
-    config as artifacts. Called before the run's own summary.json is written, so that a
-    tracking failure never leaves a complete-looking run directory.
+def log_results(summary: dict[str, Any], run_dir: Path) -> None:
+    """Metrics, tags and ``summary.json`` from the summary, the console lines as the run's
+    description; the run's ``ARTIFACTS`` and Hydra's config as artifacts. Called before the
+    run's own summary.json is written, so that a tracking failure never leaves a
+    complete-looking run directory.
 
     Each repeat's runtime is a step of ``repeat_runtime_s``; ``runtime_s`` is their median.
     """
@@ -218,20 +223,23 @@ def log_results(summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -
 
     begin("logging")
     with _holding_for(mlflow.get_tracking_uri())():
-        _log(mlflow, summary, run_dir, artifacts)
+        _log(mlflow, summary, run_dir)
     raise_if_stopped()
 
 
-def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path, artifacts: list[Path]) -> None:
+def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path) -> None:
     mlflow.log_dict(summary, "summary.json")
-    mlflow.log_metrics({key: float(summary[key]) for key in METRICS})
+    mlflow.log_metrics({key: float(summary[key]) for key in METRICS if key in summary})
     for step, seconds in enumerate(summary["runtimes_s"]):
         mlflow.log_metric("repeat_runtime_s", seconds, step=step)
     mlflow.set_tags({key: str(summary[key]) for key in (*TAG_KEYS, *GPU_KEYS) if key in summary})
     if "gpu_transfer_share" in summary:
         mlflow.log_metric("gpu_transfer_share", summary["gpu_transfer_share"])
-    for path in artifacts:
-        mlflow.log_artifact(str(path))
+    lines = "\n".join(console_lines(summary))
+    mlflow.set_tag("mlflow.note.content", f"```\n{lines}\n```")  # the run page's description
+    for name in ARTIFACTS:
+        if (run_dir / name).is_file():
+            mlflow.log_artifact(str(run_dir / name))
     hydra_dir = run_dir / ".hydra"
     if hydra_dir.is_dir():
         mlflow.log_artifacts(str(hydra_dir), artifact_path="hydra")

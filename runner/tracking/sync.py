@@ -54,7 +54,7 @@ def sync(run_dir: Path) -> str:
     try:
         with mlflow.start_run(run_id=run.info.run_id):
             mlflow.log_params(flatten(cfg))
-            log_results(summary, run_dir, [run_dir / "mask.png"])
+            log_results(summary, run_dir)
     except Exception as error:
         raise RunnerError(f"{run_dir} could not be logged: {error}".splitlines()[0])
     write_summary(run_dir / "summary.json", summary)

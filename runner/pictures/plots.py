@@ -1,0 +1,26 @@
+"""What every matplotlib picture shares: a headless backend, atomic PNG files."""
+
+from pathlib import Path
+from typing import Any
+
+from runner.files import atomic
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), imported only when drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: Path, dpi: int = 100) -> None:
+    """Write ``figure`` to ``path`` whole or not at all, and free it."""
+    plt = pyplot()
+    try:
+        with atomic(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(figure)

@@ -1,0 +1,113 @@
+"""The pictures a run draws and the live progress bar."""
+
+import json
+import os
+import pty
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runner import REPO_ROOT
+from runner.pictures.gallery import SHOWN, mistakes, save_gallery
+from runner.pictures.preview import IMAGE_WIDTH, MAX_WIDTH, preview_pixels
+from runner.report import plot
+from runner.scaling import amdahl, fit_amdahl, karp_flatt
+from tests.conftest import run_app
+
+
+def test_a_run_draws_every_picture_and_counts_its_mistakes(tmp_path):
+    done = run_app(tmp_path, "grid.rows=40", "grid.columns=50", "data.offset=7000",
+                   "batch_size=50")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "run"
+    saved = np.load(run_dir / "predictions.npz")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["errors"] == np.count_nonzero(saved["pred"] != saved["label"]) > 0
+    assert f"; {summary['errors']} misclassified" in done.stdout
+    width, height = Image.open(run_dir / "mask_preview.png").size
+    assert width <= MAX_WIDTH and height > 0
+    assert Image.open(run_dir / "mask.png").size == (50 * 28, 40 * 28)  # the full mask stays
+    for name in ("errors.png", "timeline.png"):
+        assert Image.open(run_dir / name).size[0] > 0
+
+
+def test_gallery_count_and_order(tmp_path, test_split):
+    labels = test_split.labels[:500]
+    pred = labels.copy()
+    wrong = np.array([3, 70, 71, 400])
+    pred[wrong] = (labels[wrong] + 1) % 10
+    prob = np.full(500, 0.9, dtype=np.float32)
+    prob[wrong] = [0.5, 0.99, 0.7, 0.99]
+    assert mistakes(labels, pred, prob).tolist() == [70, 400, 71, 3]  # surest first, ties in order
+    count = save_gallery(tmp_path / "errors.png", test_split.images, 0, labels, pred, prob)
+    assert count == 4 and Image.open(tmp_path / "errors.png").size[0] > 0
+
+
+def test_gallery_is_capped(tmp_path, test_split):
+    labels = test_split.labels[:300]
+    pred = (labels + 1) % 10  # every cell wrong
+    prob = np.linspace(0.2, 0.9, 300, dtype=np.float32)
+    count = save_gallery(tmp_path / "errors.png", test_split.images, 0, labels, pred, prob)
+    assert count == 300 > SHOWN
+
+
+@pytest.mark.parametrize("grid", [(200, 300), (3, 5000), (4000, 2)])
+def test_preview_fits_its_width_whatever_the_grid(test_split, grid):
+    cells = grid[0] * grid[1]
+    values = np.linspace(-1, 1, cells, dtype=np.float32)
+    pixels = preview_pixels(test_split.images, 0, values, grid)
+    assert pixels.shape[1] <= IMAGE_WIDTH and pixels.shape[0] <= IMAGE_WIDTH
+    assert pixels.shape[2] == 3 and pixels.dtype == np.uint8
+
+
+def test_karp_flatt_of_known_speedups():
+    assert karp_flatt(1.6, 2) == pytest.approx(0.25)  # (1/1.6 - 1/2) / (1 - 1/2)
+    assert karp_flatt(4.0, 4) == pytest.approx(0.0)  # linear: nothing serial
+    assert karp_flatt(1.0, 8) == pytest.approx(1.0)  # no speedup: all serial
+    assert karp_flatt(1.3, 1) is None
+
+
+def test_amdahl_fit_recovers_the_serial_fraction(tmp_path):
+    threads = [1, 2, 4, 8]
+    assert fit_amdahl(threads, amdahl(np.array(threads), 0.1)) == pytest.approx(0.1, abs=1e-4)
+    table = [
+        {"mode": "parallel", "batch_size": 1, "backend": "onnxruntime", "threads": p,
+         "runtime_s": 10 / s, "speedup": s}
+        for p, s in zip(threads, amdahl(np.array(threads), 0.2), strict=True)
+    ]  # fmt: skip
+    plot(tmp_path / "speedup.png", table, "sweep")
+    assert Image.open(tmp_path / "speedup.png").size[0] > 0
+
+
+def start_with_stderr(stderr, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "grid.rows=100", "grid.columns=100", "batch_size=1",
+         "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+    )  # fmt: skip
+
+
+def test_progress_bar_moves_on_a_terminal_and_stays_off_a_file(tmp_path):
+    controller, terminal = pty.openpty()
+    process = start_with_stderr(terminal, tmp_path)
+    os.close(terminal)  # the child holds the only other end now
+    shown = b""
+    try:
+        while chunk := os.read(controller, 65536):
+            shown += chunk
+    except OSError:  # EIO: the child closed the terminal, everything was read
+        pass
+    finally:
+        os.close(controller)
+    assert process.wait(timeout=600) == 0
+    redraws = [part for part in shown.split(b"\r") if b"img" in part]
+    assert len(redraws) >= 2, shown  # the bar was drawn, then drawn again further on
+    assert b"/10.0k" in shown
+
+    with (tmp_path / "stderr.txt").open("wb") as file:
+        assert start_with_stderr(file, tmp_path).wait(timeout=600) == 0
+    assert b"\r" not in (tmp_path / "stderr.txt").read_bytes()
