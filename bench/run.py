@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.execution.backends import BACKENDS  # noqa: E402
-from runner.summary import cpu_model  # noqa: E402
+from runner.machine import fingerprint  # noqa: E402
 
 
 @dataclass
@@ -94,23 +94,11 @@ def run_app(overrides: list[str], workdir: Path, env: dict, memory: bool = False
     return Measured(summary, wall, peak / 1024)
 
 
-def cpu_family_and_isa() -> str:
-    """Family and model, and the widest vector ISA: what tells two "AMD EPYC" apart."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.machine()
-    flags = set(info.get("flags", "").split())
-    isa = next((f for f in ("amx_tile", "avx512f", "avx2", "avx") if f in flags), "no AVX")
-    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa}"
-
-
 def describe_machine(torch_version: str) -> str:
+    """The CPU with what tells two "AMD EPYC" apart: family, model, stepping and ISA."""
+    facts = fingerprint()
     return (
-        f"{cpu_model()} ({cpu_family_and_isa()}), {os.cpu_count()} cores, "
+        f"{facts['cpu']} ({facts['cpu_id']}, {facts['isa']}), {facts['logical_cores']} cores, "
         f"{platform.machine()}, Python {platform.python_version()}, torch {torch_version}"
     )
 

@@ -25,7 +25,7 @@ from runner.errors import (
 )
 from runner.execution.backends import export_onnx
 from runner.execution.classify import Job, Result
-from runner.execution.parallel import stop_helpers
+from runner.execution.parallel import stop_helpers, usable_start_method
 from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
 from runner.files import atomic, check_writable, discard_run_dir
@@ -67,7 +67,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         backend=cfg.backend,
         warmup=cfg.warmup,
         repeats=cfg.repeats,
-        start_method=cfg.parallel.start_method,
+        start_method=usable_start_method(cfg.parallel.start_method),
         timeout_s=cfg.parallel.timeout_s,
         ray_address=cfg.ray.address,
         device=cfg.device,

@@ -51,6 +51,11 @@ class MaskConfig:
 
 
 @dataclass
+class MachineConfig:
+    name: Optional[str] = MISSING
+
+
+@dataclass
 class MlflowConfig:
     enabled: bool = MISSING
     tracking_uri: Optional[str] = MISSING
@@ -79,6 +84,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    machine: MachineConfig = field(default_factory=MachineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 

@@ -1,31 +1,22 @@
 """A run's figures: the summary dict, its console lines, and the files that hold them."""
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
+from runner.execution.parallel import usable_start_method
 from runner.files import atomic
+from runner.machine import MACHINE_KEYS, fingerprint, machine_name
 
-ENVIRONMENT_KEYS = ("device", "cpu", "cores", "torch", "backend", "torch_threads", "start_method")
+ENVIRONMENT_KEYS = (
+    "device", "cores", "backend", "torch_threads", "start_method", "machine", *MACHINE_KEYS,
+)  # fmt: skip
 GPU_KEYS = ("gpu", "gpu_count", "gpu_memory_gb", "gpu_driver", "cuda_driver", "torch_cuda")
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux tells it, else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summarize(
@@ -75,12 +66,15 @@ def summarize(
         "warmup_batches": cfg.warmup,
         "backend": cfg.backend,
         "torch_threads": result.torch_threads,
-        "start_method": {"parallel": cfg.parallel.start_method, "ray": "ray"}.get(cfg.mode, "none"),
+        "start_method": {
+            "parallel": usable_start_method(cfg.parallel.start_method),
+            "ray": "ray",
+        }.get(cfg.mode, "none"),
         "device": cfg.device,
         **_device_figures(cfg.device, result),
-        "cpu": cpu_model(),
         "cores": available_cores(),
-        "torch": torch.__version__,
+        "machine": cfg.machine.name or machine_name(fingerprint()),
+        **fingerprint(),
     }
 
 

@@ -48,6 +48,12 @@ _worker: dict[str, Any] = {}  # a worker's model and images, set by its initiali
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 
 
+def usable_start_method(wanted: str) -> str:
+    """``wanted`` where this system offers it; ``spawn`` (offered everywhere) where not:
+    Windows has no ``forkserver``."""
+    return wanted if wanted in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def die_with_parent() -> None:
     """Linux: the kernel SIGKILLs this process when its parent ends, however it ends (SIGKILL
     and the OOM killer included). A worker's parent is the forkserver, which does the same
@@ -82,6 +88,9 @@ def _start_forkserver_deaf_to_ctrl_c() -> None:
     from multiprocessing import forkserver, resource_tracker
 
     resource_tracker.ensure_running()
+    if not hasattr(signal, "pthread_sigmask"):
+        forkserver.ensure_running()
+        return
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()

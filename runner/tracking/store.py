@@ -1,6 +1,5 @@
 """MLflow: one run per job, params from the resolved config, artifacts under outputs/."""
 
-import fcntl
 import logging
 import os
 import sqlite3
@@ -87,16 +86,17 @@ def _store_lock(uri: str) -> Iterator[None]:
     database = Path(uri.removeprefix("sqlite:///"))
     if not database.parent.is_dir():
         raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
+    from filelock import FileLock  # flock on Unix, LockFileEx on Windows
+
+    lock = FileLock(f"{database}.lock")
     try:
-        lock = open(f"{database}.lock", "a")  # noqa: SIM115 - held for the block below
+        lock.acquire()
     except OSError as error:
         raise InputError(f"MLflow tracking store {uri} cannot be written: {error.strerror}")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def open_store(cfg: DictConfig) -> tuple[Any, str]:

@@ -1,0 +1,87 @@
+"""Benchmark: what watching a run costs, the progress bar and the timeline's records.
+
+    python bench/observe.py            # writes its section of BENCHMARKS.md
+    python bench/observe.py --quick    # fewer repeats, prints only
+
+In one process, on the default backend at batch 1 (where a per-range cost weighs most),
+interleaved so that a busy machine slows all three alike:
+- kernel: the grid as one range, no records, no bar (what the timed loop was before);
+- recorded: sequential mode as it runs, 100 ranges, each recorded for the timeline;
+- with bar: the same with the progress bar on (drawn to /dev/null).
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from run import describe_machine, replace_section  # noqa: E402
+
+from runner.data import load_split  # noqa: E402
+from runner.execution.backends import build  # noqa: E402
+from runner.execution.classify import Job, classify_range, run_sequential  # noqa: E402
+from runner.model import load_model  # noqa: E402
+
+CELLS = 20000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 repeats, do not write the file")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 7
+    torch.set_num_threads(1)
+    split = load_split(ROOT / "data", "train")
+    weights = ROOT / "weights" / "mnist-cnn.pt"
+    model = load_model(weights)
+    from runner.execution.backends import export_onnx
+
+    onnx = export_onnx(model, ROOT / "outputs" / "onnx")
+    job = Job(model, split, weights, ROOT / "data", "train", CELLS, 0, 1, 1, 1, "onnxruntime",
+              1, 1, "forkserver", 600, onnx=onnx)  # fmt: skip
+    classify = build(model, "onnxruntime", "cpu", 1, onnx)
+
+    def kernel() -> float:
+        started = time.perf_counter()
+        classify_range(classify, split.images, 0, CELLS, 0, 1)
+        return time.perf_counter() - started
+
+    def sequential(progress: bool) -> float:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            return run_sequential(Job(**{**job.__dict__, "progress": progress})).runtime_s
+
+    times: dict[str, list[float]] = {"kernel": [], "recorded": [], "with bar": []}
+    for _ in range(repeats):
+        times["kernel"].append(kernel())
+        times["recorded"].append(sequential(False))
+        times["with bar"].append(sequential(True))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    timeline_cost = median["recorded"] / median["kernel"] - 1
+    bar_cost = median["with bar"] / median["recorded"] - 1
+    lines = [
+        "| run (onnxruntime, batch 1, 20,000 cells, one process) | runtime (median) |",
+        "|---|---|",
+        *(f"| {name} | {seconds:.3f} s |" for name, seconds in median.items()),
+        "",
+        f"Timeline records (100 ranges instead of one): {timeline_cost * 100:+.2f} % of runtime;"
+        f" progress bar on top: {bar_cost * 100:+.2f} % (target: under 1 %).",
+    ]
+    machine = describe_machine(torch.__version__)
+    print(machine + "\n" + "\n".join(lines))
+    if not args.quick:
+        replace_section(
+            "observe",
+            [f"Measured {time.strftime('%Y-%m-%d')} by `python bench/observe.py` on: {machine}, "
+             f"medians of {repeats} interleaved repeats.", "", *lines],
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
