@@ -12,6 +12,7 @@ from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.execution.parallel import usable_start_method
 from runner.files import atomic
 from runner.machine import MACHINE_KEYS, fingerprint, machine_name
+from runner.redact import redacted
 
 ENVIRONMENT_KEYS = (
     "device", "cores", "backend", "torch_threads", "start_method", "machine", *MACHINE_KEYS,
@@ -144,4 +145,4 @@ def write_predictions(path: Path, labels: np.ndarray, result: Result) -> None:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     with atomic(path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json.dumps(redacted(summary), indent=2) + "\n")

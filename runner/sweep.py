@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.redact import redact
 from runner.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
 
 FAILURES_FILE = "failures.txt"
@@ -49,7 +50,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = " ".join(config.hydra.overrides.task) or "(no overrides)"
+        overrides = redact(" ".join(config.hydra.overrides.task)) or "(no overrides)"
         self.title = f"sweep {sweep_dir.name}: {overrides}"
         if not config.mlflow.enabled:
             return

@@ -22,6 +22,7 @@ from runner.errors import (
     stop_requested,
 )
 from runner.phases import begin
+from runner.redact import redact, redact_yaml, redacted
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 
 OUTPUTS = REPO_ROOT / "outputs"
@@ -181,7 +182,7 @@ def mlflow_run(
         try:
             run = mlflow.start_run(
                 experiment_id=experiment_id,
-                run_name=run_name(cfg),
+                run_name=redact(run_name(cfg)),
                 parent_run_id=parent_id,
                 tags=tags,
             )
@@ -189,7 +190,7 @@ def mlflow_run(
             raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
     try:
         with held():
-            mlflow.log_params(flatten(cfg))
+            mlflow.log_params(redacted(flatten(cfg)))
         raise_if_stopped()
         yield run
     except BaseException as error:
@@ -197,7 +198,7 @@ def mlflow_run(
             if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
                 mlflow.end_run("KILLED")
             else:
-                mlflow.set_tag("error", flat(error) or type(error).__name__)
+                mlflow.set_tag("error", redact(flat(error)) or type(error).__name__)
                 mlflow.end_run("FAILED")
         raise
     with held():
@@ -228,6 +229,7 @@ def log_results(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path) -> None:
+    summary = redacted(summary)
     mlflow.log_dict(summary, "summary.json")
     mlflow.log_metrics({key: float(summary[key]) for key in METRICS if key in summary})
     for step, seconds in enumerate(summary["runtimes_s"]):
@@ -240,6 +242,5 @@ def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path) -> None:
     for name in ARTIFACTS:
         if (run_dir / name).is_file():
             mlflow.log_artifact(str(run_dir / name))
-    hydra_dir = run_dir / ".hydra"
-    if hydra_dir.is_dir():
-        mlflow.log_artifacts(str(hydra_dir), artifact_path="hydra")
+    for config in sorted((run_dir / ".hydra").glob("*.yaml")):  # their URIs may hold passwords
+        mlflow.log_text(redact_yaml(config.read_text()), f"hydra/{config.name}")
