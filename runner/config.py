@@ -8,6 +8,7 @@ value out of range before any work starts.
 import os
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,10 +89,25 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+def thread_counts() -> str:
+    """``1,2,4,...`` up to this machine's cores, the cores included: the hardware preset's
+    sweep, which adapts to each machine it runs on."""
+    cores = available_cores()
+    counts = [n for n in (2**k for k in range(cores.bit_length())) if n < cores]
+    return ",".join(str(n) for n in [*counts, cores])
+
+
+def installed_backends() -> str:
+    """Every backend this environment can run (onnxruntime is an installable extra)."""
+    return ",".join(b for b in BACKENDS if b != "onnxruntime" or find_spec("onnxruntime"))
+
+
 def register() -> None:
-    """Make the schema and the ``${repo_root:}`` resolver known to Hydra."""
+    """Make the schema and the resolvers (``${repo_root:}``, the preset's) known to Hydra."""
     if not OmegaConf.has_resolver("repo_root"):
         OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+        OmegaConf.register_new_resolver("thread_counts", thread_counts)
+        OmegaConf.register_new_resolver("installed_backends", installed_backends)
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
