@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,14 @@ def run_app(tmp_path: Path, *overrides: str, multirun: bool = False, env: dict |
     )
 
 
-def start_app(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+def start_app(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
     """The app in the background, in its own process group (so a test can signal it as a
     terminal would), its run dir and tracking store in tmp_path."""
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "phases").mkdir(exist_ok=True)  # see wait_for_phase
+    extra = env or {}
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(tmp_path / "phases"))
+    env.update(extra)
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO_ROOT,
@@ -59,3 +64,18 @@ def start_app(tmp_path: Path, *overrides: str) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
+
+
+def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``marker`` exists (the app touches one as each phase begins), however slow the
+    machine; fails if the app ends first."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"phase {marker.name} never began"
+        time.sleep(0.01)
+
+
+def wait_for_phase(tmp_path: Path, process: subprocess.Popen, phase: str) -> None:
+    """``wait_for`` the phase of an app started by ``start_app``."""
+    wait_for(tmp_path / "phases" / phase, process)

@@ -16,7 +16,7 @@ from runner import REPO_ROOT
 from runner.errors import RunnerError
 from runner.execution.parallel import run_parallel
 from runner.model import MnistCNN
-from tests.conftest import WEIGHTS, run_app, start_app
+from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
 from tests.test_strategies import make_job
 
 BIG = ("mode=parallel", "grid.rows=2000", "backend=eager", "parallel.start_method=forkserver")
@@ -40,18 +40,13 @@ def descendants(pid):
     return found
 
 
-def workers_of(process, count, timeout=120):
+def workers_of(process, count, tmp_path):
     """The pool's workers (the forkserver's children) once they classify."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        servers = [p for p in _children(process.pid) if "forkserver" in _cmdline(p)]
-        found = [worker for server in servers for worker in _children(server)]
-        if len(found) >= count:
-            time.sleep(2)  # past start-up, into the classification
-            return found
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
-    raise AssertionError("the workers never started")
+    wait_for_phase(tmp_path, process, "classify")  # every worker has started and warmed up
+    servers = [p for p in _children(process.pid) if "forkserver" in _cmdline(p)]
+    found = [worker for server in servers for worker in _children(server)]
+    assert len(found) >= count, found
+    return found
 
 
 def _children(pid):
@@ -97,7 +92,7 @@ def assert_nothing_left(tmp_path, process, before):
 
 def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
     process = start_app(tmp_path, *BIG)
-    workers = workers_of(process, 2)
+    workers = workers_of(process, 2, tmp_path)
     everything = descendants(process.pid)
     os.kill(workers[0], signal.SIGKILL)
     killed_at = time.monotonic()
@@ -114,7 +109,7 @@ def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
                                              (signal.SIGTERM, 143, "terminated")])  # fmt: skip
 def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word):
     process = start_app(tmp_path, *BIG)
-    workers_of(process, 2)
+    workers_of(process, 2, tmp_path)
     everything = descendants(process.pid)
     os.killpg(process.pid, sig)  # as a terminal or a scheduler would: the whole group
     signalled_at = time.monotonic()
@@ -127,7 +122,7 @@ def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word
 
 def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
     process = start_app(tmp_path, *BIG)
-    workers_of(process, 2)
+    workers_of(process, 2, tmp_path)
     everything = descendants(process.pid)
     assert len(everything) >= 4  # forkserver, resource tracker, two workers
     os.kill(process.pid, signal.SIGKILL)  # as the OOM killer would: no handler runs
@@ -140,7 +135,7 @@ def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
 
 def test_hung_worker_ends_in_a_timeout_not_a_frozen_terminal(tmp_path):
     process = start_app(tmp_path, *BIG, "parallel.timeout_s=3")
-    workers = workers_of(process, 2)
+    workers = workers_of(process, 2, tmp_path)
     everything = descendants(process.pid)
     for worker in workers:
         os.kill(worker, signal.SIGSTOP)  # alive but never answering

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -17,18 +16,10 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.phases import PHASES
-from tests.conftest import run_app
+from tests.conftest import run_app, wait_for
 from tests.test_faults import alive, descendants
 
 GRID = ("mode=parallel", "threads=2", "grid.rows=100", "grid.columns=300", "backend=eager")
-
-
-def wait_for(marker, process, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"phase {marker.name} never began"
-        time.sleep(0.01)
 
 
 def forkserver_blocks_ctrl_c(run_pid):

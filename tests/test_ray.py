@@ -18,7 +18,7 @@ from runner import REPO_ROOT
 from runner.execution.backends import build
 from runner.execution.classify import classify_range, run_sequential
 from runner.execution.ray_mode import run_ray
-from tests.conftest import run_app, start_app
+from tests.conftest import run_app, start_app, wait_for_phase
 from tests.test_strategies import make_job
 from tests.test_sweep import free_port
 from tests.test_timeline import assert_covers_every_cell_once
@@ -113,12 +113,9 @@ EXPECTED = {
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     timeout = ["parallel.timeout_s=15"] if fault == "hang actor" else []
     process = start_app(tmp_path, "mode=ray", "grid.rows=2000", "backend=eager", *timeout)
-    deadline = time.monotonic() + 120
-    while len(_actors()) < 2 and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
-    time.sleep(4)  # into the classification
+    wait_for_phase(tmp_path, process, "classify")  # both actors started and warmed up
     actors = _actors()
+    assert len(actors) == 2, actors
     if fault == "kill actor":
         os.kill(actors[0], signal.SIGKILL)
     elif fault == "hang actor":

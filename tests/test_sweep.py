@@ -15,7 +15,7 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.report import main as report_main
-from tests.conftest import run_app, start_app
+from tests.conftest import run_app, start_app, wait_for_phase
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
 
@@ -149,10 +149,8 @@ def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
 
 def test_ctrl_c_marks_the_run_killed(tmp_path):
     process = start_app(tmp_path, "mode=parallel", "grid.rows=2000", "backend=eager")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _running_runs(tmp_path):
-        time.sleep(0.5)
-    time.sleep(3)  # into the classification
+    wait_for_phase(tmp_path, process, "classify")  # the run is RUNNING in the store by then
+    assert _running_runs(tmp_path)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in err

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from runner.data import read_images
-from runner.errors import RunnerError, flat, last_line
+from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
 from runner.execution.backends import build
 from runner.execution.classify import (
     Job,
@@ -200,10 +200,13 @@ def run_parallel(job: Job) -> Result:
     )
     processes: list[multiprocessing.Process] = []
     try:
-        warm = [
-            pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s) for _ in range(workers)
-        ]
+        with held_stops():  # each submit starts a worker: a start cut in half leaves one
+            warm = [  # forked but never told what to run, which we could not even name
+                pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
+                for _ in range(workers)
+            ]
         processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
+        raise_if_stopped()
         startups = _wait_all(warm, job.timeout_s, "start-up", lambda startup: None)
         startup_s = time.perf_counter() - started
         begin("classify")

@@ -35,6 +35,7 @@ from runner.execution.classify import (
 from runner.execution.progress import Advance
 from runner.execution.timeline import Startup, worker_name
 from runner.model import MnistCNN
+from runner.phases import begin
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
@@ -121,6 +122,7 @@ def run_ray(job: Job) -> Result:
             [a.warm_up.remote(job.batch_size, job.warmup) for a in actors], timeout=job.timeout_s
         )
         startup_s = time.perf_counter() - started
+        begin("classify")
 
         def classify_all(advance: Advance) -> Part:
             pool = ActorPool(actors)

@@ -1,0 +1,126 @@
+"""A shared tracking server for real: PostgreSQL behind ``mlflow server`` with basic auth.
+
+Two "machines" log the hardware preset to it, ``runner.compare`` reads them back, and a
+run without credentials is refused before any work. ``.ci/run`` starts PostgreSQL; where
+nothing answers on 127.0.0.1:5432 the fixture runs the same script (``.ci/postgres``).
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg2
+import pytest
+
+from runner import REPO_ROOT
+from runner.compare import main as compare_main
+from tests.conftest import run_app
+from tests.test_compare import TINY
+from tests.test_sweep import free_port
+
+ROLE = "postgresql://gridbench:gridbench@127.0.0.1:5432"
+ADMIN_PASSWORD = secrets.token_hex(12)
+
+
+def _connect(database="postgres"):
+    connection = psycopg2.connect(f"{ROLE}/{database}", connect_timeout=5)
+    connection.autocommit = True
+    return connection
+
+
+def _execute(statement):
+    connection = _connect()
+    try:
+        connection.cursor().execute(statement)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def database():
+    try:
+        _connect().close()
+    except psycopg2.OperationalError:
+        started = subprocess.run([REPO_ROOT / ".ci" / "postgres"], capture_output=True, text=True)
+        assert started.returncode == 0, started.stdout + started.stderr
+    name = f"gridbench_{secrets.token_hex(4)}"
+    _execute(f"CREATE DATABASE {name}")
+    yield f"{ROLE}/{name}".replace("postgresql://", "postgresql+psycopg2://")
+    _execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def server(database, tmp_path_factory):
+    """``mlflow server --app-name basic-auth`` on 127.0.0.1, its runs in PostgreSQL."""
+    home = tmp_path_factory.mktemp("server")
+    config = home / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{home / 'users.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(config),
+               MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+               MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+         "--backend-store-uri", database, "--artifacts-destination", str(home / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:  # until the server answers its health check
+        assert process.poll() is None, (home / "log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the server never answered"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def credentials(user="admin", password=None):
+    return {"MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password or ADMIN_PASSWORD}  # fmt: skip
+
+
+def test_without_credentials_a_run_ends_before_any_work(server, tmp_path):
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", env={"MLFLOW_TRACKING_URI": server})
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: MLflow tracking store")
+    assert "401" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert "Total Runtime" not in done.stdout
+
+
+def test_two_machines_log_to_the_server_and_compare_reads_them_back(server, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    for machine in ("a", "b"):
+        (tmp_path / machine).mkdir()
+        env = {"MLFLOW_TRACKING_URI": server, **credentials()}
+        done = run_app(tmp_path / machine, "+experiment=hardware", *TINY, "threads=1",
+                       "backend=onnxruntime", f"machine.name={machine}", multirun=True,
+                       env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    for key, value in credentials().items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "compare"
+    assert compare_main(["--tracking-uri", server, "--baseline", "a", "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    assert "| configuration | `a` | `b` |" in markdown
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| sequential")]
+    assert row.count("x**") == 2 and "**1.00x**" in row  # b's ratio to a, and a's own
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    assert compare_main(["--tracking-uri", server, "--out", str(tmp_path / "no")]) == 1
+    assert not (tmp_path / "no").exists()
