@@ -191,7 +191,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runner.report", description="Write a sweep's report from MLflow."
     )
-    parser.add_argument("sweep", help="the sweep's directory, or its MLflow parent run id")
+    parser.add_argument(
+        "sweep",
+        help="the sweep's directory (its jobs' summaries if it ran without MLflow), "
+        "or its MLflow parent run id",
+    )
     parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
     args = parser.parse_args(argv)
@@ -204,10 +208,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     client = mlflow.MlflowClient(uri)
     given = Path(args.sweep)
     parent_id = args.sweep
-    if given.is_dir():
-        if not (given / PARENT_FILE).exists():
-            print(f"error: {given} records no MLflow parent run", file=sys.stderr)
+    if given.is_dir() and not (given / PARENT_FILE).exists():  # a sweep run without MLflow
+        written = write_report(args.out or given, records_from_dir(given), f"sweep {given.name}")
+        if not written:
+            print(f"error: {given} holds no completed job (no */summary.json)", file=sys.stderr)
             return 2
+        print(*written, sep="\n")
+        return 0
+    if given.is_dir():
         parent_id = (given / PARENT_FILE).read_text().strip()
     try:
         parent = client.get_run(parent_id)

@@ -39,3 +39,20 @@ def test_ray_launcher_composes_with_the_cluster_address(monkeypatch):
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
     assert launcher.ray.init.address == "head.example:6379" and launcher.ray.remote.num_cpus == 2
+
+
+def test_the_hardware_preset_sweeps_up_to_this_machines_cores(monkeypatch):
+    from runner import config
+
+    cfg = compose_hydra("+experiment=hardware")
+    params = cfg.hydra.sweeper.params
+    assert params.threads == config.thread_counts() and params.batch_size == "1,256"
+    assert params.backend.split(",") == ["onnxruntime", "jit", "eager"]
+    assert params.mode == "sequential,parallel" and cfg.repeats == 3  # overrides the config
+    assert cfg.batch_size == 1 and cfg.mlflow.experiment == "gridbench"  # the rest is kept
+    monkeypatch.setattr(config, "available_cores", lambda: 12)
+    assert config.thread_counts() == "1,2,4,8,12"
+    monkeypatch.setattr(config, "available_cores", lambda: 1)
+    assert config.thread_counts() == "1"
+    monkeypatch.setattr(config, "find_spec", lambda name: None)  # onnxruntime not installed
+    assert config.installed_backends() == "jit,eager"

@@ -232,3 +232,41 @@ def _wait_until_up(base, server):
         except OSError:
             time.sleep(0.5)
     raise AssertionError("mlflow server did not start within 120 s")
+
+
+def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys):
+    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", "mlflow.enabled=false",
+                   multirun=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sweep = tmp_path / "sweep"
+    rows = read_csv(sweep / "report.csv")
+    summaries = {
+        int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")
+    }
+    assert [int(row["job"]) for row in rows] == sorted(summaries) == [0, 1]
+    for row in rows:
+        summary = summaries[int(row["job"])]
+        assert float(row["runtime_s"]) == pytest.approx(summary["runtime_s"])
+    one, two = (summaries[job]["runtime_s"] for job in (0, 1))
+    assert float(rows[1]["speedup"]) == pytest.approx(one / two)  # against threads=1
+    assert not (tmp_path / "mlflow.db").exists()
+    # runner.report rebuilds it from the directory alone, and refuses one with no job done
+    assert report_main([str(sweep), "--out", str(tmp_path / "again")]) == 0
+    assert read_csv(tmp_path / "again" / "report.csv") == rows
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "none")]) == 2
+    assert "holds no completed job" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_runner_report_rebuilds_a_sweep_from_its_directory(tmp_path):
+    done = run_app(tmp_path, *SMALL, "threads=1,2", "mode=parallel", multirun=True)
+    assert done.returncode == 0, done.stderr
+    sweep = tmp_path / "sweep"
+    first = read_csv(sweep / "report.csv")
+    (sweep / "report.csv").unlink()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        assert report_main([str(sweep)]) == 0  # the parent run id comes from the directory
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert read_csv(sweep / "report.csv") == first
