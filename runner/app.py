@@ -81,6 +81,8 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 
 def _jobs_side_by_side() -> bool:
     """The joblib launcher runs a sweep's jobs at once; their bars would overwrite each other."""
+    if not HydraConfig.initialized():  # composed outside a Hydra app (tests, notebooks)
+        return False
     return "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
