@@ -136,7 +136,9 @@ def classify_and_write(
     return summary
 
 
-def draw(cfg: DictConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path):
+def draw(
+    cfg: DictConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path
+) -> None:
     """The pictures and the trace: the mask in full and as a preview, the mistakes, and what
     each worker did when."""
     images, offset, grid = job.split.images, job.offset, (cfg.grid.rows, cfg.grid.columns)
