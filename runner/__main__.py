@@ -16,8 +16,19 @@ def describe(error: BaseException) -> str:
     parts = [str(error)]
     if error.__cause__ is not None:
         parts.append(str(error.__cause__))
-    lines = [part.strip().splitlines()[0] for part in parts if part.strip()]
-    return ": ".join(lines) or type(error).__name__
+    lines = [part.strip().splitlines()[0].rstrip(".") for part in parts if part.strip()]
+    return (": ".join(lines) or type(error).__name__) + nearest_key(error.__cause__)
+
+
+def nearest_key(cause: BaseException | None) -> str:
+    """'; did you mean K?' for a key OmegaConf did not know, K the closest one it does."""
+    from difflib import get_close_matches
+
+    key, parent = getattr(cause, "key", None), getattr(cause, "parent_node", None)
+    if not isinstance(key, str) or not hasattr(parent, "keys"):
+        return ""
+    near = get_close_matches(key, [str(k) for k in parent], n=1)
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 def cli() -> None:

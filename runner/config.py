@@ -89,6 +89,45 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+@dataclass
+class RayInitOptions:
+    """The ``ray.init`` arguments a sweep on a cluster needs (unset ones stay Ray's)."""
+
+    address: str = MISSING
+    namespace: Optional[str] = None
+    runtime_env: Optional[dict[str, Any]] = None
+    log_to_driver: Optional[bool] = None
+
+
+@dataclass
+class RayRemoteOptions:
+    """The ``ray.remote`` options that place a job (unset ones stay Ray's)."""
+
+    num_cpus: float = MISSING
+    num_gpus: Optional[float] = None
+    memory: Optional[int] = None
+    resources: Optional[dict[str, float]] = None
+    accelerator_type: Optional[str] = None
+    max_retries: Optional[int] = None
+    runtime_env: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class RayOptions:
+    init: RayInitOptions = field(default_factory=RayInitOptions)
+    remote: RayRemoteOptions = field(default_factory=RayRemoteOptions)
+
+
+@dataclass
+class RayClusterLauncher:
+    """``hydra/launcher=ray_cluster``, typed. Hydra's Ray launcher hands ``init`` and
+    ``remote`` to Ray untyped, so a misspelt key would surface on the cluster, if at all;
+    here it is refused while composing, before any job starts."""
+
+    _target_: str = MISSING
+    ray: RayOptions = field(default_factory=RayOptions)
+
+
 def thread_counts() -> str:
     """``1,2,4,...`` up to this machine's cores, the cores included: the hardware preset's
     sweep, which adapts to each machine it runs on."""
@@ -109,6 +148,9 @@ def register() -> None:
         OmegaConf.register_new_resolver("thread_counts", thread_counts)
         OmegaConf.register_new_resolver("installed_backends", installed_backends)
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="ray_cluster_schema", node=RayClusterLauncher
+    )
 
 
 def repo_path(path: str) -> Path:

@@ -21,16 +21,32 @@ def compose_run(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def test_defaults_are_the_public_interface():
-    cfg = compose_run()
-    assert cfg.mode == "sequential"
-    assert cfg.threads == 2
-    assert cfg.batch_size == 1
-    assert (cfg.grid.rows, cfg.grid.columns) == (200, 300)
-    assert cfg.data.split == "train" and cfg.data.offset == 0
-    assert cfg.weights == "weights/mnist-cnn.pt"
-    assert cfg.mlflow.enabled is True and cfg.mlflow.tracking_uri is None
-    validate(cfg)
+def readme_settings() -> dict[str, str]:
+    """The README's configuration table as {key: default as written}."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text.split("## Configuration", 1)[1].split("\n\n", 2)[1]
+    documented = {}
+    for row in table.splitlines()[2:]:
+        keys, defaults = row.split(" | ")[:2]
+        keys = re.findall(r"`([^`]+)`", keys)
+        defaults = re.findall(r"`([^`]+)`", defaults)
+        documented.update(zip(keys, defaults, strict=True))
+    return documented
+
+
+def as_written(value) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def test_the_readme_documents_every_setting_with_its_real_default():
+    flat = flatten(compose_run())
+    documented = readme_settings()
+    assert set(documented) == set(flat), "README table and config keys differ"
+    wrong = {k: (documented[k], as_written(v)) for k, v in flat.items()}
+    assert {k: pair for k, pair in wrong.items() if pair[0] != pair[1]} == {}
+    validate(compose_run())
 
 
 def test_overrides_compose_and_flatten():

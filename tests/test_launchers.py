@@ -1,9 +1,12 @@
 """The cluster launchers' configs compose (they cannot run here: no SLURM, no cluster)."""
 
+import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 
 from runner import REPO_ROOT
 from runner.config import register
+from tests.conftest import run_app
 
 register()
 
@@ -33,12 +36,29 @@ def test_slurm_launcher_composes_with_our_settings():
     assert launcher.setup[0].startswith("export MLFLOW_TRACKING_URI=")
 
 
-def test_ray_launcher_composes_with_the_cluster_address(monkeypatch):
+def test_ray_launcher_is_typed_and_takes_the_cluster_address(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "head.example:6379")
-    cfg = compose_hydra("hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_cpus=2")
+    cfg = compose_hydra("hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_gpus=1")
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
-    assert launcher.ray.init.address == "head.example:6379" and launcher.ray.remote.num_cpus == 2
+    assert launcher.ray.init.address == "head.example:6379"
+    assert launcher.ray.remote.num_cpus == 4 and launcher.ray.remote.num_gpus == 1
+    with pytest.raises(ConfigCompositionException, match="num_cpu"):
+        compose_hydra("hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_cpu=2")
+    with pytest.raises(ConfigCompositionException, match="num_cpus"):
+        compose_hydra("hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_cpus=many")
+
+
+def test_a_misspelt_launcher_key_ends_the_sweep_before_any_job(tmp_path):
+    done = run_app(
+        tmp_path, "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.adress=x", multirun=True
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: Could not override 'hydra.launcher.ray.init.adress': "
+        "Key 'adress' not in 'RayInitOptions'; did you mean address?"
+    ]
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_the_hardware_preset_sweeps_up_to_this_machines_cores(monkeypatch):
