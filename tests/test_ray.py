@@ -134,3 +134,29 @@ def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     while _actors() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _actors() == []
+
+
+def test_a_cluster_that_is_not_there_fails_fast_in_one_line(tmp_path):
+    """ray.init alone would retry a dead head node for ever; the probe ends the run."""
+    port = free_port()  # bound and released: nothing listens there
+    done = run_app(tmp_path, "mode=ray", f"ray.address=127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: Ray cannot start or join 127.0.0.1:{port}: "
+        f"nothing answers at 127.0.0.1:{port} (Connection refused)"
+    ]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+    assert runs[0].data.tags["error"].startswith("Ray cannot start or join")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_an_embedded_ray_that_cannot_start_is_one_line(tmp_path):
+    spool = tmp_path / "not-a-dir"
+    spool.write_text("a file where Ray wants its session directory")
+    done = run_app(tmp_path, "mode=ray", "mlflow.enabled=false", env={"RAY_TMPDIR": str(spool)})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Ray cannot start or join locally: ")
+    assert not (tmp_path / "run" / "summary.json").exists()

@@ -12,6 +12,7 @@ joins that cluster and leaves it running.
 import io
 import logging
 import os
+import socket
 import time
 from typing import Any, Optional
 
@@ -39,6 +40,20 @@ from runner.phases import begin
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
+PROBE_TIMEOUT_S = 10.0
+
+
+def probe(address: str) -> None:
+    """Fail fast where nothing listens at ``host:port``: ``ray.init`` would retry joining a
+    dead head node for ever, logging a warning every half minute."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself, and fails fast
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({error.strerror or error})")
 
 
 def ray_available() -> bool:
@@ -85,6 +100,7 @@ def _connect(address: Optional[str], cpus: int) -> None:
         logging_level=logging.ERROR, log_to_driver=False, runtime_env=runtime_env
     )
     if address:
+        probe(address)
         ray.init(address=address, **settings)
         return
     ray.init(
