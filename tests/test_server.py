@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
+import mlflow
 import psycopg2
 import pytest
 
@@ -53,9 +55,15 @@ def database():
 
 
 @pytest.fixture(scope="module")
-def server(database, tmp_path_factory):
+def server_home(tmp_path_factory):
+    """The server's directory: its users, its log, and the artifacts it stores."""
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def server(database, server_home):
     """``mlflow server --app-name basic-auth`` on 127.0.0.1, its runs in PostgreSQL."""
-    home = tmp_path_factory.mktemp("server")
+    home = server_home
     config = home / "basic_auth.ini"
     config.write_text(
         "[mlflow]\ndefault_permission = READ\n"
@@ -104,8 +112,9 @@ def test_without_credentials_a_run_ends_before_any_work(server, tmp_path):
     assert "Total Runtime" not in done.stdout
 
 
-def test_two_machines_log_to_the_server_and_compare_reads_them_back(server, tmp_path,
-                                                                    monkeypatch):  # fmt: skip
+def test_two_machines_log_to_the_server_and_compare_reads_them_back(
+    server, server_home, tmp_path, monkeypatch
+):
     for machine in ("a", "b"):
         (tmp_path / machine).mkdir()
         env = {"MLFLOW_TRACKING_URI": server, **credentials()}
@@ -115,6 +124,15 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(server, tmp_
         assert done.returncode == 0, done.stderr
     for key, value in credentials().items():
         monkeypatch.setenv(key, value)
+    # artifacts go through the server to its own store, never to this machine's outputs/
+    client = mlflow.MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("gridbench")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    run = client.search_runs([experiment.experiment_id], "tags.machine = 'b'")[0]
+    summary = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))
+    stored = list((server_home / "artifacts").rglob(f"{run.info.run_id}/**/summary.json"))
+    assert len(stored) == 1 and stored[0].read_bytes() == Path(summary).read_bytes()
+    assert not list(tmp_path.rglob("mlruns")) and not list(tmp_path.rglob("mlartifacts"))
     out = tmp_path / "compare"
     assert compare_main(["--tracking-uri", server, "--baseline", "a", "--out", str(out)]) == 0
     markdown = (out / "compare.md").read_text()
