@@ -10,6 +10,7 @@ processes. Memory is the peak of the summed PSS of the process and all its child
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,31 +39,18 @@ class Measured:
     peak_mb: float
 
 
-def _pss_kb(pid: int) -> int:
+def tree_pss_kb(root: int) -> int:
+    """PSS of ``root`` and every process below it: shared pages (torch's libraries in each
+    worker) counted once across the tree, as RSS would not."""
+    total = 0
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(parents.get(pid, []))
-    return found
+        processes = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # it ended while we looked
+            total += process.memory_full_info().pss // 1024
+    return total
 
 
 def run_app(overrides: list[str], workdir: Path, env: dict, memory: bool = False) -> Measured:
@@ -77,7 +67,7 @@ def run_app(overrides: list[str], workdir: Path, env: dict, memory: bool = False
     def sample() -> None:
         nonlocal peak
         while process.poll() is None:
-            peak = max(peak, sum(_pss_kb(pid) for pid in _tree(process.pid)))
+            peak = max(peak, tree_pss_kb(process.pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -5,15 +5,16 @@ import os
 import signal
 import struct
 import time
-from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import torch
 
 from runner import REPO_ROOT
 from runner.errors import RunnerError
+from runner.execution.classify import run_sequential
 from runner.execution.parallel import run_parallel
 from runner.model import MnistCNN
 from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
@@ -22,45 +23,27 @@ from tests.test_strategies import make_job
 BIG = ("mode=parallel", "grid.rows=2000", "backend=eager", "parallel.start_method=forkserver")
 
 
-def descendants(pid):
-    """Every process below ``pid``, from /proc."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, []))
-    return found
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid``."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
-def workers_of(process, count, tmp_path):
-    """The pool's workers (the forkserver's children) once they classify."""
+def workers_of(process, count, tmp_path) -> list[int]:
+    """The pids of the pool's workers (the forkserver's children) once they classify."""
     wait_for_phase(tmp_path, process, "classify")  # every worker has started and warmed up
-    servers = [p for p in _children(process.pid) if "forkserver" in _cmdline(p)]
-    found = [worker for server in servers for worker in _children(server)]
+    servers = [p for p in descendants(process.pid) if "forkserver" in _cmdline(p)]
+    found = [worker.pid for server in servers for worker in server.children()]
     assert len(found) >= count, found
     return found
 
 
-def _children(pid):
+def _cmdline(process: psutil.Process) -> str:
     try:
-        tasks = Path(f"/proc/{pid}/task").iterdir()
-        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
+        return " ".join(process.cmdline())
+    except psutil.Error:
         return ""
 
 
@@ -70,16 +53,16 @@ def statuses(tmp_path):
     return [run.info.status for run in client.search_runs([experiment.experiment_id])]
 
 
-def alive(pids):
-    """Those of ``pids`` that still run (a zombie waiting to be reaped runs nothing)."""
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` that still run (a zombie waiting to be reaped runs nothing;
+    ``is_running`` also tells a reused pid from the process that had it)."""
     found = []
-    for pid in pids:
+    for process in processes:
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.NoSuchProcess:
             continue
-        if state != "Z":
-            found.append(pid)
     return found
 
 
@@ -220,24 +203,16 @@ def test_run_directory_that_cannot_be_written_is_refused(tmp_path):
 
 def test_fifty_parallel_runs_leak_nothing(model, test_split):
     import multiprocessing
-    import resource
 
     job = make_job(model, test_split, 200, 50, threads=2, backend="eager")
     run_parallel(job)
-    fds, rss = len(os.listdir("/proc/self/fd")), _rss_mb()
+    me = psutil.Process()
+    fds, rss = me.num_fds(), me.memory_info().rss
     for _ in range(50):
         result = run_parallel(job)
-    assert len(os.listdir("/proc/self/fd")) <= fds  # earlier tests' files may close meanwhile
+    assert me.num_fds() <= fds  # earlier tests' files may close meanwhile
     assert multiprocessing.active_children() == []
     assert [p for p in alive(descendants(os.getpid())) if "forkserver" not in _cmdline(p)
             and "resource_tracker" not in _cmdline(p)] == []  # fmt: skip
-    assert _rss_mb() - rss < 50
-    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > fds
-    np.testing.assert_array_equal(result.pred, run_parallel(job).pred)
-
-
-def _rss_mb():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    assert (me.memory_info().rss - rss) / 2**20 < 50
+    np.testing.assert_array_equal(result.pred, run_sequential(job).pred)  # still right

@@ -26,11 +26,9 @@ def forkserver_blocks_ctrl_c(run_pid):
     """The run's forkserver has SIGINT blocked (/proc's SigBlk), as it had from its first
     instruction: a Ctrl-C sent to the group could not hit its interpreter while it started.
     (After start-up it ignores SIGINT anyway, so only the mask tells.)"""
-    for pid in alive(descendants(run_pid)):
-        if "forkserver" in Path(f"/proc/{pid}/cmdline").read_text() and (
-            int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == run_pid
-        ):
-            status = Path(f"/proc/{pid}/status").read_text()
+    for process in alive(descendants(run_pid)):
+        if "forkserver" in " ".join(process.cmdline()) and process.ppid() == run_pid:
+            status = Path(f"/proc/{process.pid}/status").read_text()  # psutil has no SigBlk
             blocked = int(status.split("SigBlk:")[1].split()[0], 16)
             return bool(blocked & 1 << (signal.SIGINT - 1))
     raise AssertionError("the run has no forkserver")

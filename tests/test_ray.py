@@ -8,10 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 import pytest
 
 from runner import REPO_ROOT
@@ -90,15 +90,11 @@ def test_without_ray_the_mode_says_how_to_install(tmp_path):
     )
 
 
-def _actors():
+def _actors() -> list[int]:
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::Classifier"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
+    for process in psutil.process_iter(["cmdline"]):
+        if (process.info["cmdline"] or [""])[0].startswith("ray::Classifier"):
+            found.append(process.pid)
     return found
 
 
