@@ -111,7 +111,7 @@ def classify_and_write(
     """The run itself, inside its MLflow run: classify, then the products, summary last.
 
     If MLflow fails while logging (a server gone mid-run), the results are kept: the
-    summary says ``"tracked": false`` and why, and ``runner.tracking.sync`` logs the run later."""
+    summary says ``"tracked": false`` and why, and ``python -m runner.sync`` logs the run later."""
     started_at = time.time()
     result = STRATEGIES[cfg.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
@@ -131,7 +131,7 @@ def classify_and_write(
     if lost:
         raise RunnerError(
             f"MLflow logging failed ({lost}); the results are in {run_dir}: log them later "
-            f"with `python -m runner.tracking.sync {run_dir}`"
+            f"with `python -m runner.sync {run_dir}`"
         )
     return summary
 

@@ -1,4 +1,4 @@
-"""A tracking server that dies mid-run loses no result; ``runner.tracking.sync`` logs it later."""
+"""A tracking server that dies mid-run loses no result; ``python -m runner.sync`` logs it later."""
 
 import json
 import os
@@ -35,7 +35,7 @@ def stop(server):
 
 def sync(*run_dirs, base):
     return subprocess.run(
-        [sys.executable, "-m", "runner.tracking.sync", *map(str, run_dirs)],
+        [sys.executable, "-m", "runner.sync", *map(str, run_dirs)],
         cwd=REPO_ROOT, env=dict(os.environ, MLFLOW_TRACKING_URI=base),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -58,7 +58,7 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
     out, err = app.communicate(timeout=300)
     assert app.returncode == 1, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: MLflow logging failed") and "runner.tracking.sync" in last, err
+    assert last.startswith("error: MLflow logging failed") and "python -m runner.sync" in last, err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["tracked"] is False and summary["tracking_error"]
     assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
