@@ -44,7 +44,8 @@ def tree_pss_kb(root: int) -> int:
     worker) counted once across the tree, as RSS would not."""
     total = 0
     try:
-        processes = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+        top = psutil.Process(root)
+        processes = [top, *top.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0
     for process in processes:

@@ -41,12 +41,12 @@ def as_written(value) -> str:
 
 
 def test_the_readme_documents_every_setting_with_its_real_default():
-    flat = flatten(compose_run())
-    documented = readme_settings()
+    cfg = compose_run()
+    validate(cfg)
+    flat, documented = flatten(cfg), readme_settings()
     assert set(documented) == set(flat), "README table and config keys differ"
     wrong = {k: (documented[k], as_written(v)) for k, v in flat.items()}
-    assert {k: pair for k, pair in wrong.items() if pair[0] != pair[1]} == {}
-    validate(compose_run())
+    assert {k: pair for k, pair in wrong.items() if pair[0] != pair[1]} == {}  # (README, real)
 
 
 def test_overrides_compose_and_flatten():
