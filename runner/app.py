@@ -5,7 +5,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -37,7 +37,7 @@ from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
-from runner.tracking.store import log_results, mlflow_run
+from runner.tracking.record import Recording, mlflow_run
 
 register()
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
@@ -95,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         job, load_s = prepare(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
-            summary = classify_and_write(cfg, job, load_s, run_dir, tracked is not None)
+            summary = classify_and_write(cfg, job, load_s, run_dir, tracked)
     except InputError:
         discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
         raise
@@ -106,7 +106,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def classify_and_write(
-    cfg: DictConfig, job: Job, load_s: float, run_dir: Path, tracked: bool
+    cfg: DictConfig, job: Job, load_s: float, run_dir: Path, tracked: Optional[Recording]
 ) -> dict:
     """The run itself, inside its MLflow run: classify, then the products, summary last.
 
@@ -119,11 +119,11 @@ def classify_and_write(
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
     draw(cfg, job, labels, result, summary, run_dir)
-    summary.update(started_at=started_at, tracked=tracked)
+    summary.update(started_at=started_at, tracked=tracked is not None)
     lost = ""
-    if tracked:
+    if tracked is not None:
         try:
-            log_results(summary, run_dir)
+            tracked.log(summary, run_dir)
         except Exception as error:
             lost = flat(error, 300)
             summary.update(tracked=False, tracking_error=lost)

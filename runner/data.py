@@ -110,5 +110,10 @@ def _map_idx(path: Path, kind: tuple[int, tuple[int, ...]]) -> np.ndarray:
 
 
 def cell_images(first: int, stop: int, offset: int, split_size: int) -> np.ndarray:
-    """Image index of cells ``first..stop-1``: cell i shows image (offset + i) mod split size."""
-    return (np.arange(first, stop, dtype=np.int64) + offset) % split_size
+    """Image index of cells ``first..stop-1``."""
+    return images_of(np.arange(first, stop, dtype=np.int64), offset, split_size)
+
+
+def images_of(cells: np.ndarray, offset: int, split_size: int) -> np.ndarray:
+    """Image index of each of ``cells``: cell i shows image (offset + i) mod split size."""
+    return (cells.astype(np.int64) + offset) % split_size

@@ -54,9 +54,9 @@ class SweepTracking(Callback):
         self.title = f"sweep {sweep_dir.name}: {overrides}"
         if not config.mlflow.enabled:
             return
-        from runner.tracking.store import open_store
+        from runner.tracking.store import open_store, tracking_uri
 
-        self.client, experiment_id = open_store(config)
+        self.client, experiment_id = open_store(tracking_uri(config), config.mlflow.experiment)
         run = self.client.create_run(  # not the active run: jobs here open their own
             experiment_id,
             run_name=self.title,

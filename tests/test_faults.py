@@ -107,13 +107,14 @@ def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
     process = start_app(tmp_path, *BIG)
     workers_of(process, 2, tmp_path)
     everything = descendants(process.pid)
-    assert len(everything) >= 4  # forkserver, resource tracker, two workers
+    assert len(everything) >= 5  # tracking helper, forkserver, resource tracker, two workers
     os.kill(process.pid, signal.SIGKILL)  # as the OOM killer would: no handler runs
     process.wait(timeout=60)  # not communicate: survivors would hold its pipes open
     deadline = time.monotonic() + 60  # the kernel's work, observed in /proc
     while alive(everything) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert alive(everything) == [], "orphaned processes"
+    assert statuses(tmp_path) == ["KILLED"]  # the tracking helper saw the run vanish
 
 
 def test_hung_worker_ends_in_a_timeout_not_a_frozen_terminal(tmp_path):

@@ -5,6 +5,8 @@ would otherwise outlive a run killed outright (SIGKILL, the OOM killer), since e
 it forked keeps it alive, and the workers wait on it forever. Imported nowhere else.
 """
 
-from runner.execution.parallel import die_with_parent
+from runner.children import die_with_parent
 
 die_with_parent()
+
+import runner.execution.parallel  # noqa: E402,F401 - what the workers run, loaded once

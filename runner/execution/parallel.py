@@ -8,11 +8,9 @@ pool at once (``concurrent.futures`` notices it) and every wait has a bound.
 """
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,6 +20,7 @@ from typing import Any
 
 import torch
 
+from runner.children import die_with_parent
 from runner.data import read_images
 from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
 from runner.execution.backends import build
@@ -43,7 +42,6 @@ from runner.model import load_model
 from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
-PR_SET_PDEATHSIG = 1  # prctl(2)
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 
@@ -52,17 +50,6 @@ def usable_start_method(wanted: str) -> str:
     """``wanted`` where this system offers it; ``spawn`` (offered everywhere) where not:
     Windows has no ``forkserver``."""
     return wanted if wanted in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def die_with_parent() -> None:
-    """Linux: the kernel SIGKILLs this process when its parent ends, however it ends (SIGKILL
-    and the OOM killer included). A worker's parent is the forkserver, which does the same
-    with the run (``runner.execution.forkserver_preload``), or the run itself under ``spawn``."""
-    if not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent ended before we asked
-        os._exit(1)
 
 
 def stop_helpers() -> None:

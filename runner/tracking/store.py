@@ -1,55 +1,29 @@
-"""MLflow: one run per job, params from the resolved config, artifacts under outputs/."""
+"""MLflow's side of tracking: the store, and a run's begin, results and end.
 
+Runs where MLflow is imported: in the tracking helper for a job (``runner.tracking.helper``),
+in the launching process for a sweep's parent run, in ``runner.tracking.sync``. Imports
+nothing heavy itself (MLflow only inside the functions), so the helper starts fast.
+"""
+
+import getpass
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
-from runner.config import flatten
-from runner.errors import (
-    InputError,
-    RunnerError,
-    Stop,
-    flat,
-    held_stops,
-    raise_if_stopped,
-    stop_requested,
-)
+from runner.errors import InputError, RunnerError, flat
 from runner.phases import begin
-from runner.redact import redact, redact_yaml, redacted
-from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
 ARTIFACT_ROOT = OUTPUTS / "mlartifacts"
-METRICS = (
-    "runtime_s",
-    "runtime_min_s",
-    "runtime_max_s",
-    "runtime_iqr_s",
-    "startup_s",
-    "load_s",
-    "accuracy",
-    "throughput_ips",
-    "items",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "gflops",
-    "errors",
-    "busy_min",
-    "tail_s",
-)
-
-ARTIFACTS = ("mask.png", "mask_preview.png", "errors.png", "timeline.png", "trace.json")
-TAG_KEYS = ("mode", "threads", "batch_size", "grid", *ENVIRONMENT_KEYS)
-
 # An unreachable server should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -100,31 +74,45 @@ def _store_lock(uri: str) -> Iterator[None]:
         lock.release()
 
 
-def open_store(cfg: DictConfig) -> tuple[Any, str]:
-    """A client on the configured store and the experiment's id, created if needed.
+def open_store(uri: str, experiment: str) -> tuple[Any, str]:
+    """A client on the store at ``uri`` and the id of ``experiment``, created if needed.
 
     Any failure is reported in one line before work starts.
     """
-    import mlflow
-
-    for noisy in ("mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    uri = tracking_uri(cfg)
-    name = cfg.mlflow.experiment
+    mlflow = _mlflow()
     try:
-        mlflow.set_tracking_uri(uri)
         with _store_lock(uri):
             _create_sqlite_store(uri)  # before any client: a client creates the store itself
             client = mlflow.MlflowClient(uri)
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                return client, client.create_experiment(name, artifact_location(uri))
-        return client, experiment.experiment_id
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                return client, client.create_experiment(experiment, artifact_location(uri))
+        return client, found.experiment_id
     except RunnerError:
         raise
     except Exception as error:
         advice = _sqlite_advice(uri)
         raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}{advice}")
+
+
+def warm(uri: str) -> None:
+    """Import MLflow and open the store at ``uri`` if it exists, before a run asks for it
+    (MLflow keeps one store object per URI). A store not there yet is left alone: creating
+    one is a write, for a run that starts. Failures are left for ``open_store`` to report."""
+    mlflow = _mlflow()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return
+    with suppress(Exception), _store_lock(uri):
+        mlflow.MlflowClient(uri)
+
+
+def _mlflow() -> Any:
+    """MLflow, its chatter about migrations and the like kept out of the run's console."""
+    import mlflow
+
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return mlflow
 
 
 def _create_sqlite_store(uri: str) -> None:
@@ -162,85 +150,66 @@ def _sqlite_advice(uri: str) -> str:
     return f"; it holds {runs} run(s): upgrade it with `mlflow db upgrade {uri}`"
 
 
-@contextmanager
-def mlflow_run(
-    cfg: DictConfig, parent_id: Optional[str] = None, tags: Optional[dict[str, str]] = None
-) -> Iterator[Optional[Any]]:
-    """Yield an active MLflow run (None when disabled), nested under ``parent_id`` if given.
+def begin_run(
+    uri: str,
+    experiment: str,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    start_ms: Optional[int] = None,
+) -> tuple[Any, str]:
+    """Open the store and create a run in it with ``tags`` and ``params``; the client and the
+    run's id. ``tags`` may name a parent (``mlflow.parentRunId``) and the command that ran
+    (``mlflow.source.name``); the user and the source type are added here."""
+    from mlflow.entities import Param
 
-    An exception inside marks it FAILED with the message as the ``error`` tag; Ctrl-C or
-    SIGTERM marks it KILLED.
-    """
-    if not cfg.mlflow.enabled:
-        yield None
-        return
-    import mlflow
-
-    held = _holding_for(tracking_uri(cfg))
-    with held():
-        _, experiment_id = open_store(cfg)
-        try:
-            run = mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=redact(run_name(cfg)),
-                parent_run_id=parent_id,
-                tags=tags,
-            )
-        except Exception as error:
-            raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+    client, experiment_id = open_store(uri, experiment)
     try:
-        with held():
-            mlflow.log_params(redacted(flatten(cfg)))
-        raise_if_stopped()
-        yield run
-    except BaseException as error:
-        with held(), suppress(Exception):  # a store that is gone must not hide the cause
-            if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
-                mlflow.end_run("KILLED")
-            else:
-                mlflow.set_tag("error", redact(flat(error)) or type(error).__name__)
-                mlflow.end_run("FAILED")
-        raise
-    with held():
-        mlflow.end_run("FINISHED")
-    raise_if_stopped()  # the run is complete; a late Ctrl-C still ends the command as asked
+        tags = {"mlflow.user": _user(), "mlflow.source.type": "LOCAL", **tags}
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=tags)
+        run_id = run.info.run_id
+    except Exception as error:
+        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+    try:
+        client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+    except Exception as error:
+        end_run(client, run_id, "FAILED", flat(error))
+        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+    return client, run_id
 
 
-def _holding_for(uri: str) -> Callable[[], AbstractContextManager[None]]:
-    """Ctrl-C is held during writes to a SQLite store (cut in half, one leaves it locked);
-    a request to a server may be cut at any instant."""
-    return held_stops if uri.startswith("sqlite:") else nullcontext
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        return str(os.getuid())
 
 
-def log_results(summary: dict[str, Any], run_dir: Path) -> None:
-    """Metrics, tags and ``summary.json`` from the summary, the console lines as the run's
-    description; the run's ``ARTIFACTS`` and Hydra's config as artifacts. Called before the
-    run's own summary.json is written, so that a tracking failure never leaves a
-    complete-looking run directory.
-
-    Each repeat's runtime is a step of ``repeat_runtime_s``; ``runtime_s`` is their median.
-    """
-    import mlflow
+def write_results(client: Any, run_id: str, results: dict[str, Any]) -> None:
+    """Log what ``runner.tracking.record.results`` gathered from a finished run: the summary
+    as ``summary.json``, metrics (each repeat's runtime a step of ``repeat_runtime_s``) and
+    tags in one batch, the pictures and the Hydra config as artifacts."""
+    from mlflow.entities import Metric, RunTag
 
     begin("logging")
-    with _holding_for(mlflow.get_tracking_uri())():
-        _log(mlflow, summary, run_dir)
-    raise_if_stopped()
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in results["metrics"].items()]
+    metrics += [
+        Metric("repeat_runtime_s", seconds, now, step)
+        for step, seconds in enumerate(results["repeats"])
+    ]
+    tags = [RunTag(key, value) for key, value in results["tags"].items()]
+    client.log_dict(run_id, results["summary"], "summary.json")
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    for path in results["artifacts"]:
+        client.log_artifact(run_id, path)
+    for name, text in results["texts"].items():
+        client.log_text(run_id, text, name)
 
 
-def _log(mlflow: Any, summary: dict[str, Any], run_dir: Path) -> None:
-    summary = redacted(summary)
-    mlflow.log_dict(summary, "summary.json")
-    mlflow.log_metrics({key: float(summary[key]) for key in METRICS if key in summary})
-    for step, seconds in enumerate(summary["runtimes_s"]):
-        mlflow.log_metric("repeat_runtime_s", seconds, step=step)
-    mlflow.set_tags({key: str(summary[key]) for key in (*TAG_KEYS, *GPU_KEYS) if key in summary})
-    if "gpu_transfer_share" in summary:
-        mlflow.log_metric("gpu_transfer_share", summary["gpu_transfer_share"])
-    lines = "\n".join(console_lines(summary))
-    mlflow.set_tag("mlflow.note.content", f"```\n{lines}\n```")  # the run page's description
-    for name in ARTIFACTS:
-        if (run_dir / name).is_file():
-            mlflow.log_artifact(str(run_dir / name))
-    for config in sorted((run_dir / ".hydra").glob("*.yaml")):  # their URIs may hold passwords
-        mlflow.log_text(redact_yaml(config.read_text()), f"hydra/{config.name}")
+def end_run(client: Any, run_id: str, status: str, error: Optional[str] = None) -> None:
+    """End the run as ``status`` (FINISHED, FAILED, KILLED), with the cause as its ``error``
+    tag when it failed."""
+    if error is not None:
+        client.set_tag(run_id, "error", error)
+    client.set_terminated(run_id, status)

@@ -18,9 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config import flatten, register
-from runner.errors import InputError, RunnerError
+from runner.errors import InputError, RunnerError, flat
+from runner.redact import redact, redacted
 from runner.summary import write_summary
-from runner.tracking.store import log_results, open_store, run_name
+from runner.tracking.record import results
+from runner.tracking.store import begin_run, end_run, run_name, tracking_uri, write_results
 
 
 def pending(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
@@ -43,22 +45,21 @@ def pending(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
 
 def sync(run_dir: Path) -> str:
     """Log one run; returns the new MLflow run's id."""
-    import mlflow
-
     cfg, summary = pending(run_dir)
-    client, experiment_id = open_store(cfg)
+    uri, name = tracking_uri(cfg), redact(run_name(cfg))
     started_ms = int(summary.get("started_at", time.time()) * 1000)
-    run = client.create_run(experiment_id, start_time=started_ms, run_name=run_name(cfg))
-    summary.update(tracked=True, mlflow_run_id=run.info.run_id, synced_at=time.time())
+    params = redacted(flatten(cfg))
+    client, run_id = begin_run(uri, cfg.mlflow.experiment, name, {}, params, started_ms)
+    summary.update(tracked=True, mlflow_run_id=run_id, synced_at=time.time())
     summary.pop("tracking_error", None)
     try:
-        with mlflow.start_run(run_id=run.info.run_id):
-            mlflow.log_params(flatten(cfg))
-            log_results(summary, run_dir)
+        write_results(client, run_id, results(summary, run_dir))
     except Exception as error:
+        end_run(client, run_id, "FAILED", flat(error))
         raise RunnerError(f"{run_dir} could not be logged: {error}".splitlines()[0])
+    end_run(client, run_id, "FINISHED")
     write_summary(run_dir / "summary.json", summary)
-    return run.info.run_id
+    return run_id
 
 
 def main(argv: list[str] | None = None) -> int:
