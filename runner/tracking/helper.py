@@ -20,7 +20,7 @@ import subprocess
 import sys
 from contextlib import suppress
 from multiprocessing.connection import Connection
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError, flat, held_stops
@@ -54,7 +54,10 @@ class Helper:
         while self.unanswered:
             with suppress(RunnerError):
                 self._answer()
-        self.connection.send((request, args))
+        try:
+            self.connection.send((request, args))
+        except OSError:
+            self._ended()
         self.unanswered += 1
         return self._answer()
 
@@ -65,16 +68,19 @@ class Helper:
             with held_stops():  # never half a message
                 kind, value = self.connection.recv()
         except (EOFError, OSError):
-            self.unanswered = 0
-            raise RunnerError(
-                f"the MLflow helper process ended unexpectedly (exit status {self.process.wait()})"
-            )
+            self._ended()
         self.unanswered -= 1
         if kind == "input":
             raise InputError(value)
         if kind == "error":
             raise RunnerError(value)
         return value
+
+    def _ended(self) -> NoReturn:
+        self.unanswered = 0
+        raise RunnerError(
+            f"the MLflow helper process ended unexpectedly (exit status {self.process.wait()})"
+        )
 
     def close(self) -> None:
         """End the helper now. Every run it opened was ended first (``record.mlflow_run``)."""

@@ -1,0 +1,76 @@
+"""The tracking helper: MLflow's work in another process, its answers and errors in order,
+deaf to Ctrl-C, and a run it holds ended KILLED when the main process vanishes."""
+
+import json
+import os
+import signal
+
+import mlflow
+import pytest
+
+from runner.errors import InputError, RunnerError
+from runner.tracking.helper import Helper
+
+
+@pytest.fixture
+def helper():
+    started = Helper()
+    yield started
+    started.close()
+
+
+def test_a_run_is_begun_logged_and_ended_by_the_helper(tmp_path, helper):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "a.txt").write_text("product")
+    os.kill(helper.process.pid, signal.SIGINT)  # a Ctrl-C for the group: the run decides
+    run_id = helper.ask("begin", uri, "x", "a run", {"job": "0"}, {"threads": 2})
+    results = {
+        "summary": {"runtime_s": 1.5},
+        "metrics": {"runtime_s": 1.5},
+        "repeats": [1.4, 1.5],
+        "tags": {"mode": "sequential"},
+        "artifacts": [str(tmp_path / "a.txt")],
+        "texts": {"hydra/config.yaml": "a: 1"},
+    }
+    helper.ask("log", results)
+    helper.ask("end", "FINISHED")
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "a run"
+    assert run.data.params == {"threads": "2"} and run.data.metrics == {
+        "runtime_s": 1.5,
+        "repeat_runtime_s": 1.5,  # the last step
+    }
+    assert run.data.tags["job"] == "0" and run.data.tags["mode"] == "sequential"
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.user"]
+    history = mlflow.MlflowClient(uri).get_metric_history(run_id, "repeat_runtime_s")
+    assert [(m.step, m.value) for m in history] == [(0, 1.4), (1, 1.5)]
+    mlflow.artifacts.download_artifacts(
+        run_id=run_id, tracking_uri=uri, dst_path=str(tmp_path / "got")
+    )
+    assert (tmp_path / "got" / "a.txt").read_text() == "product"
+    assert (tmp_path / "got" / "hydra" / "config.yaml").read_text() == "a: 1"
+    assert json.loads((tmp_path / "got" / "summary.json").read_text()) == {"runtime_s": 1.5}
+
+
+def test_errors_come_back_as_what_they_were(tmp_path, helper):
+    missing = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    with pytest.raises(InputError, match="no such directory"):
+        helper.ask("begin", missing, "x", "a run", {}, {})
+    (tmp_path / "mlflow.db").write_text("not a database")
+    with pytest.raises(RunnerError, match="cannot be used"):
+        helper.ask("begin", f"sqlite:///{tmp_path / 'mlflow.db'}", "x", "a run", {}, {})
+    helper.ask("end", "KILLED")  # nothing open: nothing to end, and the helper still answers
+
+
+def test_a_run_left_open_is_killed_when_the_main_process_goes(tmp_path, helper):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = helper.ask("begin", uri, "x", "a run", {}, {})
+    helper.connection.close()  # what the kernel does when the main process dies
+    assert helper.process.wait(timeout=120) == 0
+    assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_helper_that_died_is_reported_not_waited_for(tmp_path, helper):
+    helper.process.kill()
+    with pytest.raises(RunnerError, match="helper process ended unexpectedly"):
+        helper.ask("begin", f"sqlite:///{tmp_path / 'mlflow.db'}", "x", "a run", {}, {})
