@@ -33,6 +33,7 @@ from runner.model import flops_per_image, load_model
 from runner.phases import begin
 from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
+from runner.pictures.plots import pyplot
 from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
@@ -93,6 +94,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
+        pyplot()  # imported now, while the tracking helper may still be opening the store
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
             summary = classify_and_write(cfg, job, load_s, run_dir, tracked)

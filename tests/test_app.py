@@ -88,6 +88,7 @@ def test_wrongly_typed_override_exits_2(tmp_path):
     done = run_app(tmp_path, "batch_size=lots")
     assert done.returncode == 2
     assert "batch_size" in done.stderr and "Traceback" not in done.stderr
+    assert "did you mean" not in done.stderr  # the key is right, its value is not
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
