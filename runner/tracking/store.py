@@ -100,6 +100,8 @@ def warm(uri: str) -> None:
     (MLflow keeps one store object per URI). A store not there yet is left alone: creating
     one is a write, for a run that starts. Failures are left for ``open_store`` to report."""
     mlflow = _mlflow()
+    if not uri.startswith(("sqlite:///", "http://", "https://")):
+        return  # a file store's client would create its directory
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return
     with suppress(Exception), _store_lock(uri):
