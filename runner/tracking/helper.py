@@ -47,6 +47,7 @@ class Helper:
             theirs.close()
         self.connection = Connection(ours.detach())
         self.unanswered = 0
+        self.answered = False  # once it has, it is idle between requests, never importing
 
     def ask(self, request: str, *args: Any) -> Any:
         """Send ``request`` and wait for its answer. Answers to earlier requests that nobody
@@ -70,6 +71,7 @@ class Helper:
         except (EOFError, OSError):
             self._ended()
         self.unanswered -= 1
+        self.answered = True
         if kind == "input":
             raise InputError(value)
         if kind == "error":
@@ -83,8 +85,14 @@ class Helper:
         )
 
     def close(self) -> None:
-        """End the helper now. Every run it opened was ended first (``record.mlflow_run``)."""
+        """End the helper now. Every run it opened was ended first (``record.mlflow_run``).
+        An idle helper leaves on its own when the socket closes (its coverage data saved,
+        under the tests); one still importing MLflow is killed rather than waited for."""
         self.connection.close()
+        if self.answered and self.unanswered == 0:
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+                return
         self.process.kill()
         self.process.wait()
 
@@ -167,3 +175,4 @@ def serve() -> None:
             break
     with suppress(Exception):  # the store may be what failed
         served.end("KILLED")
+    os._exit(0)  # exit handlers have nothing to do here; the interpreter's teardown is slow
