@@ -41,9 +41,9 @@ def main() -> None:
     split = load_split(ROOT / "data", "train")
     weights = ROOT / "weights" / "mnist-cnn.pt"
     model = load_model(weights)
-    from runner.execution.backends import export_onnx
+    from runner.execution.onnx_graph import graph_of
 
-    onnx = export_onnx(model, ROOT / "outputs" / "onnx")
+    onnx = graph_of(weights, ROOT / "outputs" / "onnx").onnx
     job = Job(model, split, weights, ROOT / "data", "train", CELLS, 0, 1, 1, 1, "onnxruntime",
               1, 1, "forkserver", 600, onnx=onnx)  # fmt: skip
     classify = build(model, "onnxruntime", "cpu", 1, onnx)

@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,17 +24,16 @@ from runner.errors import (
     flat,
     stop_requested,
 )
-from runner.execution.backends import export_onnx
 from runner.execution.classify import Job, Result
+from runner.execution.devices import available_cores
+from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import stop_helpers, usable_start_method
 from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
 from runner.files import atomic, check_writable, discard_run_dir
-from runner.model import flops_per_image, load_model
 from runner.phases import begin
 from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
-from runner.pictures.plots import pyplot
 from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
@@ -52,8 +52,15 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     data_dir = repo_path(cfg.data.dir)
     split = load_split(data_dir, cfg.data.split)
     weights = repo_path(cfg.weights)
-    model = load_model(weights)
-    onnx = export_onnx(model, ONNX_CACHE) if cfg.backend == "onnxruntime" else None
+    model, onnx = None, None
+    if cfg.backend == "onnxruntime":  # the cached graph, without importing torch
+        graph = graph_of(weights, ONNX_CACHE)
+        onnx, flops = graph.onnx, graph.flops_per_image
+    else:
+        from runner.model import flops_per_image, load_model
+
+        model = load_model(weights)
+        flops = flops_per_image(model)
     job = Job(
         model=model,
         split=split,
@@ -73,11 +80,19 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         ray_address=cfg.ray.address,
         device=cfg.device,
         onnx=onnx,
+        flops_per_image=flops,
         progress=progress_wanted(
             str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
         ),
     )
     return job, time.perf_counter() - started
+
+
+def leaves_a_core(cfg: DictConfig, job: Job) -> bool:
+    """Whether the run's processes and threads leave a core of this machine unused, for the
+    tracking helper to open the store on while the run classifies (Ray starts processes
+    of its own: it never does)."""
+    return cfg.mode != "ray" and job.threads * job.intra_op_threads < available_cores()
 
 
 def _jobs_side_by_side() -> bool:
@@ -94,9 +109,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
-        pyplot()  # imported now, while the tracking helper may still be opening the store
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
-        with mlflow_run(cfg, parent_of_job(), job_tags) as tracked:
+        with mlflow_run(cfg, parent_of_job(), job_tags, leaves_a_core(cfg, job)) as tracked:
             summary = classify_and_write(cfg, job, load_s, run_dir, tracked)
     except InputError:
         discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
@@ -117,7 +131,7 @@ def classify_and_write(
     started_at = time.time()
     result = STRATEGIES[cfg.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
-    summary = summarize(cfg, result, labels, load_s, len(job.split), flops_per_image(job.model))
+    summary = summarize(cfg, result, labels, load_s, len(job.split), job.flops_per_image)
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
     draw(cfg, job, labels, result, summary, run_dir)
@@ -127,7 +141,7 @@ def classify_and_write(
         try:
             tracked.log(summary, run_dir)
         except Exception as error:
-            lost = flat(error, 300)
+            lost = flat(error, 1000)  # whole: a store refusal ends with what to do
             summary.update(tracked=False, tracking_error=lost)
     write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
     if lost:
@@ -142,22 +156,25 @@ def draw(
     cfg: DictConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path
 ) -> None:
     """The pictures and the trace: the mask in full and as a preview, the mistakes, and what
-    each worker did when."""
+    each worker did when.
+
+    matplotlib draws on a thread while this one writes the mask: numpy and zlib let go of
+    the GIL, so the two share the cores (a third less time than one after the other)."""
     images, offset, grid = job.split.images, job.offset, (cfg.grid.rows, cfg.grid.columns)
     values = cell_values(labels, result.pred, result.prob)
-    save_mask(
-        run_dir / "mask.png",
-        images,
-        offset,
-        values,
-        grid,
-        cell_side(job.cells, cfg.mask.max_pixels),
-    )
-    save_preview(run_dir / "mask_preview.png", images, offset, values, grid, summary)
-    save_gallery(run_dir / "errors.png", images, offset, labels, result.pred, result.prob)
-    save_timeline(run_dir / "timeline.png", result.timeline, title(summary))
-    with atomic(run_dir / "trace.json") as tmp:
-        tmp.write_text(json.dumps(result.timeline.trace()))
+
+    def plotted() -> None:
+        save_preview(run_dir / "mask_preview.png", images, offset, values, grid, summary)
+        save_gallery(run_dir / "errors.png", images, offset, labels, result.pred, result.prob)
+        save_timeline(run_dir / "timeline.png", result.timeline, title(summary))
+
+    with ThreadPoolExecutor(1) as pool:
+        plotting = pool.submit(plotted)
+        side = cell_side(job.cells, cfg.mask.max_pixels)
+        save_mask(run_dir / "mask.png", images, offset, values, grid, side)
+        with atomic(run_dir / "trace.json") as tmp:
+            tmp.write_text(json.dumps(result.timeline.trace()))
+        plotting.result()
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")

@@ -114,6 +114,21 @@ def memory_gb() -> Optional[float]:
         return None
 
 
+def torch_version() -> str:
+    """torch's full version (``2.14.1+cu130``) without importing torch, which costs seconds:
+    read from its ``version.py``; the package's metadata drops the build suffix."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    from importlib.util import find_spec
+
+    spec = find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", _read(f"{folder}/version.py"), re.M)
+        if match:
+            return match.group(1)
+    return ""
+
+
 def _onnxruntime_version() -> str:
     try:
         from importlib.metadata import version
@@ -141,8 +156,6 @@ def gpu_names() -> str:
 @cache
 def fingerprint() -> dict[str, Any]:
     """Everything that says which machine and software measured a run."""
-    import torch
-
     cpu = cpu_facts()
     return {
         "cpu": cpu["cpu"],
@@ -154,7 +167,7 @@ def fingerprint() -> dict[str, Any]:
         "gpus": gpu_names(),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch_version(),
         "onnxruntime": _onnxruntime_version(),
     }
 

@@ -1,50 +1,90 @@
-"""The ONNX export: cached by the weights, never stale, and refusals in one line."""
+"""The ONNX graph: cached by the weights file, never stale, read without torch, and
+refusals in one line."""
+
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from runner import REPO_ROOT
 from runner.errors import InputError
-from runner.execution import backends
-from runner.execution.backends import build, export_onnx
+from runner.execution import onnx_graph
+from runner.execution.backends import build
 from runner.execution.classify import classify_range
-from runner.model import MnistCNN
+from runner.execution.onnx_graph import export_onnx, graph_of, weights_key
+from runner.model import MnistCNN, flops_per_image
+from tests.conftest import WEIGHTS
 
 
-def test_the_graph_is_cached_by_the_weights_and_never_stale(model, tmp_path, monkeypatch):
-    graph = export_onnx(model, tmp_path)
-    cached = list(tmp_path.glob("*.onnx"))
-    assert len(cached) == 1 and cached[0].read_bytes() == graph
+def test_the_graph_is_cached_by_the_weights_file_and_never_stale(model, tmp_path, monkeypatch):
+    weights, cache = tmp_path / "mnist-cnn.pt", tmp_path / "cache"
+    shutil.copy(WEIGHTS, weights)
+    graph = graph_of(weights, cache)
+    assert graph.flops_per_image == flops_per_image(model)
+    cached = list(cache.glob("*.onnx"))
+    assert len(cached) == 1 and cached[0].read_bytes() == graph.onnx
+    exported = []
+    monkeypatch.setattr(onnx_graph, "export_onnx", lambda m: exported.append(m) or b"again")
+    assert graph_of(weights, cache) == graph and not exported  # from the cache
+    torch.save(MnistCNN().state_dict(), weights)  # other weights: the cache does not answer
+    assert graph_of(weights, cache).onnx == b"again" and len(exported) == 1
+    cached[0].with_suffix(".json").write_text("{")  # facts unreadable: exported again
+    shutil.copy(WEIGHTS, weights)
+    assert graph_of(weights, cache).onnx == b"again" and len(exported) == 2
 
-    def no_export(*args, **kwargs):
-        raise AssertionError("exported again")
 
-    monkeypatch.setattr(torch.onnx, "export", no_export)
-    assert export_onnx(model, tmp_path) == graph  # from the cache
-    other = MnistCNN()  # other weights: the cache does not answer for them
-    with pytest.raises(InputError, match="backend=onnxruntime: the model cannot be exported"):
-        export_onnx(other, tmp_path)
+def test_a_cached_graph_is_read_without_importing_torch(tmp_path):
+    weights, cache = tmp_path / "mnist-cnn.pt", tmp_path / "cache"
+    shutil.copy(WEIGHTS, weights)
+    graph_of(weights, cache)
+    code = (
+        "import sys; from pathlib import Path; import runner.app; "
+        "from runner.execution.onnx_graph import graph_of; "
+        f"graph_of(Path({str(weights)!r}), Path({str(cache)!r})); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
-def test_the_cached_graph_predicts_as_eager(model, test_split, tmp_path):
-    graph = export_onnx(model, tmp_path)
+def test_the_key_follows_every_byte_of_the_weights(tmp_path):
+    weights = tmp_path / "w.pt"
+    shutil.copy(WEIGHTS, weights)
+    key = weights_key(weights)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    assert weights_key(weights) != key
+    with pytest.raises(InputError, match="is missing"):
+        weights_key(tmp_path / "none.pt")
+
+
+def test_the_graph_predicts_as_eager(model, test_split):
+    graph = export_onnx(model)
     eager, eager_prob, _ = classify_range(build(model, "eager"), test_split.images, 0, 2000, 0, 50)
-    fast = build(model, "onnxruntime", onnx=graph)
+    fast = build(None, "onnxruntime", onnx=graph)  # the graph alone: no model needed
     pred, prob, _ = classify_range(fast, test_split.images, 0, 2000, 0, 50)
     np.testing.assert_array_equal(pred, eager)
     np.testing.assert_allclose(prob, eager_prob, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_that_cannot_be_exported_is_one_line(monkeypatch, model):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nwith a long trace")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(InputError, match="the model cannot be exported") as refused:
+        export_onnx(model)
+    assert "\n" not in str(refused.value)
 
 
 def test_a_graph_onnxruntime_refuses_is_one_line(model):
     with pytest.raises(InputError, match="backend=onnxruntime refuses the model") as refused:
         build(model, "onnxruntime", onnx=b"not an onnx graph")
     assert "\n" not in str(refused.value)
-
-
-def test_state_digest_follows_every_tensor(model):
-    changed = MnistCNN()
-    changed.load_state_dict(model.state_dict())
-    assert backends._state_digest(changed) == backends._state_digest(model)
-    with torch.no_grad():
-        changed.network[-1].bias[3] += 1e-6
-    assert backends._state_digest(changed) != backends._state_digest(model)

@@ -86,4 +86,5 @@ def test_workers_map_the_same_images_without_torchvision(train_split, test_split
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     modules = set(ast.literal_eval(imported.stdout))
-    assert "torch" in modules and not {"torchvision", "mlflow", "hydra"} & modules
+    # torch comes with the model, for the backends that use it; onnxruntime workers never
+    assert not {"torch", "torchvision", "mlflow", "hydra"} & modules

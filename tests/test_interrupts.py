@@ -4,6 +4,7 @@ The app touches a marker file as each phase begins (``GRIDBENCH_PHASE_DIR``); th
 signals as soon as it appears, so it never depends on how fast the machine is.
 """
 
+import json
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import mlflow
 import pytest
 
 from runner import REPO_ROOT
+from runner.execution.devices import available_cores
 from runner.phases import PHASES
 from tests.conftest import run_app, wait_for
 from tests.test_faults import alive, descendants
@@ -84,12 +86,17 @@ def test_a_half_created_store_without_runs_may_be_deleted(tmp_path):
         db.execute("create table _alembic_tmp_experiments (x integer)")
     done = run_app(tmp_path, "grid.rows=1", "grid.columns=1")
     assert done.returncode == 1
-    assert (
-        done.stderr.strip()
-        .splitlines()[-1]
-        .endswith(f"it holds no runs (left half-created?): delete {database} and run again")
-    )
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"it holds no runs (left half-created?): delete {database} and run again" in line
     assert database.stat().st_size > 0  # never deleted for the user
+    _results_kept_for_sync(tmp_path / "run", line)
+
+
+def _results_kept_for_sync(run_dir, line):
+    """The run classified while the helper opened the store (it leaves a core free): the
+    refusal came after the work, and the results wait for ``runner.sync``."""
+    assert line.endswith(f"log them later with `python -m runner.sync {run_dir}`")
+    assert json.loads((run_dir / "summary.json").read_text())["tracked"] is False
 
 
 def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):
@@ -99,10 +106,23 @@ def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):
     before = database.read_bytes()
     done = run_app(tmp_path, "grid.rows=1", "grid.columns=1")
     assert done.returncode == 1
-    assert done.stderr.strip().endswith(
-        f"it holds 2 run(s): upgrade it with `mlflow db upgrade sqlite:///{database}`"
-    )
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"it holds 2 run(s): upgrade it with `mlflow db upgrade sqlite:///{database}`" in line
     assert database.read_bytes() == before
+    _results_kept_for_sync(tmp_path / "run", line)
+
+
+def test_a_run_that_uses_every_core_hears_of_a_refused_store_before_any_work(tmp_path):
+    database = _store_with_runs(tmp_path, 1)
+    with sqlite3.connect(database) as db:
+        db.execute("update alembic_version set version_num = 'from_the_future'")
+    every_core = f"intra_op_threads={available_cores()}"
+    done = run_app(tmp_path, "grid.rows=1", "grid.columns=1", every_core)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        f"it holds 1 run(s): upgrade it with `mlflow db upgrade sqlite:///{database}`"
+    )
+    assert "Total Item" not in done.stdout and not (tmp_path / "run" / "summary.json").exists()
 
 
 def test_a_store_in_a_missing_directory_is_bad_input(tmp_path):

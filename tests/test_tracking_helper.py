@@ -9,7 +9,10 @@ import mlflow
 import pytest
 
 from runner.errors import InputError, RunnerError
+from runner.tracking import record
 from runner.tracking.helper import Helper
+from runner.tracking.record import mlflow_run
+from tests.test_config import compose_run
 
 
 @pytest.fixture
@@ -74,3 +77,58 @@ def test_a_helper_that_died_is_reported_not_waited_for(tmp_path, helper):
     helper.process.kill()
     with pytest.raises(RunnerError, match="helper process ended unexpectedly"):
         helper.ask("begin", f"sqlite:///{tmp_path / 'mlflow.db'}", "x", "a run", {}, {})
+
+
+class SlowStore:
+    """A helper whose store is still opening: ``begin`` is answered only when waited for."""
+
+    def __init__(self, begin_answer):
+        self.begin_answer, self.sent, self.waited = begin_answer, [], 0
+
+    def send(self, request, *args):
+        self.sent.append(request)
+
+    def answered_yet(self):
+        return False
+
+    def answer(self):
+        self.waited += 1
+        if isinstance(self.begin_answer, Exception):
+            raise self.begin_answer
+        return self.begin_answer
+
+    def ask(self, request, *args):
+        self.sent.append(request)
+
+
+@pytest.mark.parametrize("spare_core, waited_before_work", [(True, 0), (False, 1)])
+def test_a_run_with_a_spare_core_works_while_the_store_opens(
+    monkeypatch, tmp_path, spare_core, waited_before_work
+):
+    store = SlowStore("run-1")
+    monkeypatch.setattr(record, "helper", lambda: store)
+    monkeypatch.setattr(record, "results", lambda summary, run_dir: {})
+    with mlflow_run(compose_run(), spare_core=spare_core) as recording:
+        assert store.sent == ["begin"] and store.waited == waited_before_work
+        recording.log({}, tmp_path)
+        assert recording.run_id == "run-1" and store.waited == 1
+    assert store.sent == ["begin", "log", "end"]
+
+
+def test_a_store_refused_after_the_work_fails_the_logging_not_the_wait(monkeypatch, tmp_path):
+    store = SlowStore(RunnerError("MLflow tracking store sqlite:///x cannot be used: old"))
+    monkeypatch.setattr(record, "helper", lambda: store)
+    refused = pytest.raises(RunnerError, match="cannot be used")
+    with refused, mlflow_run(compose_run(), spare_core=True) as recording:
+        with pytest.raises(RunnerError, match="cannot be used"):
+            recording.log({}, tmp_path)
+        recording.log({}, tmp_path)  # the same refusal again, never a second wait
+    assert store.waited == 1 and store.sent == ["begin", "end"]
+
+
+def test_a_server_is_always_waited_for(monkeypatch):
+    store = SlowStore("run-1")
+    monkeypatch.setattr(record, "helper", lambda: store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    with mlflow_run(compose_run(), spare_core=True):
+        assert store.waited == 1  # a refusal (credentials, network) comes before the work

@@ -4,8 +4,8 @@ Every backend builds a ``Classify``: a callable from a uint8 batch ``(n, 28, 28)
 ``(pred, prob)``, the top-1 class and its softmax probability as numpy arrays. Adding a
 backend is one builder in ``BUILDERS`` and one row in the equality test against eager.
 
-- ``onnxruntime``: the model exported to ONNX (scaling, softmax and top-1 inside the
-  graph, so a batch never passes through torch) and run by one ORT session per process.
+- ``onnxruntime``: the model exported to ONNX (``runner.execution.onnx_graph``) and run by
+  one ORT session per process; it never imports torch.
 - ``jit``: a frozen TorchScript graph; TorchScript is deprecated upstream, kept selectable.
 - ``eager``: plain PyTorch, the reference every other backend must agree with.
 
@@ -15,37 +15,24 @@ CUDA events split the device time into copying and computing (``DeviceTimes``).
 """
 
 import copy
-import hashlib
-import logging
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
-from torch import nn
 
 from runner.errors import InputError, flat
-from runner.files import atomic
-from runner.model import MnistCNN, to_input
+
+if TYPE_CHECKING:  # torch is imported by the builders that use it, not for onnxruntime
+    import torch
+
+    from runner.model import MnistCNN
 
 Classify = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Model = Optional["MnistCNN"]  # None where onnxruntime has the graph already
 ORT_GPU_HINT = (
     "backend=onnxruntime on CUDA needs onnxruntime's CUDA provider: pip install onnxruntime-gpu"
 )
-
-
-class Top1(nn.Module):
-    """uint8 digits in, (top-1 class, its probability) out: the whole step as one graph."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prob, pred = self.model(images.unsqueeze(1).float() / 255.0).softmax(dim=1).max(dim=1)
-        return pred, prob
 
 
 class DeviceTimes:
@@ -65,9 +52,14 @@ def device_times(classify: Classify) -> tuple[float, float]:
     return times.snapshot() if times is not None else (0.0, 0.0)
 
 
-def _torch_cpu(forward: Callable[[torch.Tensor], torch.Tensor]) -> Classify:
+def _torch_cpu(forward: Callable[["torch.Tensor"], "torch.Tensor"]) -> Classify:
+    import torch
+
+    from runner.model import to_input
+
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        prob, pred = forward(to_input(images)).softmax(dim=1).max(dim=1)
+        with torch.inference_mode():
+            prob, pred = forward(to_input(images)).softmax(dim=1).max(dim=1)
         return pred.numpy(), prob.numpy()
 
     return classify
@@ -76,18 +68,24 @@ def _torch_cpu(forward: Callable[[torch.Tensor], torch.Tensor]) -> Classify:
 class CudaClassify:  # pragma: no cover - needs a GPU: bench/gpu_check.sh runs it there
     """A torch forward on one GPU, fed from pinned memory and timed with CUDA events."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], device: str) -> None:
+    def __init__(self, forward: Callable[["torch.Tensor"], "torch.Tensor"], device: str) -> None:
+        import torch
+
         self.forward, self.device = forward, torch.device(device)
         self.times = DeviceTimes()
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         self._reserve(1)
 
     def _reserve(self, count: int) -> None:
+        import torch
+
         self.host_in = torch.empty((count, 28, 28), dtype=torch.uint8, pin_memory=True)
         self.host_pred = torch.empty(count, dtype=torch.int64, pin_memory=True)
         self.host_prob = torch.empty(count, dtype=torch.float32, pin_memory=True)
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         count = len(images)
         if count > len(self.host_in):
             self._reserve(count)
@@ -96,7 +94,8 @@ class CudaClassify:  # pragma: no cover - needs a GPU: bench/gpu_check.sh runs i
         began.record()
         batch = self.host_in[:count].to(self.device, non_blocking=True)  # uint8: 4x fewer bytes
         copied.record()
-        prob, pred = self.forward(batch.unsqueeze(1).float().div_(255.0)).softmax(1).max(1)
+        with torch.inference_mode():
+            prob, pred = self.forward(batch.unsqueeze(1).float().div_(255.0)).softmax(1).max(1)
         computed.record()
         self.host_pred[:count].copy_(pred, non_blocking=True)
         self.host_prob[:count].copy_(prob, non_blocking=True)
@@ -109,28 +108,30 @@ class CudaClassify:  # pragma: no cover - needs a GPU: bench/gpu_check.sh runs i
         return self.host_pred[:count].numpy().copy(), self.host_prob[:count].numpy().copy()
 
 
-def _placed(model: MnistCNN, device: str) -> MnistCNN:
+def _placed(model: "MnistCNN", device: str) -> "MnistCNN":
     """The model on ``device`` in eval mode; a copy there, so the caller's stays on the CPU."""
     return (copy.deepcopy(model).to(device) if device != "cpu" else model).eval()
 
 
-def _on_device(forward: Callable[[torch.Tensor], torch.Tensor], device: str) -> Classify:
+def _on_device(forward: Callable[["torch.Tensor"], "torch.Tensor"], device: str) -> Classify:
     return CudaClassify(forward, device) if device.startswith("cuda") else _torch_cpu(forward)
 
 
-def _eager(model: MnistCNN, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
+def _eager(model: Model, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
     return _on_device(_placed(model, device), device)
 
 
-def _jit(model: MnistCNN, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
+def _jit(model: Model, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
     """Frozen TorchScript, optimised for inference (weights folded in, conv + ReLU fused)."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is deprecated, not gone
         frozen = torch.jit.freeze(torch.jit.script(_placed(model, device)))
         return _on_device(torch.jit.optimize_for_inference(frozen), device)
 
 
-def _onnxruntime(model: MnistCNN, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
+def _onnxruntime(model: Model, device: str, threads: int, onnx: Optional[bytes]) -> Classify:
     """One ORT session: ``threads`` intra-op threads, one inter-op thread."""
     import onnxruntime as ort
 
@@ -144,7 +145,11 @@ def _onnxruntime(model: MnistCNN, device: str, threads: int, onnx: Optional[byte
         index = int(device.partition(":")[2] or 0)
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     try:
-        session = ort.InferenceSession(onnx or export_onnx(model), options, providers=providers)
+        if onnx is None:
+            from runner.execution.onnx_graph import export_onnx
+
+            onnx = export_onnx(model)
+        session = ort.InferenceSession(onnx, options, providers=providers)
     except Exception as error:
         raise InputError(f"backend=onnxruntime refuses the model: {flat(error, 300)}")
 
@@ -160,7 +165,7 @@ BACKENDS = tuple(BUILDERS)
 
 
 def build(
-    model: MnistCNN,
+    model: Model,
     backend: str,
     device: str = "cpu",
     threads: int = 1,
@@ -169,6 +174,8 @@ def build(
     """The classifier for ``backend`` on ``device``; ``onnx`` is the exported graph where the
     caller already has it (workers get it from the parent rather than exporting again)."""
     if device.startswith("cuda"):
+        import torch
+
         torch.backends.cudnn.allow_tf32 = False  # plain float32, as on the CPU
         torch.backends.cuda.matmul.allow_tf32 = False
     return BUILDERS[backend](model, device, threads, onnx)
@@ -179,46 +186,3 @@ def ort_has_cuda() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def export_onnx(model: MnistCNN, cache_dir: Optional[Path] = None) -> bytes:
-    """The model as an ONNX graph of ``Top1``, with a dynamic batch dimension.
-
-    torch's exporter takes seconds, so the graph is cached in ``cache_dir`` under the
-    sha256 of the state dict and the torch version: new weights never meet a stale file.
-    """
-    key = _state_digest(model)
-    cached = cache_dir / f"mnist-cnn-{key}.onnx" if cache_dir else None
-    if cached is not None and cached.is_file():
-        return cached.read_bytes()
-    for chatty in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                Top1(model.cpu().eval()),
-                (torch.zeros(2, 28, 28, dtype=torch.uint8),),
-                dynamo=True,
-                input_names=["images"],
-                output_names=["pred", "prob"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-                report=False,
-            )
-        graph = program.model_proto.SerializeToString()
-    except Exception as error:
-        raise InputError(f"backend=onnxruntime: the model cannot be exported: {flat(error, 300)}")
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic(cached) as tmp:
-            tmp.write_bytes(graph)
-    return graph
-
-
-def _state_digest(model: MnistCNN) -> str:
-    digest = hashlib.sha256(torch.__version__.encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]

@@ -4,17 +4,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
 
 from runner.data import Split, cell_images
 from runner.execution.backends import Classify, build, device_times
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline, worker_name
-from runner.model import MnistCNN
 from runner.phases import begin
+
+if TYPE_CHECKING:
+    from runner.model import MnistCNN
 
 TASKS_PER_WORKER = 32  # the tail is about one range: 8 a worker left 0.4-0.6 s of 8 s idle
 SEQUENTIAL_TASKS = 100  # sequential mode: a range per 1 % of the grid, for the progress bar
@@ -24,7 +25,7 @@ SEQUENTIAL_TASKS = 100  # sequential mode: a range per 1 % of the grid, for the 
 class Job:
     """Everything a strategy needs; the model and split are already loaded and checked."""
 
-    model: MnistCNN
+    model: Optional["MnistCNN"]  # None for onnxruntime, which needs only the graph
     split: Split
     weights: Path
     data_dir: Path
@@ -42,6 +43,7 @@ class Job:
     ray_address: Optional[str] = None  # mode=ray: a cluster to join instead of starting one
     device: str = "cpu"  # cpu, cuda (parallel: one worker per GPU) or cuda:N
     onnx: Optional[bytes] = None  # backend=onnxruntime: the graph exported once by the parent
+    flops_per_image: int = 0  # for the summary's GFLOP/s
     progress: bool = False  # a live bar on stderr
 
 
@@ -102,12 +104,11 @@ def classify_range(
     batch_s = np.empty(-(-count // batch_size), dtype=np.float64)
     indices = cell_images(first, stop, offset, len(images))
     clock = time.perf_counter
-    with torch.inference_mode():
-        for number, start in enumerate(range(0, count, batch_size)):
-            began = clock()
-            end = min(start + batch_size, count)
-            pred[start:end], prob[start:end] = classify(images[indices[start:end]])
-            batch_s[number] = clock() - began
+    for number, start in enumerate(range(0, count, batch_size)):
+        began = clock()
+        end = min(start + batch_size, count)
+        pred[start:end], prob[start:end] = classify(images[indices[start:end]])
+        batch_s[number] = clock() - began
     return pred, prob, batch_s
 
 
@@ -201,9 +202,18 @@ def result_of(
     )
 
 
+def set_torch_threads(backend: str, threads: int) -> None:
+    """torch's intra-op threads, for the backends that run on torch (not onnxruntime, which
+    has its own setting and must not pay for importing torch)."""
+    if backend != "onnxruntime":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def run_sequential(job: Job) -> Result:
     """One process, ``intra_op_threads`` threads, batches in grid order, on ``job.device``."""
-    torch.set_num_threads(job.intra_op_threads)
+    set_torch_threads(job.backend, job.intra_op_threads)
     started, began = time.perf_counter(), time.time()
     classify = build(job.model, job.backend, job.device, job.intra_op_threads, job.onnx)
     loaded = time.time()

@@ -9,8 +9,6 @@ import re
 import subprocess
 from typing import Any
 
-import torch
-
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
@@ -29,6 +27,8 @@ def is_cuda(device: str) -> bool:
 def gpus_of(device: str) -> list[str]:
     """The GPUs a run on ``device`` uses: all visible ones for ``cuda``, else the one named."""
     if device == "cuda":
+        import torch
+
         return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
     return [device] if is_cuda(device) else []
 
@@ -45,6 +45,8 @@ def device_problem(device: str) -> str:
         return "must be cpu, cuda or cuda:N"
     if not is_cuda(device):
         return ""
+    import torch  # only for a GPU: a CPU run may never need torch
+
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
         return f"no CUDA GPU is usable on this machine (torch {torch.__version__}, {build})"
@@ -70,6 +72,8 @@ def device_info(device: str) -> dict[str, Any]:
     """What a GPU figure depends on: name, memory, driver, CUDA versions; empty for the CPU."""
     if not is_cuda(device):
         return {}
+    import torch
+
     index = int(device.partition(":")[2] or 0)
     props = torch.cuda.get_device_properties(index)
     driver, driver_cuda = _driver_versions()

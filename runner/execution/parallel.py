@@ -11,14 +11,13 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
-
-import torch
 
 from runner.children import die_with_parent
 from runner.data import read_images
@@ -33,12 +32,12 @@ from runner.execution.classify import (
     classify_part,
     repeat,
     result_of,
+    set_torch_threads,
     warm_up,
 )
 from runner.execution.devices import worker_device
 from runner.execution.progress import Advance
 from runner.execution.timeline import Startup, worker_name
-from runner.model import load_model
 from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
@@ -92,12 +91,16 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _worker["ready"] = ready
     try:
-        torch.set_num_threads(job.intra_op_threads)
+        set_torch_threads(job.backend, job.intra_op_threads)
         with started.get_lock():
             number = started.value
             started.value += 1
         device = worker_device(job.device, number)
-        model = load_model(job.weights)
+        model = None
+        if job.onnx is None:  # the graph, when there is one, is of checked weights
+            from runner.model import load_model
+
+            model = load_model(job.weights)
         _worker["classify"] = build(model, job.backend, device, job.intra_op_threads, job.onnx)
         _worker["images"] = read_images(job.data_dir, job.split_name)
         _worker["loaded"] = time.time()
@@ -111,7 +114,12 @@ def _warm_up(batch_size: int, batches: int, timeout_s: float) -> Startup:
         raise RunnerError(_worker["failed"])
     warm_up(_worker["classify"], _worker["images"], batch_size, batches)
     startup = Startup(worker_name(), _worker["started"], _worker["loaded"], time.time())
-    _worker["ready"].wait(timeout_s)
+    try:
+        _worker["ready"].wait(timeout_s)
+    except threading.BrokenBarrierError:
+        raise RunnerError(
+            f"the workers were not all started within {timeout_s:g} s (parallel.timeout_s)"
+        ) from None
     return startup
 
 
@@ -173,7 +181,8 @@ def run_parallel(job: Job) -> Result:
         multiprocessing.set_start_method(job.start_method, force=True)
     context = multiprocessing.get_context(job.start_method)
     if job.start_method == "forkserver":
-        context.set_forkserver_preload(["runner.execution.forkserver_preload"])
+        runtime = "onnxruntime" if job.onnx else "runner.model"  # torch only if it is used
+        context.set_forkserver_preload(["runner.execution.forkserver_preload", runtime])
     begin("workers")
     started, began = time.perf_counter(), time.time()
     if job.start_method == "forkserver":

@@ -17,7 +17,6 @@ import time
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from runner import REPO_ROOT
 from runner.errors import RunnerError, flat, last_line
@@ -31,11 +30,11 @@ from runner.execution.classify import (
     classify_part,
     repeat,
     result_of,
+    set_torch_threads,
     warm_up,
 )
 from runner.execution.progress import Advance
 from runner.execution.timeline import Startup, worker_name
-from runner.model import MnistCNN
 from runner.phases import begin
 
 INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
@@ -76,10 +75,17 @@ class Classifier:
         onnx: Optional[bytes],
     ):
         self.started = time.time()
-        torch.set_num_threads(torch_threads)
-        model = MnistCNN()
-        model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        self.classify_batch = build(model.eval(), backend, "cpu", torch_threads, onnx)
+        set_torch_threads(backend, torch_threads)
+        model = None
+        if onnx is None:  # the graph, when there is one, is of checked weights
+            import torch
+
+            from runner.model import MnistCNN
+
+            model = MnistCNN()
+            model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+            model.eval()
+        self.classify_batch = build(model, backend, "cpu", torch_threads, onnx)
         self.images = images  # a read-only view of the object in the store, not a copy
         self.loaded = time.time()
 
@@ -125,9 +131,8 @@ def run_ray(job: Job) -> Result:
     except Exception as error:
         raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {flat(error)}")
     try:
-        buffer = io.BytesIO()
-        torch.save(job.model.state_dict(), buffer)
-        weights_ref, images_ref = ray.put(buffer.getvalue()), ray.put(job.split.images)
+        weights = b"" if job.onnx else job.weights.read_bytes()  # as checked by load_model
+        weights_ref, images_ref = ray.put(weights), ray.put(job.split.images)
         onnx_ref = ray.put(job.onnx)
         actor = ray.remote(num_cpus=job.intra_op_threads)(Classifier)
         actors = [

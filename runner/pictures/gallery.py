@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.data import images_of
-from runner.pictures.plots import pyplot, save_figure
+from runner.pictures.sheet import font, save_png
 
 SHOWN = 100  # the cap: ten rows of ten
 COLUMNS = 10
@@ -35,29 +35,27 @@ def save_gallery(
 ) -> int:
     """Draw up to ``SHOWN`` misclassified cells; returns how many there are in all.
 
-    The digits are laid out in one array drawn as one image with a caption over each:
-    a hundred small axes took matplotlib seconds to lay out and render."""
-    plt = pyplot()
+    The digits, ink dark on white, are laid out in one array, and each gets its caption."""
+    from PIL import Image, ImageDraw
+
     wrong = mistakes(labels, pred, prob)
     shown = wrong[:SHOWN]
     rows = max(1, -(-len(shown) // COLUMNS))
-    sheet = np.zeros((rows * CELL_HEIGHT, COLUMNS * CELL_WIDTH), dtype=np.uint8)  # ink 0: white
+    sheet = np.full((TITLE + rows * CELL_HEIGHT, COLUMNS * CELL_WIDTH), 255, dtype=np.uint8)
     digits = images[images_of(shown, offset, len(images))]
     for number, digit in enumerate(digits):
-        top = (number // COLUMNS) * CELL_HEIGHT + CAPTION
+        top = TITLE + (number // COLUMNS) * CELL_HEIGHT + CAPTION
         left = (number % COLUMNS) * CELL_WIDTH + (CELL_WIDTH - SIDE) // 2
-        sheet[top : top + SIDE, left : left + SIDE] = digit.repeat(ZOOM, 0).repeat(ZOOM, 1)
-    height, width = sheet.shape
-    figure = plt.figure(figsize=(width / 100, (height + TITLE) / 100))
-    ax = figure.add_axes((0, 0, 1, height / (height + TITLE)))
-    ax.imshow(sheet, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-    ax.axis("off")
+        sheet[top : top + SIDE, left : left + SIDE] = 255 - digit.repeat(ZOOM, 0).repeat(ZOOM, 1)
+    picture = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(picture)
     for number, cell in enumerate(shown):
         x = (number % COLUMNS + 0.5) * CELL_WIDTH
-        y = (number // COLUMNS) * CELL_HEIGHT + CAPTION - 4
+        y = TITLE + (number // COLUMNS) * CELL_HEIGHT + CAPTION - 5
         caption = f"{labels[cell]} -> {pred[cell]} ({prob[cell]:.2f})"
-        ax.text(x, y, caption, fontsize=8, ha="center", va="bottom")
+        draw.text((x, y), caption, fill=0, font=font(11), anchor="ms")  # centred on its baseline
     more = f", the {len(shown)} most confident shown" if len(wrong) > len(shown) else ""
-    figure.suptitle(f"{len(wrong)} misclassified of {len(labels):,} cells{more}", fontsize=10)
-    save_figure(figure, path)
+    title = f"{len(wrong)} misclassified of {len(labels):,} cells{more}"
+    draw.text((sheet.shape[1] / 2, TITLE / 2), title, fill=0, font=font(14), anchor="mm")
+    save_png(picture, path)
     return len(wrong)

@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from runner.pictures.mask import ALPHA, ANCHORS, CELL_SIDES, strips
-from runner.pictures.plots import pyplot, save_figure
+from runner.pictures.mask import ALPHA, CELL_SIDES, strips, tint_colors
+from runner.pictures.sheet import font, save_png
 
 MAX_WIDTH = 2000  # pixels, the whole picture
 IMAGE_WIDTH = 1800  # pixels left for the grid beside the colour bar
+BAR_SPACE = 200  # pixels right of the grid: the colour bar and its labels
+BAR_WIDTH, MARGIN, TOP = 20, 10, 36
 
 
 def preview_pixels(
@@ -41,26 +43,40 @@ def save_preview(
     grid: tuple[int, int],
     summary: dict[str, Any],
 ) -> None:
-    """Draw the preview of the mask of a ``grid`` (rows, columns) run that ``summary`` sums up."""
-    plt = pyplot()
-    from matplotlib.colors import LinearSegmentedColormap
+    """Draw the preview of the mask of a ``grid`` (rows, columns) run that ``summary`` sums up:
+    the title above, the mask, and the colour bar with its three labels on the right."""
+    from PIL import Image, ImageDraw
 
     pixels = preview_pixels(images, offset, values, grid)
     height, width = pixels.shape[:2]
-    inches = (min(MAX_WIDTH, width + 200) / 100, (height + 60) / 100)
-    figure = plt.figure(figsize=inches)
-    ax = figure.add_axes((0.01, 0.02, width / 100 / inches[0], height / 100 / inches[1]))
-    ax.imshow(pixels, interpolation="nearest")
-    ax.axis("off")
-    # the tint as it shows over white paper: ALPHA of the colour, the rest white
-    shown = ALPHA * ANCHORS + (1 - ALPHA)
-    cmap = LinearSegmentedColormap.from_list("mask", list(zip([0.0, 0.5, 1.0], shown, strict=True)))
-    bar_ax = figure.add_axes((0.01 + width / 100 / inches[0] + 0.01, 0.1, 0.02, 0.7))
-    bar = figure.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-1, 1)), bar_ax)
-    bar.set_ticks([-1, 0, 1], labels=["-1 wrong, sure", "0 unsure", "+1 right, sure"])
-    bar.ax.tick_params(labelsize=8)
-    figure.suptitle(title(summary), fontsize=10, x=0.01, ha="left")
-    save_figure(figure, path)
+    heading = title(summary)
+    bar_height = max(120, int(height * 0.7))
+    heading_width = int(font(13).getlength(heading)) + 2 * MARGIN
+    canvas = Image.new(
+        "RGB",
+        (min(MAX_WIDTH, max(width + BAR_SPACE, heading_width)), TOP + max(height, bar_height) + 10),
+        "white",
+    )
+    canvas.paste(Image.fromarray(pixels), (MARGIN, TOP))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((MARGIN, TOP / 2), heading, fill="black", font=font(13), anchor="lm")
+    left, top = MARGIN + width + 15, TOP + (max(height, bar_height) - bar_height) // 2
+    canvas.paste(Image.fromarray(colour_bar(bar_height)), (left, top))
+    draw.rectangle((left, top, left + BAR_WIDTH - 1, top + bar_height - 1), outline="black")
+    for value, label in ((1, "+1 right, sure"), (0, "0 unsure"), (-1, "-1 wrong, sure")):
+        y = top + round((1 - value) / 2 * (bar_height - 1))
+        draw.line((left + BAR_WIDTH, y, left + BAR_WIDTH + 4, y), fill="black")
+        draw.text((left + BAR_WIDTH + 7, y), label, fill="black", font=font(11), anchor="lm")
+    save_png(canvas, path)
+
+
+def colour_bar(height: int) -> np.ndarray:
+    """The bar's pixels, +1 at the top to -1 at the bottom: each value's tint as it shows
+    over white paper (ALPHA of the colour, the rest white), as on the mask."""
+    values = np.linspace(1.0, -1.0, height, dtype=np.float32)
+    shown = ALPHA * tint_colors(values) + (1 - ALPHA)
+    row = np.rint(shown * 255).astype(np.uint8)
+    return np.repeat(row[:, None, :], BAR_WIDTH, axis=1)
 
 
 def title(summary: dict[str, Any]) -> str:

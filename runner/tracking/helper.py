@@ -50,19 +50,28 @@ class Helper:
         self.answered = False  # once it has, it is idle between requests, never importing
 
     def ask(self, request: str, *args: Any) -> Any:
-        """Send ``request`` and wait for its answer. Answers to earlier requests that nobody
-        waited for (a Ctrl-C came first) are read and dropped first."""
+        """Send ``request`` and wait for its answer."""
+        self.send(request, *args)
+        return self.answer()
+
+    def send(self, request: str, *args: Any) -> None:
+        """Send ``request`` without waiting; ``answer`` gives its answer later. Answers to
+        earlier requests that nobody waited for (a Ctrl-C came first) are read and dropped."""
         while self.unanswered:
             with suppress(RunnerError):
-                self._answer()
+                self.answer()
         try:
             self.connection.send((request, args))
         except OSError:
             self._ended()
         self.unanswered += 1
-        return self._answer()
 
-    def _answer(self) -> Any:
+    def answered_yet(self) -> bool:
+        """Whether the answer to the request sent last is waiting to be read."""
+        return self.unanswered > 0 and self.connection.poll(0)
+
+    def answer(self) -> Any:
+        """The answer to the oldest request not yet answered; its error raised here."""
         while not self.connection.poll(0.1):  # a Ctrl-C may raise between polls
             pass
         try:

@@ -3,6 +3,7 @@ config, the results gathered from the summary and the run directory. MLflow itse
 in the tracking helper (``runner.tracking.helper``)."""
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -11,11 +12,12 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from runner.config import flatten
-from runner.errors import Stop, flat, held_stops, raise_if_stopped, stop_requested
+from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
 from runner.redact import redact, redact_yaml, redacted
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
-from runner.tracking.helper import Helper, helper, stop
-from runner.tracking.store import run_name, tracking_uri
+from runner.tracking.helper import Helper, helper
+from runner.tracking.helper import stop as stop_helper
+from runner.tracking.store import check_place, run_name, tracking_uri
 
 METRICS = (
     "runtime_s",
@@ -41,46 +43,67 @@ TAG_KEYS = ("mode", "threads", "batch_size", "grid", *ENVIRONMENT_KEYS, *GPU_KEY
 
 
 class Recording:
-    """The open run of a job: what ``mlflow_run`` yields."""
+    """The run of a job, asked of the helper: what ``mlflow_run`` yields."""
 
-    def __init__(self, tracker: Helper, run_id: str) -> None:
-        self.tracker, self.run_id = tracker, run_id
+    def __init__(self, tracker: Helper) -> None:
+        self.tracker = tracker
+        self.run_id: Optional[str] = None
+        self.problem: Optional[RunnerError] = None
+
+    def opened(self) -> str:
+        """The run's id once the helper has begun it; a store problem is raised here."""
+        if self.problem is not None:
+            raise self.problem
+        if self.run_id is None:
+            try:
+                self.run_id = self.tracker.answer()
+            except RunnerError as problem:
+                self.problem = problem
+                raise
+        return self.run_id
 
     def log(self, summary: dict[str, Any], run_dir: Path) -> None:
         """Log the finished run. Called before the run's own summary.json is written, so
         that a tracking failure never leaves a complete-looking run directory."""
+        self.opened()
         self.tracker.ask("log", results(summary, run_dir))
 
 
 @contextmanager
 def mlflow_run(
-    cfg: DictConfig, parent_id: Optional[str] = None, tags: Optional[dict[str, str]] = None
+    cfg: DictConfig,
+    parent_id: Optional[str] = None,
+    tags: Optional[dict[str, str]] = None,
+    spare_core: bool = False,
 ) -> Iterator[Optional[Recording]]:
-    """Yield the job's open MLflow run (None when disabled), nested under ``parent_id`` if
-    given; any problem with the store is raised here, before the work.
+    """Yield the job's MLflow run (None when disabled), nested under ``parent_id`` if given.
 
-    An exception inside marks it FAILED with the message as the ``error`` tag; Ctrl-C or
-    SIGTERM marks it KILLED.
+    The run waits for the store, so that a store problem is raised here, before the work,
+    unless the store is a local SQLite file and the run leaves the helper a ``spare_core``:
+    then the work starts while the helper still imports MLflow and opens the store, and a
+    store problem (rare for a file whose directory is there) comes with the results kept.
+    An exception inside marks the run FAILED with the message as its ``error`` tag; Ctrl-C
+    or SIGTERM marks it KILLED.
     """
     if not cfg.mlflow.enabled:
-        stop()  # the helper started for nothing: its core goes back to the run
+        stop_helper()  # the helper started for nothing: its core goes back to the run
         yield None
         return
+    uri = tracking_uri(cfg)
+    check_place(uri)  # bad input, before the work in any case
     tracker = helper()
     tags = {"mlflow.source.name": sys.argv[0], **(tags or {})}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
+    name, params = redact(run_name(cfg)), redacted(flatten(cfg))
     try:
-        run_id = tracker.ask(
-            "begin",
-            tracking_uri(cfg),
-            cfg.mlflow.experiment,
-            redact(run_name(cfg)),
-            tags,
-            redacted(flatten(cfg)),
-        )
+        started_ms = int(time.time() * 1000)
+        tracker.send("begin", uri, cfg.mlflow.experiment, name, tags, params, started_ms)
+        recording = Recording(tracker)
+        if not (spare_core and uri.startswith("sqlite:///")) or tracker.answered_yet():
+            recording.opened()
         raise_if_stopped()
-        yield Recording(tracker, run_id)
+        yield recording
     except BaseException as error:
         if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
             status, cause = "KILLED", None

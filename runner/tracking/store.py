@@ -51,6 +51,14 @@ def artifact_location(uri: str) -> Optional[str]:
     return ARTIFACT_ROOT.as_uri()
 
 
+def check_place(uri: str) -> None:
+    """Refuse a SQLite store in a directory that is not there: bad input, found without
+    importing MLflow, so the main process reports it before the work."""
+    database = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not database.parent.is_dir():
+        raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """Serialise first use of a SQLite store: jobs starting together must not both create
@@ -58,9 +66,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
+    check_place(uri)
     database = Path(uri.removeprefix("sqlite:///"))
-    if not database.parent.is_dir():
-        raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
     from filelock import FileLock  # flock on Unix, LockFileEx on Windows
 
     lock = FileLock(f"{database}.lock")

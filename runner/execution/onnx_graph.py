@@ -1,0 +1,100 @@
+"""The model as an ONNX graph for ``backend=onnxruntime``, exported once per weights file.
+
+torch's exporter takes seconds, so the graph is cached (under ``outputs/onnx`` for the app)
+with the model's FLOPs beside it, keyed by the sha256 of the weights file and torch's
+version: new weights or another torch never meet a stale graph. A run that finds its graph
+there does not import torch at all (about 3 s of start-up): the hash says these are the
+very bytes that were loaded, checked and exported before.
+"""
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.errors import InputError, flat
+from runner.files import atomic
+from runner.machine import torch_version
+
+if TYPE_CHECKING:
+    from runner.model import MnistCNN
+
+
+@dataclass(frozen=True)
+class Graph:
+    onnx: bytes
+    flops_per_image: int
+
+
+def graph_of(weights: Path, cache_dir: Path) -> Graph:
+    """The graph of the weights file ``weights``: from the cache, else loaded (with every
+    check of ``load_model``), exported and cached."""
+    key = weights_key(weights)
+    graph_file = cache_dir / f"mnist-cnn-{key}.onnx"
+    facts_file = graph_file.with_suffix(".json")
+    if graph_file.is_file() and facts_file.is_file():
+        try:
+            flops = int(json.loads(facts_file.read_text())["flops_per_image"])
+            return Graph(graph_file.read_bytes(), flops)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable facts: exported again
+    from runner.model import flops_per_image, load_model
+
+    model = load_model(weights)
+    graph = Graph(export_onnx(model), flops_per_image(model))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic(facts_file) as tmp:
+        tmp.write_text(json.dumps({"flops_per_image": graph.flops_per_image}))
+    with atomic(graph_file) as tmp:  # last: a graph in the cache has its facts
+        tmp.write_bytes(graph.onnx)
+    return graph
+
+
+def weights_key(weights: Path) -> str:
+    """sha256 of torch's version and the weights file's bytes, in 16 hex digits."""
+    if not weights.is_file():
+        raise InputError(f"weights file {weights} is missing")
+    digest = hashlib.sha256(torch_version().encode())
+    digest.update(weights.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def export_onnx(model: "MnistCNN") -> bytes:
+    """``model`` as an ONNX graph of uint8 digits to (top-1 class, its probability), with
+    a dynamic batch dimension: scaling, softmax and top-1 inside the graph, so a batch never
+    passes through torch."""
+    import torch
+    from torch import nn
+
+    class Top1(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            scaled = images.unsqueeze(1).float() / 255.0
+            prob, pred = self.model(scaled).softmax(dim=1).max(dim=1)
+            return pred, prob
+
+    for chatty in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    model.cpu().eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                Top1(),
+                (torch.zeros(2, 28, 28, dtype=torch.uint8),),
+                dynamo=True,
+                input_names=["images"],
+                output_names=["pred", "prob"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+                report=False,
+            )
+        return program.model_proto.SerializeToString()
+    except Exception as error:
+        raise InputError(f"backend=onnxruntime: the model cannot be exported: {flat(error, 300)}")
