@@ -158,8 +158,8 @@ def draw(
     """The pictures and the trace: the mask in full and as a preview, the mistakes, and what
     each worker did when.
 
-    matplotlib draws on a thread while this one writes the mask: numpy and zlib let go of
-    the GIL, so the two share the cores (a third less time than one after the other)."""
+    The small pictures are drawn on a thread while this one writes the mask: numpy, zlib and
+    Pillow let go of the GIL, so the two share the cores."""
     images, offset, grid = job.split.images, job.offset, (cfg.grid.rows, cfg.grid.columns)
     values = cell_values(labels, result.pred, result.prob)
 

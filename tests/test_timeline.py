@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from runner.execution.classify import run_sequential
 from runner.execution.parallel import run_parallel
 from runner.execution.timeline import Startup, Task, Timeline
+from runner.pictures.timeline import tick_step
 from tests.conftest import run_app
 from tests.test_strategies import make_job
 
@@ -92,3 +94,12 @@ def test_a_two_worker_run_writes_its_trace_and_figures(tmp_path):
     assert len(summary["worker_busy"]) == 2
     assert 0 < summary["busy_min"] <= 1 and summary["tail_s"] >= 0
     assert (run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("span", [0.0004, 0.3, 1.0, 7.3, 15.2, 99.0, 2500.0])
+def test_time_ticks_are_round_and_few(span):
+    step = tick_step(span)
+    intervals = span / step
+    assert 1 <= intervals <= 10 or span < step  # never a crowded axis
+    mantissa = step / 10 ** np.floor(np.log10(step))
+    assert any(np.isclose(mantissa, nice) for nice in (1, 2, 2.5, 5))

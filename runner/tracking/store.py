@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Optional
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any, Optional
 
 from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError, flat
 from runner.phases import begin
+
+if TYPE_CHECKING:  # the helper imports this module first thing: nothing it does not use
+    from omegaconf import DictConfig
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -29,12 +30,12 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
-def tracking_uri(cfg: DictConfig) -> str:
+def tracking_uri(cfg: "DictConfig") -> str:
     """``MLFLOW_TRACKING_URI`` wins over the config, which wins over the SQLite default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri or DEFAULT_URI
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(cfg: "DictConfig") -> str:
     threads = cfg.threads if cfg.mode != "sequential" else 1
     return f"{cfg.mode}-t{threads}-b{cfg.batch_size}-{cfg.grid.rows}x{cfg.grid.columns}"
 
