@@ -90,9 +90,11 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 
 def leaves_a_core(cfg: DictConfig, job: Job) -> bool:
     """Whether the run's processes and threads leave a core of this machine unused, for the
-    tracking helper to open the store on while the run classifies (Ray starts processes
-    of its own: it never does)."""
-    return cfg.mode != "ray" and job.threads * job.intra_op_threads < available_cores()
+    tracking helper to open the store on while the run classifies. Ray starts processes of
+    its own, and jobs side by side share the cores: neither does."""
+    if cfg.mode == "ray" or _jobs_side_by_side():
+        return False
+    return job.threads * job.intra_op_threads < available_cores()
 
 
 def _jobs_side_by_side() -> bool:

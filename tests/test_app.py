@@ -1,6 +1,7 @@
 """The real app in a subprocess: products, MLflow records, a sweep, and refusals."""
 
 import json
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -98,3 +99,25 @@ def test_sequential_without_mlflow_runs_offline(tmp_path):
     assert "Thread(s) used: 1 (sequential mode)" in done.stdout
     assert (tmp_path / "run" / "summary.json").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    "mode, workers, threads, side_by_side, expected",
+    [
+        ("sequential", 1, 1, False, True),  # the default: one core of two for the work
+        ("sequential", 1, 2, False, False),  # every core busy: wait for the store
+        ("parallel", 2, 1, False, False),
+        ("sequential", 1, 1, True, False),  # joblib jobs side by side share the cores
+        ("ray", 1, 1, False, False),  # Ray's own processes
+    ],
+)
+def test_the_store_opens_beside_the_work_only_on_a_free_core(
+    monkeypatch, mode, workers, threads, side_by_side, expected
+):
+    from runner import app
+    from tests.test_config import compose_run
+
+    monkeypatch.setattr(app, "available_cores", lambda: 2)
+    monkeypatch.setattr(app, "_jobs_side_by_side", lambda: side_by_side)
+    job = SimpleNamespace(threads=workers, intra_op_threads=threads)
+    assert app.leaves_a_core(compose_run(f"mode={mode}"), job) is expected
