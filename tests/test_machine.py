@@ -109,3 +109,14 @@ def test_a_fingerprint_never_fails(monkeypatch):
     monkeypatch.delenv("PROCESSOR_IDENTIFIER", raising=False)
     facts = cpu_facts()
     assert facts["cpu"] and facts["isa"] and facts["cpu_id"] == "f?m?s?"
+
+
+def test_torch_version_is_read_without_importing_torch():
+    code = "import sys; from runner.machine import torch_version as v; "
+    code += "print(v(), 'torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    import torch
+
+    assert done.stdout.split() == [torch.__version__, "False"]

@@ -1,11 +1,11 @@
 """MLflow in a helper process, off the run's critical path.
 
-Importing MLflow (about 3 s) and opening its store (about 2 s) cost more than importing
-torch. ``python -m runner`` starts this helper before anything else, so both happen on
-another core while the main process imports torch and loads the model; a job then asks it,
-over a socket, to begin its run, log the results and end it. Requests are answered in
-order, and a failure comes back as the error it was (bad input or not) to be raised in the
-main process, which still reports any store problem before the work starts.
+Importing MLflow (2-3 s) and opening its store (1-2 s) cost as much as importing torch.
+``python -m runner`` starts this helper before anything else, so both happen on another
+core while the main process starts; a job then asks it, over a socket, to begin its run,
+log the results and end it. Requests are answered in order, and a failure comes back as
+the error it was (bad input or not) to be raised in the main process: before the work, or
+after it when the run did not wait for its ``begin`` (``record.mlflow_run``).
 
 The helper ignores Ctrl-C and SIGTERM: the main process decides how its run ends, so a
 write is never cut in half. If the main process vanishes (SIGKILL, the OOM killer) the
