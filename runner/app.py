@@ -74,7 +74,9 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         intra_op_threads=cfg.intra_op_threads,
         backend=cfg.backend,
         warmup=cfg.warmup,
-        repeats=cfg.repeats,
+        repeats=None if cfg.repeats == "auto" else cfg.repeats,
+        stability_target=cfg.stability.target,
+        stability_max_s=cfg.stability.max_s,
         start_method=usable_start_method(cfg.parallel.start_method),
         timeout_s=cfg.parallel.timeout_s,
         ray_address=cfg.ray.address,
@@ -91,8 +93,9 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 def leaves_a_core(cfg: DictConfig, job: Job) -> bool:
     """Whether the run's processes and threads leave a core of this machine unused, for the
     tracking helper to open the store on while the run classifies. Ray starts processes of
-    its own, and jobs side by side share the cores: neither does."""
-    if cfg.mode == "ray" or _jobs_side_by_side():
+    its own, and jobs side by side share the cores: neither does. A run of several passes
+    is a measurement: the helper must not work beside its passes, so it waits for it."""
+    if cfg.mode == "ray" or _jobs_side_by_side() or cfg.repeats != 1:
         return False
     return job.threads * job.intra_op_threads < available_cores()
 

@@ -52,6 +52,12 @@ class MaskConfig:
 
 
 @dataclass
+class StabilityConfig:
+    target: float = MISSING
+    max_s: float = MISSING
+
+
+@dataclass
 class MachineConfig:
     name: Optional[str] = MISSING
 
@@ -77,7 +83,9 @@ class RunConfig:
     device: str = MISSING
     intra_op_threads: int = MISSING
     warmup: int = MISSING
-    repeats: int = MISSING
+    repeats: Any = MISSING  # a positive integer or "auto"
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    round: int = MISSING
     progress: str = MISSING
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -188,7 +196,18 @@ def validate(cfg: DictConfig) -> None:
         f"{workers} worker(s) x {intra} threads would exceed the {cores} cores",
     )
     _require(cfg.warmup >= 0, "warmup", cfg.warmup, "must be 0 or more")
-    _require(cfg.repeats >= 1, "repeats", cfg.repeats, "must be at least 1")
+    repeats = cfg.repeats
+    counted = isinstance(repeats, int) and not isinstance(repeats, bool)
+    _require(
+        repeats == "auto" or (counted and repeats >= 1),
+        "repeats",
+        repeats,
+        "must be a positive integer or auto",
+    )
+    target = cfg.stability.target
+    _require(0 < target < 1, "stability.target", target, "must be between 0 and 1 (0.02 is 2 %)")
+    _require(cfg.stability.max_s > 0, "stability.max_s", cfg.stability.max_s, "must be more than 0")
+    _require(cfg.round >= 0, "round", cfg.round, "must be 0 or more")
     progress = str(cfg.progress).lower()
     _require(
         progress in PROGRESS, "progress", cfg.progress, f"must be one of {', '.join(PROGRESS)}"

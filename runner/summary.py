@@ -48,12 +48,16 @@ def summarize(
         "accuracy": correct / items,
         "errors": items - correct,
         "repeats": len(result.runtimes_s),
+        "repeats_setting": cfg.repeats,
+        "round": cfg.round,
         "runtime_s": runtime,
         "runtime_min_s": min(result.runtimes_s),
         "runtime_max_s": max(result.runtimes_s),
         "runtime_iqr_s": float(q3 - q1),
         "runtimes_s": result.runtimes_s,
         "throughput_ips": items / runtime,
+        **_throughput_interval(cfg, items, result.runtimes_s),
+        "load": result.load,  # what else used the CPU while the clock ran
         "latency_p50_ms": float(p50),
         "latency_p90_ms": float(p90),
         "latency_p99_ms": float(p99),
@@ -77,6 +81,32 @@ def summarize(
         "machine": cfg.machine.name or machine_name(fingerprint()),
         **fingerprint(),
     }
+
+
+def _throughput_interval(cfg: DictConfig, items: int, runtimes_s: list[float]) -> dict[str, Any]:
+    """The 95 % interval of the median throughput over the passes, its relative half-width,
+    and for ``repeats=auto`` whether it reached the target. Fewer than three passes give
+    none, and the summary says so."""
+    figures: dict[str, Any] = {}
+    if cfg.repeats == "auto":
+        figures["stability_target"] = cfg.stability.target
+    if len(runtimes_s) < 3:  # scipy is not imported for a run that cannot use it
+        figures["throughput_interval"] = f"none: {len(runtimes_s)} pass(es), an interval needs 3"
+        return figures
+    from runner.analysis.statistics import median_interval
+
+    passes = [[items / seconds for seconds in runtimes_s]]
+    interval = median_interval(passes)
+    relative = interval.relative_half_width(items / float(np.median(runtimes_s)))
+    figures.update(
+        throughput_ci_low_ips=interval.low,
+        throughput_ci_high_ips=interval.high,
+        throughput_ci_rel=relative,
+        throughput_interval="95 % bootstrap interval of the median over the passes",
+    )
+    if cfg.repeats == "auto":
+        figures["stable"] = relative <= cfg.stability.target
+    return figures
 
 
 def _device_figures(device: str, result: Result) -> dict[str, Any]:
@@ -107,7 +137,8 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f"Total Item: {summary['items']}",
         runtime,
         f"Accuracy: {summary['accuracy'] * 100:.2f}%",
-        f"Throughput: {summary['throughput_ips']:,.0f} images/s, {summary['gflops']:.1f} GFLOP/s"
+        f"Throughput: {summary['throughput_ips']:,.0f} images/s{_interval_text(summary)}, "
+        f"{summary['gflops']:.1f} GFLOP/s"
         f" ({summary['backend']}, {summary['torch_threads']} thread(s) per process)",
         f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
         f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
@@ -120,10 +151,39 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
             f"Workers: busy {summary['busy_min'] * 100:.0f} % of the time or more, tail "
             f"{summary['tail_s']:.3f} sec; {summary['errors']} misclassified (errors.png)"
         )
+    lines += _warnings(summary)
     if summary["wrapped"]:
         lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
     if summary["threads"] > (summary["cores"] or 1):
         lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
+    return lines
+
+
+def _interval_text(summary: dict[str, Any]) -> str:
+    if "throughput_ci_rel" in summary:
+        low, high = summary["throughput_ci_low_ips"], summary["throughput_ci_high_ips"]
+        return f" ±{summary['throughput_ci_rel'] * 100:.1f} % [{low:,.0f}, {high:,.0f}]"
+    if "throughput_interval" in summary:  # summaries written before intervals have neither
+        return f" (no interval: {summary['repeats']} pass(es))"
+    return ""
+
+
+def _warnings(summary: dict[str, Any]) -> list[str]:
+    """A run that did not settle, or that shared the machine with other work: said, and
+    no error."""
+    lines = []
+    if summary.get("stable") is False:
+        lines.append(
+            f"unstable: ±{summary['throughput_ci_rel'] * 100:.1f} % after {summary['repeats']} "
+            f"passes, target ±{summary['stability_target'] * 100:g} %"
+        )
+    load = summary.get("load") or {}
+    if load.get("busy"):
+        lines.append(
+            f"busy: other work used {load['other_share'] * 100:.0f} % of the cores while the "
+            f"clock ran (hypervisor steal {load['steal_share'] * 100:.0f} %, load "
+            f"{load['load_1m']:.1f}): the figures may be off"
+        )
     return lines
 
 

@@ -14,8 +14,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.analysis.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
 from runner.redact import redact
-from runner.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
 
 FAILURES_FILE = "failures.txt"
 

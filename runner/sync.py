@@ -1,9 +1,4 @@
-"""``python -m runner.sync RUN_DIR ...``: the short name of ``runner.tracking.sync``, which
-logs runs whose tracking failed once the store is back."""
-
-import sys
-
-from runner.tracking.sync import main
+"""``python -m runner.sync``: the short name of ``python -m runner.tracking.sync``."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    __import__("runpy").run_module("runner.tracking.sync", run_name="__main__", alter_sys=True)

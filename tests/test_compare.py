@@ -5,7 +5,7 @@ import csv
 import mlflow
 import pytest
 
-from runner.compare import main as compare_main
+from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
 
 TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2")

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from runner import REPO_ROOT
+from runner.analysis.report import plot
+from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
 from runner.pictures.gallery import SHOWN, mistakes, save_gallery
 from runner.pictures.preview import IMAGE_WIDTH, MAX_WIDTH, preview_pixels
-from runner.report import plot
-from runner.scaling import amdahl, fit_amdahl, karp_flatt
 from tests.conftest import run_app
 
 

@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from runner import REPO_ROOT
-from runner.compare import main as compare_main
+from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
 from tests.test_compare import TINY
 from tests.test_sweep import free_port

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from runner import REPO_ROOT
-from runner.report import main as report_main
+from runner.analysis.report import main as report_main
 from tests.conftest import run_app, start_app, wait_for_phase
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")

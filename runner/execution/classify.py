@@ -37,7 +37,7 @@ class Job:
     intra_op_threads: int  # torch threads in each of them
     backend: str
     warmup: int  # untimed batches per worker before the clock starts
-    repeats: int
+    repeats: Optional[int]  # None: auto, until the median's interval is within the target
     start_method: str
     timeout_s: float
     ray_address: Optional[str] = None  # mode=ray: a cluster to join instead of starting one
@@ -45,6 +45,8 @@ class Job:
     onnx: Optional[bytes] = None  # backend=onnxruntime: the graph exported once by the parent
     flops_per_image: int = 0  # for the summary's GFLOP/s
     progress: bool = False  # a live bar on stderr
+    stability_target: float = 0.02  # repeats=auto: the interval's relative half-width
+    stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Result:
     transfer_s: float = 0.0  # CUDA: host-device copies of every repeat, by CUDA events
     compute_s: float = 0.0  # CUDA: the forward passes of every repeat, by CUDA events
     timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
+    load: dict = field(default_factory=dict)  # what else used the CPU (runner.execution.load)
 
     @property
     def runtime_s(self) -> float:
@@ -142,18 +145,44 @@ class Timed:
     transfer_s: float
     compute_s: float
     tasks: list[Task]
+    load: dict
+
+
+AUTO_MIN_PASSES = 5
+
+
+def enough_passes(job: Job, runtimes_s: list[float]) -> bool:
+    """A fixed count reached; or for ``repeats=auto``, at least five passes and then the
+    95 % interval of the median throughput within the target, or the time spent."""
+    if job.repeats is not None:
+        return len(runtimes_s) >= job.repeats
+    if len(runtimes_s) < AUTO_MIN_PASSES:
+        return False
+    if sum(runtimes_s) >= job.stability_max_s:
+        return True
+    from runner.analysis.statistics import median, median_interval
+
+    throughputs = [[job.cells / seconds for seconds in runtimes_s]]
+    interval = median_interval(throughputs)
+    return interval.relative_half_width(median(throughputs)) <= job.stability_target
 
 
 def repeat(job: Job, classify_grid: Callable[[Advance], Part]) -> Timed:
-    """Run ``classify_grid`` ``job.repeats`` times, timing each, under the progress bar
-    (which ``classify_grid`` advances as its ranges come back)."""
+    """Run ``classify_grid`` until ``enough_passes``, timing each pass, under the progress
+    bar (which ``classify_grid`` advances as its ranges come back), watching what else
+    uses the CPU meanwhile."""
+    from runner.execution.load import Watch
+
     runtimes, passes = [], []
     label = f"{job.threads} worker(s)" if job.threads > 1 else "classifying"
-    with progress_bar(job.progress, job.cells * job.repeats, label) as advance:
-        for _ in range(job.repeats):
+    total = job.cells * job.repeats if job.repeats else None  # auto: not known beforehand
+    with progress_bar(job.progress, total, label) as advance:
+        watch = Watch()
+        while not enough_passes(job, runtimes):
             started = time.perf_counter()
             passes.append(classify_grid(advance))
             runtimes.append(time.perf_counter() - started)
+        load = watch.read()
     return Timed(
         passes[-1],
         runtimes,
@@ -161,6 +190,7 @@ def repeat(job: Job, classify_grid: Callable[[Advance], Part]) -> Timed:
         sum(done.transfer_s for done in passes),
         sum(done.compute_s for done in passes),
         [replace(task, repeat=number) for number, done in enumerate(passes) for task in done.tasks],
+        load,
     )
 
 
@@ -199,6 +229,7 @@ def result_of(
         timed.transfer_s,
         timed.compute_s,
         Timeline(began, startups, timed.tasks),
+        timed.load,
     )
 
 

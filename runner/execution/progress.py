@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Optional
 
 Advance = Callable[[int], None]
 
@@ -18,9 +19,9 @@ def _ignore(cells: int) -> None:
 
 
 @contextmanager
-def progress_bar(enabled: bool, total: int, label: str) -> Iterator[Advance]:
-    """A tqdm bar of ``total`` images (or nothing), left off the screen once done: the
-    console lines that follow say what the bar said."""
+def progress_bar(enabled: bool, total: Optional[int], label: str) -> Iterator[Advance]:
+    """A tqdm bar of ``total`` images (None: not known, so no time left), or nothing, left
+    off the screen once done: the console lines that follow say what the bar said."""
     if not enabled:
         yield _ignore
         return

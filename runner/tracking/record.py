@@ -37,9 +37,16 @@ METRICS = (
     "busy_min",
     "tail_s",
     "gpu_transfer_share",
+    "throughput_ci_low_ips",
+    "throughput_ci_high_ips",
+    "throughput_ci_rel",
+    "repeats",
+    "round",
 )
+LOAD_METRICS = {"other_share": "load_other_share", "steal_share": "load_steal_share",
+                "load_1m": "load_1m"}  # fmt: skip
 ARTIFACTS = ("mask.png", "mask_preview.png", "errors.png", "timeline.png", "trace.json")
-TAG_KEYS = ("mode", "threads", "batch_size", "grid", *ENVIRONMENT_KEYS, *GPU_KEYS)
+TAG_KEYS = ("mode", "threads", "batch_size", "grid", "stable", *ENVIRONMENT_KEYS, *GPU_KEYS)
 
 
 class Recording:
@@ -123,9 +130,14 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     summary = redacted(summary)
     tags = {key: str(summary[key]) for key in TAG_KEYS if key in summary}
     tags["mlflow.note.content"] = "```\n" + "\n".join(console_lines(summary)) + "\n```"
+    load = summary.get("load") or {}
+    if load:
+        tags["busy"] = str(load["busy"]).lower()
+    metrics = {key: float(summary[key]) for key in METRICS if key in summary}
+    metrics.update({name: float(load[key]) for key, name in LOAD_METRICS.items() if key in load})
     return {
         "summary": summary,
-        "metrics": {key: float(summary[key]) for key in METRICS if key in summary},
+        "metrics": metrics,
         "repeats": summary["runtimes_s"],
         "tags": tags,
         "artifacts": [str(run_dir / name) for name in ARTIFACTS if (run_dir / name).is_file()],

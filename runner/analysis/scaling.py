@@ -26,11 +26,21 @@ def amdahl(processors: np.ndarray, serial_fraction: float) -> np.ndarray:
     return 1 / (serial_fraction + (1 - serial_fraction) / p)
 
 
-def fit_amdahl(processors: Sequence[int], speedups: Sequence[float]) -> float:
+def fit_amdahl(
+    processors: Sequence[int], speedups: Sequence[float]
+) -> tuple[float, Optional[tuple[float, float]]]:
     """The serial fraction in [0, 1] whose Amdahl curve is nearest the measured speedups
-    (least squares, on a grid of 0.0001 steps: exact enough, and no optimiser to trust)."""
-    candidates = np.linspace(0.0, 1.0, 10001)
-    p = np.asarray(processors, dtype=float)[None, :]
-    curves = 1 / (candidates[:, None] + (1 - candidates[:, None]) / p)
-    errors = ((curves - np.asarray(speedups, dtype=float)[None, :]) ** 2).sum(axis=1)
-    return float(candidates[int(np.argmin(errors))])
+    (least squares, ``scipy.optimize.curve_fit``), and its 95 % interval from the fit's
+    covariance and Student's t (None with fewer than three points, or no spread left)."""
+    from scipy.optimize import curve_fit
+    from scipy.stats import t
+
+    p = np.asarray(processors, dtype=float)
+    s = np.asarray(speedups, dtype=float)
+    (serial,), covariance = curve_fit(amdahl, p, s, p0=[0.1], bounds=(0.0, 1.0))
+    serial = float(serial)
+    spread = float(np.sqrt(covariance[0, 0])) if np.isfinite(covariance[0, 0]) else None
+    if len(p) < 3 or spread is None:
+        return serial, None
+    half = float(t.ppf(0.975, len(p) - 1)) * spread
+    return serial, (max(0.0, serial - half), min(1.0, serial + half))
