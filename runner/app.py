@@ -37,7 +37,7 @@ from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
-from runner.sweep import parent_of_job, record_failure, sweep_dir_of_job
+from runner.sweep import earlier_job_alike, parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking.record import Recording, mlflow_run
 
 register()
@@ -111,6 +111,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One job: products in ``run_dir``, summary.json written last as the mark of success.
 
     Bad input (a config value, a file, the store's place) leaves no run directory behind."""
+    alike = earlier_job_alike(cfg)
+    if alike is not None:
+        discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
+        print(f"Skipped: the same configuration as job {alike} (sequential mode runs one "
+              "process whatever threads says)", flush=True)  # fmt: skip
+        return {}
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
@@ -123,7 +129,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     for line in console_lines(summary):
         print(line, flush=True)
     print(f"Output: {run_dir}", flush=True)
+    if summary.get("mlflow_link"):
+        print(f"MLflow: {summary['mlflow_link']}{_ui_hint(cfg)}", flush=True)
     return summary
+
+
+def _ui_hint(cfg: DictConfig) -> str:
+    """How to serve a store that is not a server, for the link to open."""
+    from runner.tracking.store import tracking_uri
+
+    uri = tracking_uri(cfg)
+    return (
+        ""
+        if uri.startswith(("http://", "https://"))
+        else f" (`mlflow ui --backend-store-uri {uri}`)"
+    )
 
 
 def classify_and_write(
@@ -144,7 +164,7 @@ def classify_and_write(
     lost = ""
     if tracked is not None:
         try:
-            tracked.log(summary, run_dir)
+            summary["mlflow_link"] = tracked.log(summary, run_dir)
         except Exception as error:
             lost = flat(error, 1000)  # whole: a store refusal ends with what to do
             summary.update(tracked=False, tracking_error=lost)

@@ -87,6 +87,20 @@ def load_split(data_dir: Path, split: str) -> Split:
     )
 
 
+def dataset_facts(data_dir: Path, split: str) -> dict[str, object]:
+    """The split as MLflow's runs table shows it (its *Dataset* column): a name, the digest
+    of its files (checked against these sha256 at every load), where they are, its size."""
+    prefix = PREFIX[split]
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    digest = hashlib.sha256("".join(SHA256[name] for name in names).encode()).hexdigest()
+    return {
+        "name": f"mnist-{split}",
+        "digest": digest[:12],
+        "source": (data_dir / f"{names[0]}.gz").resolve().as_uri(),
+        "rows": 60000 if split == "train" else 10000,
+    }
+
+
 def read_images(data_dir: Path, split: str) -> np.ndarray:
     """The images of a split the parent has already verified, mapped read-only from the
     extracted file: workers share its pages instead of holding 47 MB each."""

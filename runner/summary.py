@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from runner.config import repo_path
+from runner.data import dataset_facts
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.execution.parallel import usable_start_method
@@ -41,6 +43,7 @@ def summarize(
         "batch_size": cfg.batch_size,
         "grid": [cfg.grid.rows, cfg.grid.columns],
         "split": cfg.data.split,
+        "dataset": dataset_facts(repo_path(cfg.data.dir), cfg.data.split),
         "offset": cfg.data.offset,
         "wrapped": cfg.data.offset + items > split_size,
         "items": items,
@@ -58,6 +61,7 @@ def summarize(
         "throughput_ips": items / runtime,
         **_throughput_interval(cfg, items, result.runtimes_s),
         "load": result.load,  # what else used the CPU while the clock ran
+        "warmup_pass_s": result.warmup_pass_s,  # repeats=auto: the untimed first pass
         "latency_p50_ms": float(p50),
         "latency_p90_ms": float(p90),
         "latency_p99_ms": float(p99),

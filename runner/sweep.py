@@ -33,6 +33,38 @@ def parent_of_job() -> Optional[str]:
     return marker.read_text().strip() if marker and marker.exists() else None
 
 
+CLAIMS_DIR = ".configurations"
+
+
+def earlier_job_alike(cfg: DictConfig) -> Optional[str]:
+    """In a sweep, the job that already runs this job's configuration, if one does; else
+    None, and the configuration is this job's. Sequential mode runs one process whatever
+    ``threads`` says, so ``mode=sequential,parallel threads=1,2`` would time it twice: the
+    second is skipped. A claim is a file made with O_EXCL, so jobs side by side agree."""
+    import hashlib
+    import json
+
+    from runner.config import flatten
+
+    sweep_dir = sweep_dir_of_job()
+    if sweep_dir is None:
+        return None
+    settings = flatten(cfg)
+    if settings["mode"] == "sequential":
+        settings["threads"] = 1
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    claims = sweep_dir / CLAIMS_DIR
+    claims.mkdir(parents=True, exist_ok=True)
+    claim = claims / digest.hexdigest()[:16]
+    job = str(HydraConfig.get().job.num)
+    try:
+        with claim.open("x") as handle:
+            handle.write(job)
+        return None
+    except FileExistsError:
+        return claim.read_text().strip() or "?"
+
+
 def record_failure(sweep_dir: Path, job: str, message: str) -> None:
     """One line per failed job; appends of a short line are atomic across processes."""
     with (sweep_dir / FAILURES_FILE).open("a") as handle:

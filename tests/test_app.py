@@ -63,6 +63,20 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert "Thread(s) used: 2" in note and lines[2] in note
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     assert not (tmp_path / "mlruns").exists()
+    # the interval of the median throughput, in the summary, the console and MLflow
+    low, high = summary["throughput_ci_low_ips"], summary["throughput_ci_high_ips"]
+    assert low <= summary["throughput_ips"] <= high
+    assert f"±{summary['throughput_ci_rel'] * 100:.1f} % [{low:,.0f}, {high:,.0f}]" in shown
+    assert run.data.metrics["throughput_ci_low_ips"] == pytest.approx(low)
+    assert run.data.metrics["load_own_share"] == pytest.approx(summary["load"]["own_share"])
+    assert run.data.tags["busy"] == str(summary["load"]["busy"]).lower()
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "mnist-train" == summary["dataset"]["name"]
+    link = lines[-1]  # the run's page in MLflow's UI, on its Runs view
+    experiment_id = run.info.experiment_id
+    assert link.startswith(f"MLflow: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/")
+    assert f"{run.info.run_id}?workflowType=machine_learning" in link
+    assert summary["mlflow_link"] in link
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,26 @@
 """``runner.compare`` across two "machines" logging to one store, and its bad input."""
 
 import csv
+import re
 
 import mlflow
+import numpy as np
 import pytest
+from PIL import Image
 
+from runner.analysis.compare import FILES
 from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
 
-TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2")
+TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",
+        "round=1,2")  # fmt: skip
+COMPARISONS = "tags.`gridbench.comparison` = 'true'"
 
 
 @pytest.fixture(scope="module")
 def two_machines(tmp_path_factory):
-    """The hardware preset, cut down, run as machine a (two backends) and b (one)."""
+    """The hardware preset, cut down to two rounds, run as machine a (two backends) and b
+    (one)."""
     store = tmp_path_factory.mktemp("store")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
     for machine, backends in (("a", "onnxruntime,eager"), ("b", "onnxruntime")):
@@ -36,7 +43,22 @@ def test_runs_carry_the_machine_and_its_fingerprint(two_machines):
     for run in runs:
         tags = run.data.tags
         assert {"cpu", "cpu_id", "isa", "logical_cores", "memory_gb", "os", "python"} <= set(tags)
-        assert tags["torch"] and tags["onnxruntime"]
+        assert tags["torch"] and tags["onnxruntime"] and tags["busy"] in ("true", "false")
+        assert run.data.metrics["round"] in (1, 2)
+        (dataset,) = run.inputs.dataset_inputs  # the runs table's Dataset column
+        assert dataset.dataset.name == "mnist-train" and dataset.dataset.digest
+
+
+def passes_of(client, experiment, machine, backend):
+    """Every pass throughput of the machine's runs of a backend, as the store holds them."""
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.machine = '{machine}' and tags.backend = '{backend}'"
+    )
+    found = []
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
+        found.append([run.data.metrics["items"] / point.value for point in history])
+    return found
 
 
 def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, capsys):
@@ -44,27 +66,72 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert compare_main(["--tracking-uri", uri, "--baseline", "b", "--out", str(tmp_path)]) == 0
     with (tmp_path / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    by = {(r["backend"], r["machine"]): r for r in rows}
+    by = {(r["backend"], r["machine"]): r for r in rows if r["mode"] != "geometric mean"}
     assert set(by) == {("onnxruntime", "a"), ("onnxruntime", "b"), ("eager", "a")}
-    finished = [r for r in client.search_runs([experiment.experiment_id])
-                if r.info.status == "FINISHED" and "machine" in r.data.tags]  # fmt: skip
-
-    def throughput(machine, backend):
-        tags = [(r.data.tags["machine"], r.data.tags["backend"]) for r in finished]
-        (run,) = [r for r, tag in zip(finished, tags, strict=True) if tag == (machine, backend)]
-        return run.data.metrics["throughput_ips"]
-
-    ratio = throughput("a", "onnxruntime") / throughput("b", "onnxruntime")
+    a, b = (passes_of(client, experiment, m, "onnxruntime") for m in "ab")
+    assert len(a) == len(b) == 2 and all(len(run) == 2 for run in a + b)  # 2 rounds x 2
+    ratio = float(np.median(np.concatenate(a))) / float(np.median(np.concatenate(b)))
     assert float(by[("onnxruntime", "a")]["ratio"]) == pytest.approx(ratio)
-    assert float(by[("onnxruntime", "b")]["ratio"]) == pytest.approx(1.0)
+    assert by[("onnxruntime", "b")]["verdict"] == "baseline"
     assert by[("eager", "a")]["ratio"] == ""  # one machine only: listed, not compared
-    for row in rows:
-        assert float(row["low_ips"]) <= float(row["median_ips"]) <= float(row["high_ips"])
+    versus = by[("onnxruntime", "a")]
+    assert 0 <= float(versus["p_value"]) <= 1
+    assert float(versus["ratio_low"]) <= ratio <= float(versus["ratio_high"])
+    assert versus["verdict"] == "~" or re.fullmatch(r"\d+\.\d\dx \[.+\]", versus["verdict"])
+    for row in by.values():
+        assert row["runs"] == "2" and row["passes"] == "4"
+        assert float(row["ci_low_ips"]) <= float(row["median_ips"]) <= float(row["ci_high_ips"])
+        assert row["device"] == "cpu" and row["torch_threads"] == "1"
+    (mean,) = [r for r in rows if r["mode"] == "geometric mean"]
+    assert mean["machine"] == "a" and float(mean["ratio"]) == pytest.approx(ratio)
     markdown = (tmp_path / "compare.md").read_text()
-    assert "| configuration | `a` | `b` |" in markdown and "1 FAILED" in markdown
+    assert "| configuration | `b` | `a` | `a` vs `b` | p |" in markdown and "1 FAILED" in markdown
     assert "1 configuration(s) ran on one machine only" in markdown
-    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
-    assert markdown in capsys.readouterr().out
+    assert "| **geometric mean** |" in markdown
+    with Image.open(tmp_path / "compare.png") as picture:
+        assert picture.size[0] <= 1600
+    out = capsys.readouterr().out
+    assert markdown in out
+    link = out.strip().splitlines()[-1]
+    assert link.startswith("Comparison run: http://127.0.0.1:5000/#/experiments/")
+    assert link.endswith("?workflowType=machine_learning")
+    (logged,) = client.search_runs(
+        [experiment.experiment_id], "tags.`gridbench.comparison` = 'true'"
+    )
+    assert logged.info.run_id in link and logged.info.status == "FINISHED"
+    assert logged.data.tags["machines"] == "a,b" and logged.data.tags["baseline"] == "b"
+    assert logged.data.metrics["geomean_ratio.a"] == pytest.approx(ratio)
+    assert {f.path for f in client.list_artifacts(logged.info.run_id)} == set(FILES)
+
+
+def test_the_default_baseline_is_the_machine_that_ran_most(two_machines, tmp_path):
+    uri = two_machines[0]
+    assert compare_main(["--tracking-uri", uri, "--out", str(tmp_path), "--no-log"]) == 0
+    assert "against `a`, the baseline" in (tmp_path / "compare.md").read_text()
+
+
+def test_runs_logged_before_intervals_are_compared_as_far_as_they_go(tmp_path, capsys):
+    """Runs with one figure each and no pass history: listed, never judged; a busy one is
+    marked."""
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("gridbench")
+    for machine, throughput, busy in (("old", 1000.0, "false"), ("new", 1500.0, "true")):
+        tags = {"mode": "sequential", "threads": "1", "batch_size": "1", "backend": "jit",
+                "machine": machine, "busy": busy}  # fmt: skip
+        run = client.create_run(experiment, tags=tags)
+        for key, value in (("throughput_ips", throughput), ("items", 100), ("runtime_s", 0.1)):
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    out = tmp_path / "out"
+    assert compare_main(["--tracking-uri", uri, "--baseline", "old", "--out", str(out),
+                         "--no-log"]) == 0  # fmt: skip
+    markdown = (out / "compare.md").read_text()
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| sequential")]
+    assert "1,500 (1x1)†" in row and "| n/a |" in row
+    assert "1 run(s) shared the CPU" in markdown
+    assert not client.search_runs([experiment], COMPARISONS)
+    assert "Comparison run" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

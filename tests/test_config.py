@@ -75,6 +75,15 @@ def test_overrides_compose_and_flatten():
         ("intra_op_threads=0", "intra_op_threads"),
         ("warmup=-1", "warmup"),
         ("repeats=0", "repeats"),
+        ("repeats=-2", "repeats"),
+        ("repeats=often", "repeats"),
+        ("repeats=2.5", "repeats"),
+        ("repeats=true", "repeats"),
+        ("stability.target=0", "stability.target"),
+        ("stability.target=1", "stability.target"),
+        ("stability.target=-0.1", "stability.target"),
+        ("stability.max_s=0", "stability.max_s"),
+        ("round=-1", "round"),
         ("mlflow.tracking_uri=ftp://x/y", "mlflow.tracking_uri"),
         ("+batchsize=256", "batchsize"),
         ("+grid.colums=3", "grid.colums"),
@@ -87,6 +96,11 @@ def test_bad_values_are_refused_naming_the_key(override, key):
     assert refused.value.key == key
     assert str(refused.value).startswith(f"{key}=")
     assert "\n" not in str(refused.value)
+
+
+def test_repeats_is_a_count_or_auto():
+    validate(compose_run("repeats=auto", "stability.target=0.05", "stability.max_s=5"))
+    assert compose_run("repeats=7").repeats == 7
 
 
 def test_wrong_type_is_refused_while_composing():

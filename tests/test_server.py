@@ -20,7 +20,7 @@ import pytest
 from runner import REPO_ROOT
 from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
-from tests.test_compare import TINY
+from tests.test_compare import COMPARISONS, TINY
 from tests.test_sweep import free_port
 
 ROLE = "postgresql://gridbench:gridbench@127.0.0.1:5432"
@@ -136,9 +136,11 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     out = tmp_path / "compare"
     assert compare_main(["--tracking-uri", server, "--baseline", "a", "--out", str(out)]) == 0
     markdown = (out / "compare.md").read_text()
-    assert "| configuration | `a` | `b` |" in markdown
+    assert "| configuration | `a` | `b` | `b` vs `a` | p |" in markdown
     (row,) = [line for line in markdown.splitlines() if line.startswith("| sequential")]
-    assert row.count("x**") == 2 and "**1.00x**" in row  # b's ratio to a, and a's own
+    assert row.count(" (2x2)") == 2  # each machine: two runs of two passes
+    (logged,) = client.search_runs([experiment.experiment_id], COMPARISONS)  # beside the runs
+    assert logged.data.tags["baseline"] == "a" and logged.data.tags["experiment"] == "gridbench"
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     assert compare_main(["--tracking-uri", server, "--out", str(tmp_path / "no")]) == 1
     assert not (tmp_path / "no").exists()

@@ -35,10 +35,14 @@ def read_csv(path):
 
 
 def test_sweep_is_grouped_and_reported(tmp_path):
-    done = run_app(tmp_path, *SMALL, "mode=sequential,parallel", "threads=1,2", multirun=True)
+    done = run_app(tmp_path, *SMALL, "mode=sequential,parallel", "threads=1,2", "repeats=3",
+                   multirun=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # sequential mode ignores threads: its threads=2 job is the threads=1 one, and skipped
+    assert "Skipped: the same configuration as job 0" in done.stdout
+    assert not (tmp_path / "sweep" / "1").exists()
     client, parents, children = store(tmp_path)
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert "mode=sequential,parallel" in parent.info.run_name
@@ -51,7 +55,7 @@ def test_sweep_is_grouped_and_reported(tmp_path):
 
     sweep = tmp_path / "sweep"
     rows = read_csv(sweep / "report.csv")
-    assert len(rows) == 4
+    assert len(rows) == 3
     by_job = {run.data.tags["job"]: run for run in children}
     baseline = min(
         (run for run in children if run.data.tags["mode"] == "sequential"),
@@ -66,7 +70,11 @@ def test_sweep_is_grouped_and_reported(tmp_path):
         threads = int(row["threads"])
         serial = (1 / expected - 1 / threads) / (1 - 1 / threads) if threads > 1 else None
         assert (float(row["karp_flatt"]) if row["karp_flatt"] else None) == pytest.approx(serial)
-    assert (sweep / "report.md").read_text().count("\n| ") == 5  # header and 4 rows
+        low, high = float(row["speedup_low"]), float(row["speedup_high"])  # both jobs' passes
+        assert low <= float(row["speedup"]) <= high
+        assert float(row["efficiency_low"]) == pytest.approx(low / threads)
+        assert float(row["throughput_ips_low"]) <= float(row["throughput_ips"])
+    assert (sweep / "report.md").read_text().count("\n| ") == 4  # header and 3 rows
     assert (sweep / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
     assert {"report.csv", "report.md", "speedup.png"} <= logged

@@ -1,4 +1,5 @@
-"""The sweep report: one row per job with speedup and efficiency, as CSV, Markdown and a plot.
+"""The sweep report: a row per configuration with throughput, speedup, efficiency and
+Karp-Flatt, each with its 95 % interval, as CSV, Markdown and a plot.
 
 Made at the end of every sweep, and afterwards from MLflow alone:
 
@@ -15,25 +16,18 @@ from typing import Any, Optional
 
 import numpy as np
 
+from runner.analysis import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
 from runner.files import atomic
 from runner.pictures.plots import pyplot, save_figure
 
+KEY = ("mode", "threads", "batch_size", "backend", "grid", "device", "torch_threads")
 COLUMNS = (
-    "job",
-    "mode",
-    "threads",
-    "batch_size",
-    "backend",
-    "grid",
-    "items",
-    "runtime_s",
-    "throughput_ips",
-    "accuracy",
-    "speedup",
-    "efficiency",
-    "karp_flatt",
-)
+    "job", "mode", "threads", "batch_size", "backend", "grid", "items", "runs", "passes",
+    "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
+    "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",
+    "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high",
+)  # fmt: skip
 PARENT_FILE = "mlflow_parent_run"
 REPORT_FILES = ("report.csv", "report.md", "speedup.png")
 
@@ -44,12 +38,14 @@ def records_from_dir(sweep_dir: Path) -> list[dict[str, Any]]:
     for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name)):
         record = json.loads(summary.read_text())
         record["job"] = int(summary.parent.name)
+        record["passes"] = [record["items"] / seconds for seconds in record["runtimes_s"]]
         records.append(record)
     return records
 
 
 def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
-    """The same records rebuilt from the parent run's finished children."""
+    """The same records rebuilt from the parent run's finished children, each pass's
+    runtime from the ``repeat_runtime_s`` history."""
     parent = client.get_run(parent_id)
     children = client.search_runs(
         [parent.info.experiment_id],
@@ -61,6 +57,9 @@ def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
         if run.info.status != "FINISHED":
             continue
         tags, metrics = run.data.tags, run.data.metrics
+        items = int(metrics["items"])
+        history = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
+        runtimes = [point.value for point in sorted(history, key=lambda point: point.step)]
         records.append(
             {
                 "job": int(tags.get("job", len(records))),
@@ -69,43 +68,83 @@ def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
                 "batch_size": int(tags["batch_size"]),
                 "backend": tags.get("backend", ""),
                 "grid": json.loads(tags["grid"]),
-                "items": int(metrics["items"]),
-                "runtime_s": metrics["runtime_s"],
-                "throughput_ips": metrics["throughput_ips"],
+                "device": tags.get("device", "cpu"),
+                "torch_threads": int(tags.get("torch_threads", 1)),
+                "items": items,
+                "runtimes_s": runtimes or [metrics["runtime_s"]],
+                "passes": [items / s for s in runtimes] or [metrics["throughput_ips"]],
                 "accuracy": metrics["accuracy"],
             }
         )
     return sorted(records, key=lambda record: record["job"])
 
 
-def _baseline(record: dict[str, Any], records: list[dict[str, Any]]) -> Optional[dict]:
-    """The sequential run with the same batch size, backend and grid; else threads=1."""
-    peers = [
-        other
-        for other in records
-        if (other["batch_size"], other["backend"], other["grid"])
-        == (record["batch_size"], record["backend"], record["grid"])
-    ]
-    for wanted in ("sequential", None):
-        for other in peers:
-            if other["mode"] == wanted or (wanted is None and other["threads"] == 1):
-                return other
-    return None
+def _key(record: dict[str, Any]) -> tuple:
+    defaults = {"device": "cpu", "torch_threads": 1}
+    return tuple(tuple(record[k]) if k == "grid" else record.get(k, defaults.get(k)) for k in KEY)
+
+
+def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The jobs of each configuration (a sweep over ``round`` runs each more than once)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_key(record), []).append(record)
+    return groups
+
+
+def _baseline(key: tuple, keys: list[tuple]) -> Optional[tuple]:
+    """The sequential configuration with the same batch size, backend, grid, device and
+    threads per process; else the threads=1 one."""
+    same = [other for other in keys if other[2:] == key[2:]]
+    for other in same:
+        if other[0] == "sequential":
+            return other
+    return next((other for other in same if other[1] == 1), None)
+
+
+def _scaled(interval: Optional[stats.Interval], by: float) -> tuple[Any, Any]:
+    return (interval.low / by, interval.high / by) if interval else (None, None)
 
 
 def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Report rows: each record with its speedup and parallel efficiency."""
+    """A row per configuration: its runs pooled, with throughput, speedup against the
+    baseline configuration, parallel efficiency and Karp-Flatt, each with its 95 %
+    interval (both configurations' runs and passes resampled)."""
+    groups = _groups(records)
+    keys = list(groups)
     table = []
-    for record in records:
-        base = _baseline(record, records)
-        speedup = base["runtime_s"] / record["runtime_s"] if base else None
-        row = {key: record.get(key) for key in COLUMNS}
-        row["grid"] = "x".join(str(n) for n in record["grid"])
-        row["speedup"] = speedup
-        row["efficiency"] = speedup / record["threads"] if speedup is not None else None
-        row["karp_flatt"] = karp_flatt(speedup, record["threads"]) if speedup else None
-        table.append(row)
-    return table
+    for key, members in groups.items():
+        runs = [member["passes"] for member in members]
+        record, threads = members[0], key[1]
+        interval = stats.median_interval(runs)
+        row = dict(zip(KEY, key, strict=True))
+        row.update(
+            job=" ".join(str(member["job"]) for member in members),
+            grid="x".join(str(n) for n in record["grid"]),
+            items=record["items"],
+            runs=len(runs),
+            passes=stats.passes(runs),
+            runtime_s=float(np.median([s for m in members for s in m["runtimes_s"]])),
+            throughput_ips=stats.median(runs),
+            throughput_ips_low=interval.low if interval else None,
+            throughput_ips_high=interval.high if interval else None,
+            accuracy=record["accuracy"],
+        )
+        base = _baseline(key, keys)
+        speedup = None
+        if base is not None:
+            speedup = stats.compare([m["passes"] for m in groups[base]], runs)
+        if speedup is not None:
+            row["speedup"] = speedup.ratio
+            row["speedup_low"], row["speedup_high"] = _scaled(speedup.interval, 1)
+            row["efficiency"] = speedup.ratio / threads
+            row["efficiency_low"], row["efficiency_high"] = _scaled(speedup.interval, threads)
+            row["karp_flatt"] = karp_flatt(speedup.ratio, threads)
+            if speedup.interval and row["karp_flatt"] is not None:  # falls as speedup grows
+                row["karp_flatt_low"] = karp_flatt(speedup.interval.high, threads)
+                row["karp_flatt_high"] = karp_flatt(speedup.interval.low, threads)
+        table.append({column: row.get(column) for column in COLUMNS})
+    return sorted(table, key=lambda row: int(row["job"].split()[0]))
 
 
 def _cell(value: Any) -> str:
@@ -116,6 +155,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _with_interval(row: dict[str, Any], name: str) -> str:
+    value, low, high = (row.get(f"{name}{end}") for end in ("", "_low", "_high"))
+    if value is None:
+        return ""
+    return _cell(value) + (f" [{_cell(low)}, {_cell(high)}]" if low is not None else "")
+
+
 def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
     with atomic(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -123,54 +169,118 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
         writer.writerows(table)
 
 
+SHOWN = ("job", "mode", "threads", "batch_size", "backend", "grid", "runs", "passes",
+         "runtime_s", "accuracy")  # fmt: skip
+WITH_INTERVALS = ("throughput_ips", "speedup", "efficiency", "karp_flatt")
+
+
 def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[key]) for key in COLUMNS) + " |" for row in table]
+    names = [*SHOWN, *WITH_INTERVALS]
+    lines = [f"# {title}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in table:
+        cells = [_cell(row[key]) for key in SHOWN]
+        for name, stem in WITH_INTERVALS:
+            if name == "throughput_ips":
+                cells.append(
+                    _with_interval(
+                        {
+                            stem: row[name],
+                            f"{stem}_low": row[f"{stem}_low"],
+                            f"{stem}_high": row[f"{stem}_high"],
+                        },
+                        stem,
+                    )
+                )
+            else:
+                cells.append(_with_interval(row, stem))  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "speedup: runtime of the sequential job with the same batch size, backend and grid "
-        "(or of threads=1 where there is none) over this job's; efficiency: speedup / threads; "
-        "karp_flatt: the experimentally determined serial fraction (1/speedup - 1/threads) / "
+        "A row per configuration, its runs (jobs) pooled; [low, high]: the 95 % interval, "
+        "runs and their passes resampled. speedup: this configuration's median throughput "
+        "over that of the sequential one with the same batch size, backend and grid (or of "
+        "threads=1 where there is none); efficiency: speedup / threads; karp_flatt: the "
+        "experimentally determined serial fraction (1/speedup - 1/threads) / "
         "(1 - 1/threads), which grows with threads where overhead does.",
+        *(f"Amdahl: {fit}" for fit in amdahl_fits(table)),
     ]
     with atomic(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
-    """Runtime and speedup against threads, a line per mode, with the ideal speedup and,
-    for a line of three or more thread counts, the fitted Amdahl curve."""
-    figure, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each line of the plot (a mode, batch size and backend), by threads."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
         label = f"{row['mode']} (batch {row['batch_size']}, {row['backend']})"
         groups.setdefault(label, []).append(row)
-    most = max(row["threads"] for row in table)
-    fits = []
-    for label, members in sorted(groups.items()):
+    for members in groups.values():
         members.sort(key=lambda row: row["threads"])
+    return dict(sorted(groups.items()))
+
+
+def _fit(members: list[dict[str, Any]]) -> Optional[tuple[float, Optional[tuple[float, float]]]]:
+    measured = [row for row in members if row["speedup"] is not None]
+    if len({row["threads"] for row in measured}) < 3:
+        return None
+    return fit_amdahl([row["threads"] for row in measured], [row["speedup"] for row in measured])
+
+
+def amdahl_fits(table: list[dict[str, Any]]) -> list[str]:
+    """'<line>: serial fraction 0.052 [0.031, 0.073]' for each line of three thread counts."""
+    fits = []
+    for label, members in _lines(table).items():
+        fitted = _fit(members)
+        if fitted is not None:
+            serial, interval = fitted
+            spread = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+            fits.append(f"{label}: serial fraction {serial:.3f}{spread}")
+    return fits
+
+
+def _errors(members: list[dict[str, Any]], name: str) -> Optional[list[list[float]]]:
+    """Error bars from the rows' interval columns; None where a row has none."""
+    if any(row.get(f"{name}_low") is None for row in members):
+        return None
+    return [
+        [row[name] - row[f"{name}_low"] for row in members],
+        [row[f"{name}_high"] - row[name] for row in members],
+    ]
+
+
+def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
+    """Throughput and speedup against threads, a line per mode, with their 95 % intervals
+    as error bars, the ideal speedup and, for a line of three or more thread counts, the
+    fitted Amdahl curve."""
+    figure, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    most = max(row["threads"] for row in table)
+    for label, members in _lines(table).items():
         threads = [row["threads"] for row in members]
-        left.plot(threads, [row["runtime_s"] for row in members], marker="o", label=label)
-        with_speedup = [row for row in members if row["speedup"] is not None]
-        measured = (
-            [row["threads"] for row in with_speedup],
-            [row["speedup"] for row in with_speedup],
-        )
-        line = right.plot(*measured, marker="o", label=label)[0]
-        if len(set(measured[0])) >= 3:
-            serial = fit_amdahl(*measured)
-            curve = np.linspace(1, max(measured[0]), 100)
-            right.plot(curve, amdahl(curve, serial), linestyle=":", color=line.get_color(),
-                       label=f"Amdahl fit, serial fraction {serial:.3f}")  # fmt: skip
-            fits.append(f"{label}: serial fraction {serial:.3f}")
+        left.errorbar(threads, [row["throughput_ips"] for row in members],
+                      yerr=_errors(members, "throughput_ips"), marker="o",
+                      capsize=3, label=label)  # fmt: skip
+        measured = [row for row in members if row["speedup"] is not None]
+        line = right.errorbar([row["threads"] for row in measured],
+                              [row["speedup"] for row in measured],
+                              yerr=_errors(measured, "speedup"), marker="o",
+                              capsize=3, label=label)  # fmt: skip
+        fitted = _fit(members)
+        if fitted is not None:
+            curve = np.linspace(1, max(threads), 100)
+            right.plot(curve, amdahl(curve, fitted[0]), linestyle=":",
+                       color=line.lines[0].get_color(),
+                       label=f"Amdahl fit, serial fraction {fitted[0]:.3f}")  # fmt: skip
     right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
-    left.set(xlabel="threads (worker processes)", ylabel="runtime (s)", title="Runtime")
-    right.set(xlabel="threads (worker processes)", ylabel="speedup", title="Speedup")
+    left.set(xlabel="threads (worker processes)", ylabel="images/s (median, 95 % interval)",
+             title="Throughput")  # fmt: skip
+    right.set(xlabel="threads (worker processes)", ylabel="speedup (95 % interval)",
+              title="Speedup")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         axes.set_xticks(sorted({row["threads"] for row in table}))
-    figure.suptitle("\n".join([title, *(f"Amdahl: {fit}" for fit in fits)]), fontsize=10)
+    figure.suptitle("\n".join([title, *(f"Amdahl: {f}" for f in amdahl_fits(table))]),
+                    fontsize=10)  # fmt: skip
     save_figure(figure, path, dpi=110)
 
 

@@ -21,7 +21,7 @@ seeded by the data, so the same data always gives the same interval.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -106,17 +106,32 @@ def bootstrap_medians(runs: Runs) -> Optional[np.ndarray]:
     if len(runs) == 1:
         if np.ptp(runs[0]) == 0:  # every pass the same: nothing to resample
             return np.full(RESAMPLES, runs[0][0])
-        sample, statistic, vectorized = (runs[0],), np.median, True
+        sample, statistic = runs[0], np.median
     else:
-
-        def statistic(drawn: np.ndarray) -> float:  # runs drawn; now their passes
-            chosen = [runs[int(i)] for i in drawn]
-            return float(np.median(np.concatenate([rng.choice(r, len(r)) for r in chosen])))
-
-        sample, vectorized = (np.arange(len(runs)),), False
-    result = bootstrap(sample, statistic, n_resamples=RESAMPLES, vectorized=vectorized,
+        sample, statistic = np.arange(len(runs)), _nested_median(runs, rng)
+    result = bootstrap((sample,), statistic, n_resamples=RESAMPLES, vectorized=True,
                        method="percentile", confidence_level=CONFIDENCE, rng=rng)  # fmt: skip
     return np.asarray(result.bootstrap_distribution, dtype=float)
+
+
+def _nested_median(runs: list[np.ndarray], rng: np.random.Generator) -> Any:
+    """The statistic of a two-level bootstrap: given the runs scipy drew (an array of run
+    numbers, resamples along the last axis but one), draw each drawn run's passes with
+    replacement and take the median of them all."""
+    counts = np.array([len(run) for run in runs])
+    padded = np.full((len(runs), counts.max()), np.nan)
+    for number, run in enumerate(runs):
+        padded[number, : len(run)] = run
+
+    def statistic(drawn: np.ndarray, axis: int = -1) -> np.ndarray:
+        drawn = np.moveaxis(np.asarray(drawn, dtype=int), axis, -1)  # (..., runs drawn)
+        n = counts[drawn][..., None]  # the passes of each drawn run
+        picks = np.floor(rng.random((*drawn.shape, counts.max())) * n).astype(int)
+        values = padded[drawn[..., None], picks]
+        values[np.arange(counts.max()) >= n] = np.nan  # past a shorter run's end
+        return np.nanmedian(values.reshape(*drawn.shape[:-1], -1), axis=-1)
+
+    return statistic
 
 
 def percentile_interval(distribution: np.ndarray) -> Interval:

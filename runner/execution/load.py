@@ -15,9 +15,12 @@ from typing import Any
 BUSY_SHARE = 0.10  # other work on more than this share of the cores can move a figure
 
 
-def _cpu_seconds(process: Any) -> float:
+def _cpu_seconds(process: Any, reaped: bool = False) -> float:
+    """User and system seconds; with ``reaped``, those of its children already waited for
+    too (Linux counts them; macOS and Windows do not)."""
     times = process.cpu_times()
-    return times.user + times.system
+    gone = getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+    return times.user + times.system + (gone if reaped else 0.0)
 
 
 def _own_seconds() -> dict[int, float]:
@@ -25,7 +28,7 @@ def _own_seconds() -> dict[int, float]:
     import psutil
 
     me = psutil.Process()
-    seconds = {me.pid: _cpu_seconds(me)}
+    seconds = {me.pid: _cpu_seconds(me, reaped=True)}
     for child in me.children(recursive=True):
         with suppress(psutil.Error):  # ended while we looked: its time is in ours or lost
             seconds[child.pid] = _cpu_seconds(child)
@@ -55,8 +58,9 @@ class Watch:
         self.own = _own_seconds()
 
     def read(self) -> dict[str, Any]:
-        """``other_share`` and ``steal_share`` of the cores over the watch, the 1-minute
-        load average at its end, and ``busy``: whether either is large enough to matter."""
+        """``other_share``, ``steal_share`` and ``own_share`` (the run's) of the cores over
+        the watch, the 1-minute load average at its end, and ``busy``: whether other work
+        or steal took enough to matter."""
         import psutil
 
         wall = time.perf_counter() - self.began
@@ -70,6 +74,7 @@ class Watch:
         return {
             "other_share": round(other, 4),
             "steal_share": round(stolen, 4),
+            "own_share": round(own / capacity, 4),
             "load_1m": round(psutil.getloadavg()[0], 2),
             "busy": other + stolen > BUSY_SHARE,
         }

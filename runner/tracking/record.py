@@ -43,8 +43,8 @@ METRICS = (
     "repeats",
     "round",
 )
-LOAD_METRICS = {"other_share": "load_other_share", "steal_share": "load_steal_share",
-                "load_1m": "load_1m"}  # fmt: skip
+LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
+LOAD_METRICS["load_1m"] = "load_1m"
 ARTIFACTS = ("mask.png", "mask_preview.png", "errors.png", "timeline.png", "trace.json")
 TAG_KEYS = ("mode", "threads", "batch_size", "grid", "stable", *ENVIRONMENT_KEYS, *GPU_KEYS)
 
@@ -69,11 +69,12 @@ class Recording:
                 raise
         return self.run_id
 
-    def log(self, summary: dict[str, Any], run_dir: Path) -> None:
-        """Log the finished run. Called before the run's own summary.json is written, so
-        that a tracking failure never leaves a complete-looking run directory."""
+    def log(self, summary: dict[str, Any], run_dir: Path) -> str:
+        """Log the finished run; its link in MLflow's UI. Called before the run's own
+        summary.json is written, so that a tracking failure never leaves a complete-looking
+        run directory."""
         self.opened()
-        self.tracker.ask("log", results(summary, run_dir))
+        return self.tracker.ask("log", results(summary, run_dir))
 
 
 @contextmanager
@@ -135,7 +136,9 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         tags["busy"] = str(load["busy"]).lower()
     metrics = {key: float(summary[key]) for key in METRICS if key in summary}
     metrics.update({name: float(load[key]) for key, name in LOAD_METRICS.items() if key in load})
+    found = {"dataset": summary["dataset"]} if "dataset" in summary else {}
     return {
+        **found,
         "summary": summary,
         "metrics": metrics,
         "repeats": summary["runtimes_s"],

@@ -52,6 +52,23 @@ def artifact_location(uri: str) -> Optional[str]:
     return ARTIFACT_ROOT.as_uri()
 
 
+UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a store that is not a server
+
+
+def run_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """The run's page (or the experiment's runs) in MLflow's UI, on its *Runs* view: MLflow
+    3.17 opens an experiment on its GenAI overview without ``workflowType``. A server's own
+    address, without credentials; any other store's ``mlflow ui``."""
+    from urllib.parse import urlsplit
+
+    base = UI
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
 def check_place(uri: str) -> None:
     """Refuse a SQLite store in a directory that is not there: bad input, found without
     importing MLflow, so the main process reports it before the work."""
@@ -215,6 +232,25 @@ def write_results(client: Any, run_id: str, results: dict[str, Any]) -> None:
         client.log_artifact(run_id, path)
     for name, text in results["texts"].items():
         client.log_text(run_id, text, name)
+    if "dataset" in results:
+        log_dataset(client, run_id, results["dataset"])
+
+
+def log_dataset(client: Any, run_id: str, facts: dict[str, Any]) -> None:
+    """The split a run classified, as its input dataset (the runs table's *Dataset*)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=facts["name"],
+        digest=facts["digest"],
+        source_type="local",
+        source=json.dumps({"uri": facts["source"]}),
+        profile=json.dumps({"num_rows": facts["rows"]}),
+    )
+    context = InputTag("mlflow.data.context", "inference")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [context])])
 
 
 def end_run(client: Any, run_id: str, status: str, error: Optional[str] = None) -> None:
