@@ -1,12 +1,22 @@
 """Credentials never leave the machine in a run's record: a tracking URI such as
 ``http://user:secret@host`` is logged as ``http://***@host``, and a value whose key looks
 secret (password, token, secret, API key) as ``***``. Applied to params, tags, the run
-name, the summary and the config files logged as artifacts."""
+name, the summary and the config files logged as artifacts.
+
+A password may hold ``@``, ``/``, ``:``, ``#`` or a space (clients take the last ``@`` of
+the authority as the end of the userinfo), so a URL here runs from its ``scheme://`` to
+the next setting (``key=`` after a space or a comma, as in Hydra's override lists), the
+next URL or the end, and everything up to its last ``@`` is hidden: too much rather than
+a piece of a password that works."""
 
 import re
 from typing import Any
 
-USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+URL = re.compile(
+    r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<rest>.*?)"
+    r"(?=[\s,]+[\w.+~/-]+=|[\s,]+[a-z][a-z0-9+.-]*://|$)",
+    re.IGNORECASE | re.DOTALL,
+)
 SECRET = r"passw|secret|token|api[_-]?key|credential"
 SECRET_KEY = re.compile(SECRET, re.IGNORECASE)
 SECRET_OVERRIDE = re.compile(rf"([\w.+~]*(?:{SECRET})[\w.]*=)\S+", re.IGNORECASE)
@@ -16,7 +26,14 @@ HIDDEN = "***"
 def redact(text: str) -> str:
     """``text`` with the userinfo of every URL in it hidden, and the value of every
     ``key=value`` whose key looks secret (a Hydra override)."""
-    return SECRET_OVERRIDE.sub(rf"\1{HIDDEN}", USERINFO.sub(f"{HIDDEN}@", text))
+    return SECRET_OVERRIDE.sub(rf"\1{HIDDEN}", URL.sub(_hide_userinfo, text))
+
+
+def _hide_userinfo(url: re.Match) -> str:
+    rest = url["rest"]
+    if "@" not in rest:
+        return url[0]
+    return f"{url['scheme']}{HIDDEN}@{rest.rpartition('@')[2]}"
 
 
 def redact_yaml(text: str) -> str:

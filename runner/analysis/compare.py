@@ -8,7 +8,7 @@ carry one) and by the ``machine`` tag, and writes, benchstat-style:
 - per configuration and machine, the median throughput over every pass of every run with
   its 95 % interval (runs and their passes resampled: ``runner.analysis.statistics``);
 - per machine against the baseline, the ratio of medians with its interval, the p-value
-  of Welch's t-test on the runs' log medians, and a verdict: the ratio where both say it
+  of a t-test on the runs' log medians, and a verdict: the ratio where both say it
   differs, ``~`` where not, ``n/a`` where a side has too few runs to judge;
 - a last row per machine: the geometric mean of its ratios over the configurations it and
   the baseline both ran enough runs of to judge, with its interval: one score per machine.
@@ -224,7 +224,7 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int]) 
         "Median throughput in images/s over every pass of every run, ± the half-width of its "
         "95 % interval (runs x passes); each machine against "
         f"`{baseline}`, the baseline: the ratio of medians and its 95 % interval where "
-        "Welch's t-test on the runs (p < 0.05) and the interval both say they differ, `~` "
+        "a t-test on the runs (p < 0.05) and the interval both say they differ, `~` "
         "where they do not, `n/a` where a side has fewer than two runs to judge by.",
         "",
         "| configuration | " + " | ".join(f"`{m}`" for m in ordered)

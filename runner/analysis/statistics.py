@@ -8,9 +8,9 @@ sample here is a list of runs, each a list of pass throughputs:
 - an interval resamples the runs, then the passes within each run drawn (a two-level
   bootstrap, ``scipy.stats.bootstrap`` drawing the runs); a sample of one run resamples
   its passes;
-- a difference is tested on the runs, the independent units: Welch's t-test
-  (``scipy.stats.ttest_ind``) on the logarithms of their medians, so a sample needs two
-  runs or more to be judged;
+- a difference is tested on the runs, the independent units: a t-test
+  (``scipy.stats.ttest_ind``, Student's for sides of one size, Welch's otherwise) on the
+  logarithms of their medians, so a sample needs two runs or more to be judged;
 - the geometric mean of ratios over configurations takes its interval from the ratios'
   bootstrap distributions, drawn independently for each configuration.
 
@@ -146,8 +146,11 @@ def median_interval(runs: Runs) -> Optional[Interval]:
 
 
 def run_test(baseline: Runs, other: Runs) -> Optional[float]:
-    """The two-sided p-value of Welch's t-test on the log medians of the runs; None where
-    a side has fewer than two runs or neither side varies (no spread to judge by)."""
+    """The two-sided p-value of a t-test on the log medians of the runs; None where a side
+    has fewer than two runs or neither side varies (no spread to judge by). With as many
+    runs on each side (the hardware preset's rounds) Student's test, whose pooled variance
+    keeps n1 + n2 - 2 degrees of freedom and which is robust to unequal variances when the
+    sides are of one size; otherwise Welch's, which does not assume equal variances."""
     from scipy.stats import ttest_ind
 
     logs = [np.log([np.median(run) for run in _clean(side)]) for side in (baseline, other)]
@@ -155,7 +158,8 @@ def run_test(baseline: Runs, other: Runs) -> Optional[float]:
         return None
     if all(np.ptp(side) == 0 for side in logs):
         return None
-    p_value = float(ttest_ind(logs[1], logs[0], equal_var=False).pvalue)
+    balanced = len(logs[0]) == len(logs[1])
+    p_value = float(ttest_ind(logs[1], logs[0], equal_var=balanced).pvalue)
     return None if np.isnan(p_value) else p_value
 
 
