@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.analysis.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
+from runner.errors import flat
 from runner.redact import redact
 
 FAILURES_FILE = "failures.txt"
@@ -102,14 +103,21 @@ class SweepTracking(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = sweep_dir / FAILURES_FILE
         failed = failures.read_text().splitlines() if failures.exists() else []
-        if self.parent_id:
-            records = records_from_mlflow(self.client, self.parent_id)
-        else:
-            records = records_from_dir(sweep_dir)
-        written = write_report(sweep_dir, records, self.title)
-        if self.parent_id:
-            for path in written:
-                self.client.log_artifact(self.parent_id, str(path))
+        try:
+            if self.parent_id:
+                records = records_from_mlflow(self.client, self.parent_id)
+            else:
+                records = records_from_dir(sweep_dir)
+            written = write_report(sweep_dir, records, self.title)
+            if self.parent_id:
+                for path in written:
+                    self.client.log_artifact(self.parent_id, str(path))
+        except Exception as error:  # Hydra would only warn and exit 0: say it, exit 1
+            self._finish("FAILED")
+            cause = f"{type(error).__name__}: {flat(error, 300)}"
+            print(f"error: the sweep report could not be made: {cause}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            sys.exit(1)
         self._finish("FAILED" if failed else "FINISHED")
         if written:
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)

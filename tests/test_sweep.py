@@ -12,8 +12,9 @@ import urllib.request
 
 import mlflow
 import pytest
+from omegaconf import OmegaConf
 
-from runner import REPO_ROOT
+from runner import REPO_ROOT, sweep
 from runner.analysis.report import main as report_main
 from tests.conftest import run_app, start_app, wait_for_phase
 
@@ -116,6 +117,28 @@ def test_eight_jobs_four_at_once_with_the_joblib_launcher(tmp_path):
         assert run.info.status == "FINISHED" and run.data.metrics["items"] == 40
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"mask.png"}
     assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 8
+
+
+def test_a_report_that_cannot_be_made_fails_the_sweep(tmp_path, monkeypatch, capsys):
+    """Hydra only warns about a callback that raises, and exits 0: the sweep says it."""
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.create_run(client.create_experiment("gridbench"))
+    tracking = sweep.SweepTracking()
+    tracking.client, tracking.parent_id = client, parent.info.run_id
+
+    def broken(*args):
+        raise ValueError("no room")
+
+    monkeypatch.setattr(sweep, "records_from_mlflow", lambda *args: [])
+    monkeypatch.setattr(sweep, "write_report", broken)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as ended:
+        tracking.on_multirun_end(config)
+    assert ended.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: the sweep report could not be made: ValueError: no room"
+    )
+    assert client.get_run(parent.info.run_id).info.status == "FAILED"
 
 
 def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):

@@ -206,6 +206,16 @@ def _mean_verdict(mean: float, interval: Optional[stats.Interval]) -> str:
     return f"{mean:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
 
 
+def _mean_text(mean: float, interval: Optional[stats.Interval]) -> str:
+    """The verdict, and where it is ``~`` or ``n/a`` the figures it was made of."""
+    verdict = _mean_verdict(mean, interval)
+    if verdict == "n/a":
+        return f"n/a ({mean:.2f}x)"
+    if verdict == "~":
+        return f"~ ({mean:.2f}x [{interval.low:.2f}, {interval.high:.2f}])"
+    return verdict
+
+
 def _figure(cell: Cell) -> str:
     """``4,233 ±0.7 % (2x5)``: median, the interval's half-width, runs x passes."""
     interval = stats.median_interval(cell.runs)
@@ -241,7 +251,7 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int]) 
         cells = [""] * len(ordered)
         for machine in others:
             mean = table["geomean"].get(machine)
-            cells += [f"{mean[0]:.2f}x, {_mean_verdict(*mean)}", ""] if mean else ["", ""]
+            cells += [_mean_text(*mean), ""] if mean else ["", ""]
         lines.append("| **geometric mean** | " + " | ".join(cells) + " |")
     only_one = sum(len(row["machines"]) == 1 for row in table["rows"])
     busy = sum(cell.busy for row in table["rows"] for cell in row["machines"].values())

@@ -179,20 +179,7 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
     lines = [f"# {title}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in table:
         cells = [_cell(row[key]) for key in SHOWN]
-        for name, stem in WITH_INTERVALS:
-            if name == "throughput_ips":
-                cells.append(
-                    _with_interval(
-                        {
-                            stem: row[name],
-                            f"{stem}_low": row[f"{stem}_low"],
-                            f"{stem}_high": row[f"{stem}_high"],
-                        },
-                        stem,
-                    )
-                )
-            else:
-                cells.append(_with_interval(row, stem))  # fmt: skip
+        cells += [_with_interval(row, name) for name in WITH_INTERVALS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
