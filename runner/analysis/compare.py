@@ -281,7 +281,7 @@ def plot(path: Path, table: dict[str, Any]) -> None:
     series = others or [baseline]
     step = 0.6 / max(len(series), 1)
     for number, machine in enumerate(series):
-        ys, xs, below, above = [], [], [], []
+        ys, xs, below, above, alike = [], [], [], [], []
         for y, row in enumerate(rows):
             value = _plotted(row, machine, bool(others))
             if value:
@@ -289,17 +289,25 @@ def plot(path: Path, table: dict[str, Any]) -> None:
                 xs.append(value[0])
                 below.append(value[0] - value[1])
                 above.append(value[2] - value[0])
+                alike.append(others and row["versus"][machine].verdict() in ("~", "n/a"))
         if others and machine in table["geomean"]:
             mean, interval = table["geomean"][machine]
             ys.append(len(rows) - 0.3 + step * (number + 0.5))
             xs.append(mean)
             below.append(mean - (interval.low if interval else mean))
             above.append((interval.high if interval else mean) - mean)
-        ax.errorbar(xs, ys, xerr=[below, above], fmt="o", capsize=3, label=machine)
-    if others:
+            alike.append(_mean_verdict(mean, interval) in ("~", "n/a"))
+        drawn = ax.errorbar(xs, ys, xerr=[below, above], fmt="o", capsize=3, label=machine)
+        hollow = [(x, y) for x, y, same in zip(xs, ys, alike, strict=True) if same]
+        if hollow:  # not called different: an open dot
+            ax.scatter(*zip(*hollow, strict=True), s=30, zorder=3, facecolors="white",
+                       edgecolors=drawn.lines[0].get_color())  # fmt: skip
+    if others and table["geomean"]:
         labels.append("geometric mean")
+    if others:
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)
-        ax.set_xlabel(f"throughput / {baseline}'s (dot: ratio of medians; bar: 95 % interval)")
+        ax.set_xlabel(f"throughput / {baseline}'s (dot: ratio of medians, open where not "
+                      "called different; bar: 95 % interval)")  # fmt: skip
         ax.set_title(f"Each machine against {baseline}")
     else:
         ax.set_xscale("log")
