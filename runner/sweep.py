@@ -72,6 +72,14 @@ def record_failure(sweep_dir: Path, job: str, message: str) -> None:
         handle.write(f"job {job}: {message}\n")
 
 
+def _release_joblib_workers() -> None:
+    """The joblib launcher leaves its worker processes idle for loky's 300 s, and the
+    command waited for them before it could exit: end them with the sweep."""
+    loky = sys.modules.get("joblib.externals.loky")
+    if loky is not None:
+        loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
 class SweepTracking(Callback):
     """Opens the parent run, closes it with the sweep's status, writes the report."""
 
@@ -119,6 +127,7 @@ class SweepTracking(Callback):
                   flush=True)  # fmt: skip
             sys.exit(1)
         self._finish("FAILED" if failed else "FINISHED")
+        _release_joblib_workers()
         if written:
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
         if failed:

@@ -78,10 +78,12 @@ def hog():
     at once, so the hog is left to init (as another user's program would be)."""
     code = (
         "import subprocess, sys; "
-        "print(subprocess.Popen([sys.executable, '-c', 'while True: pass']).pid)"
+        "print(subprocess.Popen([sys.executable, '-c', 'while True: pass'], "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)"  # the pipe is ours
     )
-    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True).stdout)  # fmt: skip
+    started = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True)  # fmt: skip
+    pid = int(started.stdout)
     process = psutil.Process(pid)
     yield process
     process.kill()

@@ -60,7 +60,8 @@ def stop_helpers() -> None:
     with contextlib.suppress(OSError, ChildProcessError):
         forkserver._forkserver._stop()  # noqa: SLF001 - no public way to stop and wait
     tracker = resource_tracker._resource_tracker  # noqa: SLF001
-    if tracker._fd is not None and not _tracker_stop:  # noqa: SLF001
+    started_here = tracker._fd is not None and tracker._pid is not None  # noqa: SLF001
+    if started_here and not _tracker_stop:  # a joblib worker inherits its parent's: not ours
         # after the pool's semaphores are unlinked (their finalizers have priority 0)
         _tracker_stop.append(util.Finalize(None, tracker._stop, exitpriority=-100))  # noqa: SLF001
 
