@@ -87,6 +87,7 @@ class SweepTracking(Callback):
         self.client: Any = None
         self.parent_id: Optional[str] = None
         self.title = "sweep"
+        self.link = ""  # the parent run's page in MLflow's UI
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -95,15 +96,17 @@ class SweepTracking(Callback):
         self.title = f"sweep {sweep_dir.name}: {overrides}"
         if not config.mlflow.enabled:
             return
-        from runner.tracking.store import open_store, tracking_uri
+        from runner.tracking.store import open_store, run_link, tracking_uri
 
-        self.client, experiment_id = open_store(tracking_uri(config), config.mlflow.experiment)
+        uri = tracking_uri(config)
+        self.client, experiment_id = open_store(uri, config.mlflow.experiment)
         run = self.client.create_run(  # not the active run: jobs here open their own
             experiment_id,
             run_name=self.title,
             tags={"sweep_dir": str(sweep_dir), "sweep": overrides},
         )
         self.parent_id = run.info.run_id
+        self.link = run_link(uri, experiment_id, self.parent_id)
         (sweep_dir / PARENT_FILE).write_text(self.parent_id + "\n")
         atexit.register(self._finish, "KILLED")  # the sweep ended early (Ctrl-C, a crash)
 
@@ -130,6 +133,8 @@ class SweepTracking(Callback):
         _release_joblib_workers()
         if written:
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
+        if self.link:
+            print(f"MLflow: {self.link}", flush=True)  # the parent run: the report, its jobs
         if failed:
             message = f"error: {len(failed)} job(s) of the sweep failed, see {failures}"
             print(message, file=sys.stderr, flush=True)

@@ -1,13 +1,17 @@
 """``runner.compare`` across two "machines" logging to one store, and its bad input."""
 
 import csv
+import os
 import re
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
+from runner import REPO_ROOT
 from runner.analysis.compare import FILES
 from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
@@ -150,6 +154,21 @@ def test_bad_input_is_one_line_and_writes_nothing(two_machines, tmp_path, capsys
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize("module", ["runner.compare", "runner.report"])
+def test_the_short_names_run_the_analysis_commands(module, tmp_path):
+    """``python -m runner.compare`` and ``runner.report`` are the analysis modules' mains:
+    their arguments, output and exit status."""
+    arguments = {"runner.compare": ["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"],
+                 "runner.report": [str(tmp_path)]}[module]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          timeout=300)  # fmt: skip
+    expected = {"runner.compare": (1, "no tracking store at"),
+                "runner.report": (2, "holds no completed job")}[module]  # fmt: skip
+    assert done.returncode == expected[0] and expected[1] in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_an_experiment_without_finished_runs_is_refused(tmp_path, capsys):

@@ -70,7 +70,7 @@ def test_the_hardware_preset_sweeps_up_to_this_machines_cores(monkeypatch):
     assert params.backend.split(",") == ["onnxruntime", "jit", "eager"]
     assert params.mode == "sequential,parallel" and cfg.repeats == "auto"  # overrides the config
     assert params.round == "1,2,3" and list(params)[0] == "round"  # slowest: rounds apart
-    assert cfg.stability.max_s == 2.5 and cfg.stability.target == 0.02
+    assert cfg.stability.max_s == 2.2 and cfg.stability.target == 0.02
     assert cfg.batch_size == 1 and cfg.mlflow.experiment == "gridbench"  # the rest is kept
     monkeypatch.setattr(config, "available_cores", lambda: 12)
     assert config.thread_counts() == "1,2,4,8,12"

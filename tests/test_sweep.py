@@ -79,6 +79,10 @@ def test_sweep_is_grouped_and_reported(tmp_path):
     assert (sweep / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
     assert {"report.csv", "report.md", "speedup.png"} <= logged
+    link = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"MLflow: http://127.0.0.1:5000/{link}?workflowType=machine_learning"
+    )
 
     # the same report again, from MLflow alone
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
