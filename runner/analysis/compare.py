@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +50,11 @@ class Cell:
     @property
     def median(self) -> float:
         return stats.median(self.runs)
+
+    @cached_property
+    def interval(self) -> Optional[stats.Interval]:
+        """Drawn once: the table, the Markdown and the picture all show it."""
+        return stats.median_interval(self.runs)
 
 
 def read_runs(uri: str, experiment: str) -> tuple[list[dict[str, Any]], dict[str, int], str]:
@@ -165,7 +171,7 @@ def write_csv(path: Path, table: dict[str, Any]) -> None:
         writer.writeheader()
         for row in table["rows"]:
             for machine, cell in sorted(row["machines"].items()):
-                interval = stats.median_interval(cell.runs)
+                interval = cell.interval
                 against = row["versus"].get(machine)
                 base = machine == table["baseline"] and len(row["machines"]) > 1
                 writer.writerow({
@@ -218,7 +224,7 @@ def _mean_text(mean: float, interval: Optional[stats.Interval]) -> str:
 
 def _figure(cell: Cell) -> str:
     """``4,233 ±0.7 % (2x5)``: median, the interval's half-width, runs x passes."""
-    interval = stats.median_interval(cell.runs)
+    interval = cell.interval
     spread = f" ±{interval.relative_half_width(cell.median) * 100:.1f} %" if interval else ""
     shape = f"{len(cell.runs)}x{stats.passes(cell.runs) // len(cell.runs)}"
     return f"{cell.median:,.0f}{spread} ({shape}){BUSY_MARK if cell.busy else ''}"
@@ -329,7 +335,7 @@ def _plotted(row: dict[str, Any], machine: str, ratios: bool) -> Optional[tuple[
         interval = against.interval or stats.Interval(against.ratio, against.ratio)
         return against.ratio, interval.low, interval.high
     cell = row["machines"].get(machine)
-    interval = stats.median_interval(cell.runs) or stats.Interval(cell.median, cell.median)
+    interval = cell.interval or stats.Interval(cell.median, cell.median)
     return cell.median, interval.low, interval.high
 
 
