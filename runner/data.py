@@ -87,7 +87,7 @@ def load_split(data_dir: Path, split: str) -> Split:
     )
 
 
-def dataset_facts(data_dir: Path, split: str) -> dict[str, object]:
+def dataset_facts(data_dir: Path, split: str, rows: int) -> dict[str, object]:
     """The split as MLflow's runs table shows it (its *Dataset* column): a name, the digest
     of its files (checked against these sha256 at every load), where they are, its size."""
     prefix = PREFIX[split]
@@ -97,7 +97,7 @@ def dataset_facts(data_dir: Path, split: str) -> dict[str, object]:
         "name": f"mnist-{split}",
         "digest": digest[:12],
         "source": (data_dir / f"{names[0]}.gz").resolve().as_uri(),
-        "rows": 60000 if split == "train" else 10000,
+        "rows": rows,
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from runner.analysis.statistics import MIN_PASSES, median_interval
 from runner.config import repo_path
 from runner.data import dataset_facts
 from runner.execution.classify import Result
@@ -43,7 +44,7 @@ def summarize(
         "batch_size": cfg.batch_size,
         "grid": [cfg.grid.rows, cfg.grid.columns],
         "split": cfg.data.split,
-        "dataset": dataset_facts(repo_path(cfg.data.dir), cfg.data.split),
+        "dataset": dataset_facts(repo_path(cfg.data.dir), cfg.data.split, split_size),
         "offset": cfg.data.offset,
         "wrapped": cfg.data.offset + items > split_size,
         "items": items,
@@ -94,10 +95,11 @@ def _throughput_interval(cfg: DictConfig, items: int, runtimes_s: list[float]) -
     figures: dict[str, Any] = {}
     if cfg.repeats == "auto":
         figures["stability_target"] = cfg.stability.target
-    if len(runtimes_s) < 3:  # scipy is not imported for a run that cannot use it
-        figures["throughput_interval"] = f"none: {len(runtimes_s)} pass(es), an interval needs 3"
+    if len(runtimes_s) < MIN_PASSES:  # scipy is not imported for a run that cannot use it
+        figures["throughput_interval"] = (
+            f"none: {len(runtimes_s)} pass(es), an interval needs {MIN_PASSES}"
+        )
         return figures
-    from runner.analysis.statistics import median_interval
 
     passes = [[items / seconds for seconds in runtimes_s]]
     interval = median_interval(passes)

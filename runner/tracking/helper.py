@@ -136,22 +136,21 @@ class Served:
     def __init__(self) -> None:
         self.client: Any = None
         self.run_id: Optional[str] = None
-        self.uri = ""
+        self.link = ""  # the run's page in MLflow's UI
 
     def begin(self, *args: Any) -> str:
-        from runner.tracking.store import begin_run
+        from runner.tracking.store import begin_run, run_link
 
-        self.client, self.run_id = begin_run(*args)
-        self.uri = args[0]
+        self.client, self.run_id, experiment_id = begin_run(*args)
+        self.link = run_link(args[0], experiment_id, self.run_id)
         return self.run_id
 
     def log(self, results: dict[str, Any]) -> str:
         """Log the results; the run's link in MLflow's UI."""
-        from runner.tracking.store import run_link, write_results
+        from runner.tracking.store import write_results
 
         write_results(self.client, self.run_id, results)
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        return run_link(self.uri, experiment_id, self.run_id)
+        return self.link
 
     def end(self, status: str, error: Optional[str] = None) -> None:
         from runner.tracking.store import end_run

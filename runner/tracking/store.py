@@ -184,10 +184,11 @@ def begin_run(
     tags: dict[str, str],
     params: dict[str, Any],
     start_ms: Optional[int] = None,
-) -> tuple[Any, str]:
-    """Open the store and create a run in it with ``tags`` and ``params``; the client and the
-    run's id. ``tags`` may name a parent (``mlflow.parentRunId``) and the command that ran
-    (``mlflow.source.name``); the user and the source type are added here."""
+) -> tuple[Any, str, str]:
+    """Open the store and create a run in it with ``tags`` and ``params``; the client, the
+    run's id and its experiment's. ``tags`` may name a parent (``mlflow.parentRunId``) and
+    the command that ran (``mlflow.source.name``); the user and the source type are added
+    here."""
     from mlflow.entities import Param
 
     client, experiment_id = open_store(uri, experiment)
@@ -202,7 +203,7 @@ def begin_run(
     except Exception as error:
         end_run(client, run_id, "FAILED", flat(error))
         raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
-    return client, run_id
+    return client, run_id, experiment_id
 
 
 def _user() -> str:

@@ -49,7 +49,7 @@ def sync(run_dir: Path) -> str:
     uri, name = tracking_uri(cfg), redact(run_name(cfg))
     started_ms = int(summary.get("started_at", time.time()) * 1000)
     params = redacted(flatten(cfg))
-    client, run_id = begin_run(uri, cfg.mlflow.experiment, name, {}, params, started_ms)
+    client, run_id, _ = begin_run(uri, cfg.mlflow.experiment, name, {}, params, started_ms)
     summary.update(tracked=True, mlflow_run_id=run_id, synced_at=time.time())
     summary.pop("tracking_error", None)
     try:
