@@ -43,9 +43,6 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     app = None
     try:
-        from runner.tracking import helper
-
-        helper.start()  # MLflow loads on another core while this process imports torch
         from runner import app
 
         app.main()

@@ -38,6 +38,7 @@ from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import earlier_job_alike, parent_of_job, record_failure, sweep_dir_of_job
+from runner.tracking.helper import start as start_helper
 from runner.tracking.record import Recording, mlflow_run
 
 register()
@@ -208,6 +209,8 @@ def main(cfg: DictConfig) -> None:
     global job_started
     job_started = True
     catch_stop_signals()
+    if cfg.mlflow.enabled:
+        start_helper()  # MLflow loads on another core while this one loads data and model
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)

@@ -6,6 +6,8 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
@@ -19,3 +21,32 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent ended before we asked
         os._exit(1)
+
+
+@contextmanager
+def deaf_start(signals: set[int]) -> Iterator[None]:
+    """Block ``signals`` while a child starts: the mask is inherited through fork and exec,
+    so a Ctrl-C for the whole group cannot hit the child's interpreter before it chose to
+    ignore it. A signal meanwhile reaches this process when the block ends. multiprocessing's
+    resource tracker, which unblocks them as it starts, is started first.
+
+    Windows has no signal masks: there the child ignores the signals from its first line,
+    and a Ctrl-C in the instant before ends it (the run, stopped by the same Ctrl-C, says
+    so)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def hear_again(signals: set[int]) -> None:
+    """In the child, undo what ``deaf_start`` blocked (once it ignores the signals)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)

@@ -85,6 +85,12 @@ def stop_requested() -> "KeyboardInterrupt | Terminated | None":
     return KeyboardInterrupt() if _signals else None
 
 
+def stops_heard() -> int:
+    """How many SIGINTs and SIGTERMs have arrived: a wait that began at one count ends when
+    it grows, even inside ``held_stops``."""
+    return len(_signals)
+
+
 def flat(text: object, limit: int = 500) -> str:
     """A message on one line: whitespace folded, cut at ``limit`` characters."""
     return " ".join(str(text).split())[:limit]

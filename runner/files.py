@@ -43,10 +43,10 @@ def discard_run_dir(run_dir: Path, job_name: str, keep: Path) -> None:
             break
 
 
-def check_writable(directory: Path) -> None:
-    """Fail now, not after the classification, if the run's products cannot be written."""
+def check_writable(directory: Path, what: str = "run directory") -> None:
+    """Fail now, not after the classification, if files cannot be made in ``directory``."""
     try:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        raise InputError(f"run directory {directory} is not writable: {error.strerror}")
+        raise InputError(f"{what} {directory} is not writable: {error.strerror}")

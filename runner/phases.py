@@ -2,7 +2,8 @@
 
 With ``GRIDBENCH_PHASE_DIR`` set, each phase of a run touches a file named after it as the
 phase begins, so a test can wait for an observable state instead of sleeping. Unset (the
-normal case), ``begin`` does nothing.
+normal case), ``begin`` does nothing. ``PHASES`` are those a Ctrl-C is tested in; a few
+other marks (``store_lock``: the store's lock is asked for) serve single tests.
 """
 
 import os

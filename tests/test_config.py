@@ -1,6 +1,5 @@
 """Config composition, the typed schema, and every value check."""
 
-import os
 import re
 
 import pytest
@@ -11,9 +10,10 @@ from omegaconf.errors import ValidationError
 from runner import REPO_ROOT, config
 from runner.config import flatten, register, repo_path, validate
 from runner.errors import ConfigError
+from runner.execution.devices import available_cores
 
 register()
-CORES = len(os.sched_getaffinity(0))
+CORES = available_cores()
 
 
 def compose_run(*overrides: str):
@@ -117,7 +117,7 @@ def test_relative_paths_resolve_against_the_repo_not_the_cwd(tmp_path, monkeypat
 
 
 def test_workers_times_intra_op_threads_may_not_exceed_the_cores():
-    cores = len(os.sched_getaffinity(0))
+    cores = CORES
     validate(compose_run("mode=parallel", f"threads={cores}", "intra_op_threads=1"))
     validate(compose_run("mode=parallel", f"threads={2 * cores}"))  # oversubscribing is asked for
     validate(compose_run(f"intra_op_threads={cores}"))  # sequential: one process

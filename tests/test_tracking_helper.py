@@ -7,12 +7,18 @@ import signal
 
 import mlflow
 import pytest
+from filelock import FileLock
 
-from runner.errors import InputError, RunnerError
-from runner.tracking import record
+from runner import errors
+from runner.errors import InputError, RunnerError, Terminated, catch_stop_signals, held_stops
+from runner.tracking import record, store
 from runner.tracking.helper import Helper
 from runner.tracking.record import mlflow_run
+from tests.conftest import run_app, start_app, wait_for_phase
 from tests.test_config import compose_run
+from tests.test_faults import alive, descendants
+
+PROC = "sqlite:////proc/m.db"  # a directory that is there but takes no files
 
 
 @pytest.fixture
@@ -69,7 +75,8 @@ def test_a_run_left_open_is_killed_when_the_main_process_goes(tmp_path, helper):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = helper.ask("begin", uri, "x", "a run", {}, {})
     helper.connection.close()  # what the kernel does when the main process dies
-    assert helper.process.wait(timeout=120) == 0
+    helper.process.join(timeout=120)
+    assert helper.process.exitcode == 0
     assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "KILLED"
 
 
@@ -97,7 +104,7 @@ class SlowStore:
             raise self.begin_answer
         return self.begin_answer
 
-    def ask(self, request, *args):
+    def ask(self, request, *args, patience=None):
         self.sent.append(request)
 
 
@@ -132,3 +139,66 @@ def test_a_server_is_always_waited_for(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     with mlflow_run(compose_run(), spare_core=True):
         assert store.waited == 1  # a refusal (credentials, network) comes before the work
+
+
+@pytest.fixture
+def stops_caught():
+    """The app's SIGINT and SIGTERM handlers in this process, undone afterwards."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    catch_stop_signals()
+    yield
+    errors._signals.clear()  # noqa: SLF001 - what a new process starts with
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def test_a_wait_for_the_helper_has_a_bound_and_the_helper_goes(tmp_path, helper):
+    database = tmp_path / "mlflow.db"
+    with FileLock(f"{database}.lock"):  # another process holds the store: begin cannot finish
+        with pytest.raises(RunnerError, match="helper process was stopped: it gave no answer"):
+            helper.ask("begin", f"sqlite:///{database}", "x", "a run", {}, {}, patience=1)
+        assert not helper.process.is_alive()
+        with pytest.raises(RunnerError, match="it gave no answer"):  # never a second wait
+            helper.ask("end", "KILLED")
+
+
+def test_a_stop_ends_a_wait_for_the_helper_even_when_held(tmp_path, helper, stops_caught):
+    database = tmp_path / "mlflow.db"
+    with FileLock(f"{database}.lock"), held_stops():
+        helper.send("begin", f"sqlite:///{database}", "x", "a run", {}, {})
+        os.kill(os.getpid(), signal.SIGTERM)  # held: recorded, not raised
+        with pytest.raises(Terminated):
+            helper.answer()
+    assert not helper.process.is_alive()
+
+
+def test_a_store_whose_lock_stays_taken_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "LOCK_S", 0.2)
+    database = tmp_path / "mlflow.db"
+    with FileLock(f"{database}.lock"), pytest.raises(RunnerError, match="held by another process"):
+        store.open_store(f"sqlite:///{database}", "x")
+
+
+def test_a_store_in_a_directory_that_takes_no_files_is_bad_input(tmp_path):
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", env={"MLFLOW_TRACKING_URI": PROC})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: MLflow tracking store {PROC}: directory /proc is not writable: "
+        "No such file or directory"
+    )
+    assert "Total Item" not in done.stdout and not (tmp_path / "run").exists()
+
+
+def test_sigterm_ends_a_run_whose_store_is_locked(tmp_path):
+    """The run waits for its store (several passes), whose lock another process holds:
+    SIGTERM still ends it, at once, as terminated."""
+    database = tmp_path / "mlflow.db"
+    with FileLock(f"{database}.lock"):
+        process = start_app(tmp_path, "grid.rows=2", "grid.columns=2", "repeats=3")
+        wait_for_phase(tmp_path, process, "store_lock")  # the helper waits at the lock
+        everything = descendants(process.pid)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    assert (process.returncode, err.strip()) == (143, "error: terminated")
+    assert alive(everything) == []
+    assert not (tmp_path / "run" / "summary.json").exists()

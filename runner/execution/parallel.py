@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
-from runner.children import die_with_parent
+from runner.children import deaf_start, die_with_parent
 from runner.data import read_images
 from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
 from runner.execution.backends import build
@@ -69,20 +69,11 @@ def stop_helpers() -> None:
 def _start_forkserver_deaf_to_ctrl_c() -> None:
     """Start the forkserver with SIGINT blocked, a mask it keeps and its workers inherit: a
     Ctrl-C sent to the whole process group then cannot hit its interpreter while it starts
-    (Python would print a fatal error). The parent's block lasts only the fork and exec: a
-    SIGINT meanwhile reaches the parent's handler when ``pthread_sigmask`` unblocks it. The
-    resource tracker starts first: starting it unblocks SIGINT (it masks its own start)."""
-    from multiprocessing import forkserver, resource_tracker
+    (Python would print a fatal error)."""
+    from multiprocessing import forkserver
 
-    resource_tracker.ensure_running()
-    if not hasattr(signal, "pthread_sigmask"):
+    with deaf_start({signal.SIGINT}):
         forkserver.ensure_running()
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _init_worker(job: Job, started: Any, ready: Any) -> None:

@@ -1,65 +1,66 @@
 """MLflow in a helper process, off the run's critical path.
 
 Importing MLflow (2-3 s) and opening its store (1-2 s) cost as much as importing torch.
-``python -m runner`` starts this helper before anything else, so both happen on another
-core while the main process starts; a job then asks it, over a socket, to begin its run,
-log the results and end it. Requests are answered in order, and a failure comes back as
-the error it was (bad input or not) to be raised in the main process: before the work, or
-after it when the run did not wait for its ``begin`` (``record.mlflow_run``).
+A job with MLflow on starts this helper first thing, so both happen on another core while
+the main process loads its data and model; the job then asks it, over a pipe, to begin its
+run, log the results and end it. Requests are answered in order, and a failure comes back
+as the error it was (bad input or not) to be raised in the main process: before the work,
+or after it when the run did not wait for its ``begin`` (``record.mlflow_run``).
 
-The helper ignores Ctrl-C and SIGTERM: the main process decides how its run ends, so a
-write is never cut in half. If the main process vanishes (SIGKILL, the OOM killer) the
-socket closes, and the helper ends the run it holds as KILLED and exits.
+It is a ``multiprocessing`` spawn process with a ``Pipe``, which every OS has. It ignores
+Ctrl-C and SIGTERM: the main process decides how its run ends, so a write is never cut in
+half. Every wait for an answer has a bound and ends at the next Ctrl-C or SIGTERM, the
+helper killed then. If the main process vanishes (SIGKILL, the OOM killer) the pipe
+closes, and the helper ends the run it holds as KILLED and exits.
 """
 
 import atexit
+import multiprocessing
 import os
 import signal
-import socket
-import subprocess
-import sys
+import time
 from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn, Optional
 
-from runner import REPO_ROOT
-from runner.errors import InputError, RunnerError, flat, held_stops
+from runner.children import deaf_start, hear_again
+from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_stopped, stops_heard
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
+ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
+STOPPING_S = 30.0  # what ending the run as KILLED may take, once the run is stopping
 
 
 class Helper:
     """The main process's end: start the helper, send it requests, wait for answers."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair()
-        code = f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-        code += "from runner.tracking.helper import serve; serve()"
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # inherited through exec
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            theirs.close()
-        self.connection = Connection(ours.detach())
+        context = multiprocessing.get_context("spawn")
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=serve, args=(theirs,), name="mlflow-helper")
+        with deaf_start(STOPS):
+            self.process.start()
+        theirs.close()
         self.unanswered = 0
         self.answered = False  # once it has, it is idle between requests, never importing
+        self.stops_at_send = 0
+        self.given_up = ""  # why the helper was killed, once it was
 
-    def ask(self, request: str, *args: Any) -> Any:
-        """Send ``request`` and wait for its answer."""
-        self.send(request, *args)
-        return self.answer()
+    def ask(self, request: str, *args: Any, patience: float = ANSWER_S) -> Any:
+        """Send ``request`` and wait at most ``patience`` seconds for its answer."""
+        deadline = time.monotonic() + patience
+        self.send(request, *args, deadline=deadline)
+        return self.answer(deadline)
 
-    def send(self, request: str, *args: Any) -> None:
+    def send(self, request: str, *args: Any, deadline: Optional[float] = None) -> None:
         """Send ``request`` without waiting; ``answer`` gives its answer later. Answers to
         earlier requests that nobody waited for (a Ctrl-C came first) are read and dropped."""
+        self.stops_at_send = stops_heard()  # a stop from now on ends the waits
         while self.unanswered:
             with suppress(RunnerError):
-                self.answer()
+                self.answer(deadline)
+        if self.given_up:
+            self._ended()
         try:
             self.connection.send((request, args))
         except OSError:
@@ -70,10 +71,18 @@ class Helper:
         """Whether the answer to the request sent last is waiting to be read."""
         return self.unanswered > 0 and self.connection.poll(0)
 
-    def answer(self) -> Any:
-        """The answer to the oldest request not yet answered; its error raised here."""
+    def answer(self, deadline: Optional[float] = None) -> Any:
+        """The answer to the oldest request not yet answered; its error raised here. Waits
+        until ``deadline`` (``ANSWER_S`` from now by default) or a stop sent after the
+        request, whichever comes first; the helper is killed then."""
+        deadline = deadline or time.monotonic() + ANSWER_S
         while not self.connection.poll(0.1):  # a Ctrl-C may raise between polls
-            pass
+            if stops_heard() > self.stops_at_send:  # one held back (``held_stops``)
+                self._give_up("a stop came first")
+                raise_if_stopped()
+            if time.monotonic() > deadline:
+                self._give_up("it gave no answer in time")
+                self._ended()
         try:
             with held_stops():  # never half a message
                 kind, value = self.connection.recv()
@@ -87,23 +96,33 @@ class Helper:
             raise RunnerError(value)
         return value
 
+    def _give_up(self, why: str) -> None:
+        self.given_up = why
+        self.process.kill()
+        self.process.join()
+
     def _ended(self) -> NoReturn:
         self.unanswered = 0
+        self.process.join(timeout=10)
+        if self.given_up:
+            raise RunnerError(f"the MLflow helper process was stopped: {self.given_up}")
         raise RunnerError(
-            f"the MLflow helper process ended unexpectedly (exit status {self.process.wait()})"
+            f"the MLflow helper process ended unexpectedly (exit status {self.process.exitcode})"
         )
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
 
     def close(self) -> None:
         """End the helper now. Every run it opened was ended first (``record.mlflow_run``).
-        An idle helper leaves on its own when the socket closes (its coverage data saved,
+        An idle helper leaves on its own when the pipe closes (its coverage data saved,
         under the tests); one still importing MLflow is killed rather than waited for."""
         self.connection.close()
         if self.answered and self.unanswered == 0:
-            with suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
-                return
-        self.process.kill()
-        self.process.wait()
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
 
 
 _helper: list[Helper] = []  # the process's one helper, once started
@@ -118,7 +137,7 @@ def start() -> None:
 
 def helper() -> Helper:
     """The running helper, started now if there is none (a joblib or Ray job's process)."""
-    if _helper and _helper[0].process.poll() is not None:
+    if _helper and not _helper[0].alive():
         stop()
     start()
     return _helper[0]
@@ -160,13 +179,12 @@ class Served:
             end_run(self.client, run_id, status, error)
 
 
-def serve() -> None:
-    """The helper's life: warm MLflow up, answer requests until the socket closes, then
-    end a run left open as KILLED."""
+def serve(connection: Connection) -> None:
+    """The helper's life: warm MLflow up, answer requests until the pipe closes, then end
+    a run left open as KILLED."""
     for stop_signal in STOPS:
         signal.signal(stop_signal, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-    connection = Connection(int(sys.argv[1]))
+    hear_again(STOPS)
     from runner.tracking.store import DEFAULT_URI, warm
 
     warm(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)  # the likely store

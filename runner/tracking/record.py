@@ -15,7 +15,7 @@ from runner.config import flatten
 from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
 from runner.redact import redact, redact_yaml, redacted
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
-from runner.tracking.helper import Helper, helper
+from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
 from runner.tracking.helper import stop as stop_helper
 from runner.tracking.store import check_place, run_name, tracking_uri
 
@@ -117,8 +117,9 @@ def mlflow_run(
             status, cause = "KILLED", None
         else:
             status, cause = "FAILED", redact(flat(error)) or type(error).__name__
-        with held_stops(), suppress(Exception):  # a store that is gone must not hide the cause
-            tracker.ask("end", status, cause)
+        patience = STOPPING_S if status == "KILLED" else ANSWER_S  # a second stop ends it too
+        with held_stops(), suppress(Exception, *Stop):  # a store gone must not hide the cause
+            tracker.ask("end", status, cause, patience=patience)
         raise
     tracker.ask("end", "FINISHED")
     raise_if_stopped()  # the run is complete; a late Ctrl-C still ends the command as asked

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError, flat
+from runner.files import check_writable
 from runner.phases import begin
 
 if TYPE_CHECKING:  # the helper imports this module first thing: nothing it does not use
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # the helper imports this module first thing: nothing it does
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
 ARTIFACT_ROOT = OUTPUTS / "mlartifacts"
+LOCK_S = 60.0  # a store's first use holds its lock for seconds: longer is a stuck process
 # An unreachable server should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -70,11 +72,15 @@ def run_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
 
 
 def check_place(uri: str) -> None:
-    """Refuse a SQLite store in a directory that is not there: bad input, found without
-    importing MLflow, so the main process reports it before the work."""
-    database = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:///") and not database.parent.is_dir():
-        raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
+    """Refuse a SQLite store in a directory that is not there or takes no files (its lock
+    and the database are files): bad input, found without importing MLflow, so the main
+    process reports it before the work."""
+    if not uri.startswith("sqlite:///"):
+        return
+    directory = Path(uri.removeprefix("sqlite:///")).parent
+    if not directory.is_dir():
+        raise InputError(f"MLflow tracking store {uri}: no such directory {directory}")
+    check_writable(directory, f"MLflow tracking store {uri}: directory")
 
 
 @contextmanager
@@ -86,11 +92,17 @@ def _store_lock(uri: str) -> Iterator[None]:
         return
     check_place(uri)
     database = Path(uri.removeprefix("sqlite:///"))
-    from filelock import FileLock  # flock on Unix, LockFileEx on Windows
+    from filelock import FileLock, Timeout  # flock on Unix, LockFileEx on Windows
 
-    lock = FileLock(f"{database}.lock")
+    lock = FileLock(f"{database}.lock", timeout=LOCK_S)
+    begin("store_lock")  # for a test to find the helper at the lock
     try:
         lock.acquire()
+    except Timeout:
+        raise RunnerError(
+            f"MLflow tracking store {uri}: its lock {lock.lock_file} was held by another "
+            f"process for {LOCK_S:.0f} s"
+        )
     except OSError as error:
         raise InputError(f"MLflow tracking store {uri} cannot be written: {error.strerror}")
     try:
@@ -207,10 +219,12 @@ def begin_run(
 
 
 def _user() -> str:
+    """The login name; the uid where it has none (a container's), "unknown" where neither
+    the environment nor the OS says (getpass asks ``os.getuid``, which Windows lacks)."""
     try:
         return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container's)
-        return str(os.getuid())
+    except (KeyError, OSError, AttributeError):
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
 def write_results(client: Any, run_id: str, results: dict[str, Any]) -> None:
