@@ -10,6 +10,7 @@ import sys
 from runner import REPO_ROOT, machine
 from runner.execution import devices, parallel
 from runner.machine import cpu_facts, fingerprint, machine_name, memory_gb
+from tests.conftest import wait_for
 
 PROCESSOR = """processor\t: {number}
 vendor_id\t: AuthenticAMD
@@ -90,17 +91,36 @@ def test_spawn_where_forkserver_is_not_offered(monkeypatch):
 
 
 def test_the_store_lock_needs_no_fcntl(tmp_path):
-    """Where there is no fcntl (Windows), the store is still locked while it is created."""
+    """Where there is no fcntl, the store is still locked while it is created: a second
+    process that asks for the lock gets it only once the first has let it go."""
+    (tmp_path / "phases").mkdir()
     code = (
         "import sys; sys.modules['fcntl'] = None\n"  # importing fcntl now fails
+        "from pathlib import Path\n"
         "from runner.tracking import store\n"
         f"with store._store_lock('sqlite:///{tmp_path / 'mlflow.db'}'):\n"
-        f"    print(sorted(p.name for p in __import__('pathlib').Path('{tmp_path}').iterdir()))\n"
+        "    print('held', flush=True)\n"
+        "    if sys.argv[1] == 'first':\n"
+        "        sys.stdin.readline()\n"
+        f"        Path('{tmp_path / 'released'}').touch()\n"
+        "    else:\n"
+        f"        print(Path('{tmp_path / 'released'}').exists())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['mlflow.db.lock']"  # held while inside the block
+    env = {**os.environ, "GRIDBENCH_PHASE_DIR": str(tmp_path / "phases")}
+
+    def start(which):
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "env": env}
+        return subprocess.Popen([sys.executable, "-c", code, which], cwd=REPO_ROOT, **pipes)
+
+    first = start("first")
+    assert first.stdout.readline() == "held\n"
+    (tmp_path / "phases" / "store_lock").unlink()
+    second = start("second")
+    wait_for(tmp_path / "phases" / "store_lock", second)  # it asks for the lock now
+    out, _ = first.communicate("go\n", timeout=120)
+    assert first.returncode == 0
+    out, _ = second.communicate(timeout=120)
+    assert (second.returncode, out.split()) == (0, ["held", "True"])  # after the first let go
 
 
 def test_a_fingerprint_never_fails(monkeypatch):

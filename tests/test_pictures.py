@@ -2,7 +2,6 @@
 
 import json
 import os
-import pty
 import subprocess
 import sys
 
@@ -13,7 +12,16 @@ from PIL import Image
 from runner import REPO_ROOT
 from runner.analysis.report import plot
 from runner.analysis.scaling import amdahl, karp_flatt
-from runner.pictures.gallery import SHOWN, mistakes, save_gallery
+from runner.pictures.gallery import (
+    CAPTION,
+    CELL_HEIGHT,
+    CELL_WIDTH,
+    COLUMNS,
+    SHOWN,
+    TITLE,
+    mistakes,
+    save_gallery,
+)
 from runner.pictures.preview import IMAGE_WIDTH, MAX_WIDTH, preview_pixels
 from tests.conftest import run_app
 
@@ -52,6 +60,14 @@ def test_gallery_is_capped(tmp_path, test_split):
     prob = np.linspace(0.2, 0.9, 300, dtype=np.float32)
     count = save_gallery(tmp_path / "errors.png", test_split.images, 0, labels, pred, prob)
     assert count == 300 > SHOWN
+    with Image.open(tmp_path / "errors.png") as picture:  # ten rows of ten, not thirty
+        assert picture.size == (COLUMNS * CELL_WIDTH, TITLE + SHOWN // COLUMNS * CELL_HEIGHT)
+        sheet = np.asarray(picture.convert("L"))
+    tops = [TITLE + row * CELL_HEIGHT + CAPTION for row in range(SHOWN // COLUMNS)]
+    lefts = [column * CELL_WIDTH + 13 for column in range(COLUMNS)]
+    squares = [sheet[top : top + CELL_HEIGHT - CAPTION - 6, left : left + CELL_WIDTH - 26]
+               for top in tops for left in lefts]  # fmt: skip
+    assert sum((square < 128).any() for square in squares) == SHOWN  # a digit's ink in each
 
 
 @pytest.mark.parametrize("grid", [(200, 300), (3, 5000), (4000, 2)])
@@ -91,6 +107,7 @@ def start_with_stderr(stderr, tmp_path):
 
 
 def test_progress_bar_moves_on_a_terminal_and_stays_off_a_file(tmp_path):
+    pty = pytest.importorskip("pty")  # a pseudo-terminal is POSIX's; the module imports anywhere
     controller, terminal = pty.openpty()
     process = start_with_stderr(terminal, tmp_path)
     os.close(terminal)  # the child holds the only other end now
