@@ -6,18 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import InputError
+from runner.errors import InputError, held_stops, raise_if_stopped
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the product private
+    """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds.
+    A Ctrl-C while the file is made waits until the cleanup below is sure to run."""
+    with held_stops():
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
     try:
+        raise_if_stopped()
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the product private
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

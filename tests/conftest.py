@@ -69,10 +69,17 @@ def start_app(tmp_path: Path, *overrides: str, env: dict | None = None) -> subpr
 def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     """Until ``marker`` exists (the app touches one as each phase begins), however slow the
     machine; fails if the app ends first."""
+    wait_until(marker.exists, process, f"phase {marker.name} never began", timeout)
+
+
+def wait_until(
+    happened, process: subprocess.Popen, what: str = "never happened", timeout: float = 300
+) -> None:
+    """Until ``happened()`` is true, polling; fails if the app ends first."""
     deadline = time.monotonic() + timeout
-    while not marker.exists():
+    while not happened():
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"phase {marker.name} never began"
+        assert time.monotonic() < deadline, what
         time.sleep(0.01)
 
 

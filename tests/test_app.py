@@ -1,13 +1,21 @@
 """The real app in a subprocess: products, MLflow records, a sweep, and refusals."""
 
 import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import run_app
+from runner import REPO_ROOT
+from runner.app import ONNX_CACHE
+from runner.errors import InputError
+from runner.execution.onnx_graph import graph_of
+from runner.files import check_writable
+from tests.conftest import WEIGHTS, run_app
 
 SMALL = ("grid.rows=6", "grid.columns=10", "data.offset=59990")  # 60 cells, wraps
 
@@ -135,3 +143,31 @@ def test_the_store_opens_beside_the_work_only_on_a_free_core(
     monkeypatch.setattr(app, "_jobs_side_by_side", lambda: side_by_side)
     job = SimpleNamespace(threads=workers, intra_op_threads=threads)
     assert app.leaves_a_core(compose_run(f"mode={mode}"), job) is expected
+
+
+def test_a_directory_that_takes_no_files_is_named_with_the_reason(tmp_path):
+    with pytest.raises(InputError) as refused:
+        check_writable(tmp_path / "missing")
+    assert str(refused.value) == (
+        f"run directory {tmp_path / 'missing'} is not writable: No such file or directory"
+    )
+    check_writable(tmp_path)  # one that does: nothing said, nothing left
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_default_run_never_imports_torch(tmp_path):
+    """Once the graph is cached, the default backend runs (helper, pictures and all)
+    without torch: the 2-3 s of importing it are not paid."""
+    graph_of(WEIGHTS, ONNX_CACHE)  # as the first run leaves it
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+        f"sys.argv = ['runner', 'grid.rows=2', 'grid.columns=2', 'hydra.run.dir={tmp_path}/run']\n"
+        "runpy.run_module('runner', run_name='__main__')\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch imported: False")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["tracked"] is True

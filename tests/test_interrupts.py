@@ -22,6 +22,17 @@ from tests.conftest import run_app, wait_for
 from tests.test_faults import alive, descendants
 
 GRID = ("mode=parallel", "threads=2", "grid.rows=100", "grid.columns=300", "backend=eager")
+SEQUENTIAL = ("grid.rows=100", "grid.columns=300")  # the default mode and backend
+SPAWN = ("mode=parallel", "threads=2", *SEQUENTIAL, "parallel.start_method=spawn")
+SIGINT, SIGTERM = (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")
+CASES = [
+    *[(GRID, SIGINT, phase) for phase in PHASES],  # the forkserver's workers, with torch
+    (SEQUENTIAL, SIGINT, "classify"),
+    (SEQUENTIAL, SIGTERM, "classify"),
+    (SEQUENTIAL, SIGTERM, "mask"),
+    (SPAWN, SIGINT, "workers"),
+    (SPAWN, SIGTERM, "classify"),
+]
 
 
 def forkserver_blocks_ctrl_c(run_pid):
@@ -36,24 +47,29 @@ def forkserver_blocks_ctrl_c(run_pid):
     raise AssertionError("the run has no forkserver")
 
 
-@pytest.mark.parametrize("phase", PHASES)
-def test_ctrl_c_in_each_phase_leaves_nothing_and_the_next_run_works(tmp_path, phase):
+@pytest.mark.parametrize(
+    "overrides, stop, phase", CASES, ids=[f"{o[-1]}-{s[2]}-{p}" for o, s, p in CASES]
+)
+def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
+    tmp_path, overrides, stop, phase
+):
     markers = tmp_path / "phases"
     markers.mkdir()
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
     process = subprocess.Popen(
-        [sys.executable, "-m", "runner", *GRID, f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
     wait_for(markers / phase, process)
     everything = descendants(process.pid)
-    if phase == "classify":
+    if phase == "classify" and overrides is GRID:
         assert forkserver_blocks_ctrl_c(process.pid)
-    os.killpg(process.pid, signal.SIGINT)
+    signum, code, word = stop
+    os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=120)
-    assert (process.returncode, err.strip()) == (130, "error: interrupted"), err
+    assert (process.returncode, err.strip()) == (code, f"error: {word}"), err
     assert "Traceback" not in out + err
     assert alive(everything) == [], "processes of the run outlived it"
     assert not (tmp_path / "run" / "summary.json").exists()  # the mark of a complete run
@@ -65,6 +81,8 @@ def test_ctrl_c_in_each_phase_leaves_nothing_and_the_next_run_works(tmp_path, ph
         experiment = client.get_experiment_by_name("gridbench")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
         assert [run.info.status for run in runs] in ([], ["KILLED"])
+    if phase not in ("store", "logging"):
+        return  # a stop elsewhere writes nothing to the store but its KILLED
     again = run_app(tmp_path, "grid.rows=2", "grid.columns=2")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "run" / "summary.json").exists()
@@ -93,10 +111,16 @@ def test_a_half_created_store_without_runs_may_be_deleted(tmp_path):
 
 
 def _results_kept_for_sync(run_dir, line):
-    """The run classified while the helper opened the store (it leaves a core free): the
-    refusal came after the work, and the results wait for ``runner.sync``."""
+    """A run that leaves a core free classifies while the helper opens the store; the
+    refusal comes after the work, and the results wait for ``runner.sync``. Unless the
+    helper was quicker than the main process (a busy or a one-core machine): then it came
+    before the work, which left nothing."""
+    summary = run_dir / "summary.json"
+    if not (run_dir / "mask.png").exists():  # no work was done
+        assert not summary.exists() and "log them later" not in line
+        return
     assert line.endswith(f"log them later with `python -m runner.sync {run_dir}`")
-    assert json.loads((run_dir / "summary.json").read_text())["tracked"] is False
+    assert json.loads(summary.read_text())["tracked"] is False
 
 
 def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):

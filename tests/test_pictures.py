@@ -12,6 +12,7 @@ from PIL import Image
 from runner import REPO_ROOT
 from runner.analysis.report import plot
 from runner.analysis.scaling import amdahl, karp_flatt
+from runner.execution import progress
 from runner.pictures.gallery import (
     CAPTION,
     CELL_HEIGHT,
@@ -97,11 +98,11 @@ def test_the_speedup_plot_draws_error_bars_and_the_amdahl_fit(tmp_path):
     assert Image.open(tmp_path / "speedup.png").size[0] > 0
 
 
-def start_with_stderr(stderr, tmp_path):
+def start_with_stderr(stderr, tmp_path, *overrides):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "runner", "grid.rows=100", "grid.columns=100", "batch_size=1",
-         "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}"],
+         "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
     )  # fmt: skip
 
@@ -127,3 +128,20 @@ def test_progress_bar_moves_on_a_terminal_and_stays_off_a_file(tmp_path):
     with (tmp_path / "stderr.txt").open("wb") as file:
         assert start_with_stderr(file, tmp_path).wait(timeout=600) == 0
     assert b"\r" not in (tmp_path / "stderr.txt").read_bytes()
+    with (tmp_path / "asked.txt").open("wb") as file:  # asked for: drawn into a file too
+        assert start_with_stderr(file, tmp_path, "progress=true").wait(timeout=600) == 0
+    assert b"/10.0k" in (tmp_path / "asked.txt").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "setting, terminal, side_by_side, shown",
+    [
+        ("auto", True, False, True),
+        ("auto", False, False, False),  # a file or a pipe
+        ("auto", True, True, False),  # joblib's jobs at once: their bars would overwrite
+        ("true", False, True, True),  # asked for, wherever it goes
+        ("false", True, False, False),
+    ],
+)
+def test_when_the_progress_bar_is_shown(setting, terminal, side_by_side, shown):
+    assert progress.wanted(setting, terminal, side_by_side) is shown
