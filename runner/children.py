@@ -3,6 +3,7 @@
 Light on purpose (no torch): each child imports this first thing."""
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -50,3 +51,13 @@ def hear_again(signals: set[int]) -> None:
     """In the child, undo what ``deaf_start`` blocked (once it ignores the signals)."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+
+def spawnable_context(method: str) -> multiprocessing.context.BaseContext:
+    """multiprocessing's context for ``method``. A child is told to restore this process's
+    global start method; inside a joblib (loky) worker that is "loky", which a child cannot
+    find, so ``method`` becomes the global one there."""
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "forkserver",
+                                                                 "spawn"):  # fmt: skip
+        multiprocessing.set_start_method(method, force=True)
+    return multiprocessing.get_context(method)

@@ -21,12 +21,13 @@ from runner.phases import PHASES
 from tests.conftest import run_app, wait_for
 from tests.test_faults import alive, descendants
 
-GRID = ("mode=parallel", "threads=2", "grid.rows=100", "grid.columns=300", "backend=eager")
 SEQUENTIAL = ("grid.rows=100", "grid.columns=300")  # the default mode and backend
-SPAWN = ("mode=parallel", "threads=2", *SEQUENTIAL, "parallel.start_method=spawn")
+GRID = ("mode=parallel", "threads=2", *SEQUENTIAL)  # the forkserver's workers
+SPAWN = (*GRID, "parallel.start_method=spawn")
 SIGINT, SIGTERM = (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")
+NAMES = {SEQUENTIAL: "sequential", GRID: "forkserver", SPAWN: "spawn"}
 CASES = [
-    *[(GRID, SIGINT, phase) for phase in PHASES],  # the forkserver's workers, with torch
+    *[(GRID, SIGINT, phase) for phase in PHASES],
     (SEQUENTIAL, SIGINT, "classify"),
     (SEQUENTIAL, SIGTERM, "classify"),
     (SEQUENTIAL, SIGTERM, "mask"),
@@ -48,7 +49,7 @@ def forkserver_blocks_ctrl_c(run_pid):
 
 
 @pytest.mark.parametrize(
-    "overrides, stop, phase", CASES, ids=[f"{o[-1]}-{s[2]}-{p}" for o, s, p in CASES]
+    "overrides, stop, phase", CASES, ids=[f"{NAMES[o]}-{s[2]}-{p}" for o, s, p in CASES]
 )
 def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
     tmp_path, overrides, stop, phase

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 
+import mlflow
 import pytest
 
 from runner import REPO_ROOT
 from tests.test_interrupts import wait_for
-from tests.test_sweep import _get, _post, _wait_until_up, free_port
+from tests.test_sweep import _wait_until_up, free_port
 
 GRID = ("grid.rows=20", "grid.columns=300", "backend=eager")  # long enough to kill a server
 
@@ -63,29 +64,21 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
     assert summary["tracked"] is False and summary["tracking_error"]
     assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
 
-    second, base = start_server(tmp_path / "second")
-    try:
-        done = sync(run_dir, base=base)
-        assert done.returncode == 0, done.stderr
-        experiment = _get(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gridbench")
-        search = {"experiment_ids": [experiment["experiment"]["experiment_id"]]}
-        runs = _post(base, "/api/2.0/mlflow/runs/search", search)["runs"]
-        assert len(runs) == 1
-        run = runs[0]
-        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        params = {p["key"]: p["value"] for p in run["data"]["params"]}
-        assert metrics["items"] == 6000 and metrics["accuracy"] == summary["accuracy"]
-        assert params["grid.rows"] == "20" and params["backend"] == "eager"
-        assert int(run["info"]["start_time"]) == int(summary["started_at"] * 1000)
-        listed = _get(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
-        assert {"mask.png", "summary.json"} <= {f["path"] for f in listed["files"]}
-        synced = json.loads((run_dir / "summary.json").read_text())
-        assert synced["tracked"] is True and synced["mlflow_run_id"] == run["info"]["run_id"]
+    later = f"sqlite:///{tmp_path / 'later.db'}"  # wherever the user logs it: one server start less
+    done = sync(run_dir, base=later)
+    assert done.returncode == 0, done.stderr
+    client = mlflow.MlflowClient(later)
+    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.data.metrics["items"] == 6000
+    assert run.data.metrics["accuracy"] == summary["accuracy"]
+    assert run.data.params["grid.rows"] == "20" and run.data.params["backend"] == "eager"
+    assert run.info.start_time == int(summary["started_at"] * 1000)
+    assert {"mask.png", "summary.json"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
+    synced = json.loads((run_dir / "summary.json").read_text())
+    assert synced["tracked"] is True and synced["mlflow_run_id"] == run.info.run_id
 
-        again = sync(run_dir, base=base)
-        assert again.returncode == 2 and "is already tracked" in again.stderr
-    finally:
-        stop(second)
+    again = sync(run_dir, base=later)
+    assert again.returncode == 2 and "is already tracked" in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
-from runner.children import deaf_start, die_with_parent
+from runner.children import deaf_start, die_with_parent, hear_again, spawnable_context
 from runner.data import read_images
 from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
 from runner.execution.backends import build
@@ -41,6 +41,7 @@ from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
+STOPS = {signal.SIGINT, signal.SIGTERM}
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 
@@ -81,6 +82,7 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
     _worker["started"] = time.time()
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    hear_again(STOPS)  # started deaf (``run_parallel``); SIGTERM from the pool ends us
     _worker["ready"] = ready
     try:
         set_torch_threads(job.backend, job.intra_op_threads)
@@ -167,11 +169,7 @@ def _classify_all(pool: ProcessPoolExecutor, job: Job, advance: Advance) -> Part
 def run_parallel(job: Job) -> Result:
     """Classify the grid with ``job.threads`` worker processes."""
     workers = job.threads
-    if multiprocessing.get_start_method(allow_none=True) not in (None, *START_METHODS, "fork"):
-        # Inside a joblib (loky) worker the global method is "loky", which our children,
-        # told to restore it, cannot find: make ours the global one for this process.
-        multiprocessing.set_start_method(job.start_method, force=True)
-    context = multiprocessing.get_context(job.start_method)
+    context = spawnable_context(job.start_method)
     if job.start_method == "forkserver":
         runtime = "onnxruntime" if job.onnx else "runner.model"  # torch only if it is used
         context.set_forkserver_preload(["runner.execution.forkserver_preload", runtime])
@@ -188,8 +186,11 @@ def run_parallel(job: Job) -> Result:
     )
     processes: list[multiprocessing.Process] = []
     try:
-        with held_stops():  # each submit starts a worker: a start cut in half leaves one
-            warm = [  # forked but never told what to run, which we could not even name
+        # Each submit starts a worker: a start cut in half leaves one forked but never told
+        # what to run, which we could not even name; and a spawned worker that a Ctrl-C for
+        # the group ends before it read its orders leaves this process writing them for ever.
+        with held_stops(), deaf_start(STOPS):
+            warm = [
                 pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
                 for _ in range(workers)
             ]

@@ -15,7 +15,6 @@ closes, and the helper ends the run it holds as KILLED and exits.
 """
 
 import atexit
-import multiprocessing
 import os
 import signal
 import time
@@ -23,7 +22,7 @@ from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn, Optional
 
-from runner.children import deaf_start, hear_again
+from runner.children import deaf_start, hear_again, spawnable_context
 from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_stopped, stops_heard
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
@@ -35,7 +34,7 @@ class Helper:
     """The main process's end: start the helper, send it requests, wait for answers."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = spawnable_context("spawn")
         self.connection, theirs = context.Pipe()
         self.process = context.Process(target=serve, args=(theirs,), name="mlflow-helper")
         with deaf_start(STOPS):
