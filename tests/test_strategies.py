@@ -1,18 +1,26 @@
 """Both execution modes: the same predictions, the expected accuracy, no leaked descriptors."""
 
 import threading
+from functools import cache
 
 import numpy as np
 import psutil
 import pytest
 
 from runner import REPO_ROOT
+from runner.app import ONNX_CACHE
 from runner.data import cell_images
 from runner.errors import RunnerError
 from runner.execution import parallel
 from runner.execution.classify import Job, chunk_ranges, run_sequential
+from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import run_parallel
 from tests.conftest import WEIGHTS
+
+
+@cache
+def cached_graph() -> bytes:
+    return graph_of(WEIGHTS, ONNX_CACHE).onnx
 
 
 def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
@@ -24,6 +32,8 @@ def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
         start_method="forkserver",
         timeout_s=120,
     )
+    if (defaults | settings)["backend"] == "onnxruntime":
+        settings.setdefault("onnx", cached_graph())  # as the app passes it: never re-exported
     return Job(
         model=model,
         split=split,

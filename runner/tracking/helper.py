@@ -20,6 +20,7 @@ import signal
 import time
 from contextlib import suppress
 from multiprocessing.connection import Connection
+from multiprocessing.util import Finalize
 from typing import Any, NoReturn, Optional
 
 from runner.children import deaf_start, hear_again, spawnable_context
@@ -27,7 +28,7 @@ from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_st
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
 ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
-STOPPING_S = 30.0  # what ending the run as KILLED may take, once the run is stopping
+STOPPING_S = 10.0  # what ending the run as KILLED may take, once the run is stopping
 
 
 class Helper:
@@ -132,6 +133,9 @@ def start() -> None:
     if not _helper:
         _helper.append(Helper())
         atexit.register(stop)
+        # A joblib (loky) worker ends through multiprocessing's exit, which runs no atexit
+        # handlers and joins every child first: the helper, waiting for us, is stopped before.
+        Finalize(None, stop, exitpriority=10)
 
 
 def helper() -> Helper:
