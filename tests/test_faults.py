@@ -13,14 +13,15 @@ import pytest
 import torch
 
 from runner import REPO_ROOT
-from runner.errors import RunnerError
+from runner.errors import InputError, RunnerError
 from runner.execution.classify import run_sequential
+from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import run_parallel
 from runner.model import MnistCNN
 from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
 from tests.test_strategies import make_job, open_descriptors
 
-BIG = ("mode=parallel", "grid.rows=2000", "backend=eager", "parallel.start_method=forkserver")
+BIG = ("mode=parallel", "grid.rows=2000", "parallel.start_method=forkserver")
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -164,13 +165,24 @@ def test_worker_that_cannot_load_its_model_is_reported(model, test_split, tmp_pa
         (lambda p: torch.save(MnistCNN(), p), "is refused by weights_only loading"),
     ],
 )
-def test_bad_weights_exit_2_naming_the_file(tmp_path, make, message):
+def test_bad_weights_are_refused_naming_the_file(tmp_path, make, message):
     weights = tmp_path / "bad.pt"
     make(weights)
+    with pytest.raises(InputError) as refused:
+        graph_of(weights, tmp_path / "cache")  # what the default backend's run does first
+    assert str(refused.value).startswith(f"weights file {weights} ") and message in str(
+        refused.value
+    )
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_bad_weights_exit_2_with_nothing_written(tmp_path):
+    weights = tmp_path / "bad.pt"
+    weights.write_bytes(b"not a checkpoint at all")
     done = run_app(tmp_path, "grid.rows=2", f"weights={weights}")
     assert done.returncode == 2
-    assert done.stderr.strip().startswith(f"error: weights file {weights} ")
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.strip().startswith(f"error: weights file {weights} is truncated or corrupt")
+    assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
 
 

@@ -100,15 +100,15 @@ def _actors() -> list[int]:
 
 EXPECTED = {
     "kill actor": (1, "error: a Ray actor failed", "FAILED"),
-    "hang actor": (1, "error: no Ray actor answered within 15 s (parallel.timeout_s)", "FAILED"),
+    "hang actor": (1, "error: no Ray actor answered within 10 s (parallel.timeout_s)", "FAILED"),
     "ctrl-c": (130, "error: interrupted", "KILLED"),
 }
 
 
 @pytest.mark.parametrize("fault", EXPECTED)
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
-    timeout = ["parallel.timeout_s=15"] if fault == "hang actor" else []
-    process = start_app(tmp_path, "mode=ray", "grid.rows=2000", "backend=eager", *timeout)
+    timeout = ["parallel.timeout_s=10"] if fault == "hang actor" else []
+    process = start_app(tmp_path, "mode=ray", "grid.rows=2000", *timeout)
     wait_for_phase(tmp_path, process, "classify")  # both actors started and warmed up
     actors = _actors()
     assert len(actors) == 2, actors

@@ -97,15 +97,6 @@ def open_descriptors() -> int:
     return me.num_fds() if hasattr(me, "num_fds") else me.num_handles()
 
 
-def test_repeated_parallel_runs_leave_no_descriptors_open(model, test_split):
-    run_parallel(make_job(model, test_split, 500, 50, threads=2))
-    before = open_descriptors()
-    for _ in range(3):
-        run_parallel(make_job(model, test_split, 20000, 100, threads=2))
-    # not exact: another thread of the process may hold one for a moment; one a run is 3
-    assert open_descriptors() - before < 3
-
-
 @pytest.mark.parametrize("cells, batch, workers", [(1, 1, 2), (1000, 64, 2), (60000, 1, 3)])
 def test_chunks_cover_the_grid_on_batch_boundaries(cells, batch, workers):
     ranges = chunk_ranges(cells, batch, workers)

@@ -183,7 +183,7 @@ def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path):
-    process = start_app(tmp_path, "mode=parallel", "grid.rows=2000", "backend=eager")
+    process = start_app(tmp_path, "mode=parallel", "grid.rows=2000")
     wait_for_phase(tmp_path, process, "classify")
     wait_until(lambda: _running_runs(tmp_path), process)  # at once, unless a core was spare
     os.killpg(process.pid, signal.SIGINT)

@@ -191,12 +191,15 @@ def test_a_store_in_a_directory_that_takes_no_files_is_bad_input(tmp_path):
 
 def test_sigterm_ends_a_run_whose_store_is_locked(tmp_path):
     """The run waits for its store (several passes), whose lock another process holds:
-    SIGTERM still ends it, at once, as terminated."""
+    SIGTERM ends that wait; the run then waits for its helper to mark it KILLED, which a
+    second SIGTERM ends too."""
     database = tmp_path / "mlflow.db"
     with FileLock(f"{database}.lock"):
         process = start_app(tmp_path, "grid.rows=2", "grid.columns=2", "repeats=3")
         wait_for_phase(tmp_path, process, "store_lock")  # the helper waits at the lock
         everything = descendants(process.pid)
+        os.killpg(process.pid, signal.SIGTERM)
+        wait_for_phase(tmp_path, process, "stopping")  # to end its MLflow run as KILLED
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     assert (process.returncode, err.strip()) == (143, "error: terminated")

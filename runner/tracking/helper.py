@@ -28,7 +28,7 @@ from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_st
 
 STOPS = {signal.SIGINT, signal.SIGTERM}
 ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
-STOPPING_S = 10.0  # what ending the run as KILLED may take, once the run is stopping
+STOPPING_S = 30.0  # what ending the run as KILLED may take once it stops; a second stop ends it
 
 
 class Helper:

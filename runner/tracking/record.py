@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from runner.config import flatten
 from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
+from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
@@ -118,6 +119,7 @@ def mlflow_run(
         else:
             status, cause = "FAILED", redact(flat(error)) or type(error).__name__
         patience = STOPPING_S if status == "KILLED" else ANSWER_S  # a second stop ends it too
+        begin("stopping")
         with held_stops(), suppress(Exception, *Stop):  # a store gone must not hide the cause
             tracker.ask("end", status, cause, patience=patience)
         raise
