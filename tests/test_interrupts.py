@@ -83,7 +83,7 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
         assert [run.info.status for run in runs] in ([], ["KILLED"])
     if phase not in ("store", "logging"):
-        return  # a stop elsewhere writes nothing to the store but its KILLED
+        return  # a stop elsewhere writes nothing to the store but its KILLED (checked above)
     again = run_app(tmp_path, "grid.rows=2", "grid.columns=2")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "run" / "summary.json").exists()
