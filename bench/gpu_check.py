@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CORES = len(os.sched_getaffinity(0))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 BIG = ["batch_size=1024", "repeats=3"]  # a pass takes milliseconds here: take a median
 # name: overrides. The CPU rows: eager as the reference the GPU must agree with, one core
 # with the fastest CPU backend, and every core in parallel mode (the fair opponent).

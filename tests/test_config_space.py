@@ -27,7 +27,7 @@ from runner.execution.strategies import STRATEGIES
 from runner.model import load_model
 from tests.test_config import compose_run
 
-VALID_CONFIGS, INVALID_CONFIGS = 8, 6
+VALID_CONFIGS, INVALID_CONFIGS = 7, 6  # seven: every mode once (the deck of modes)
 VALID = {
     "mode": ["sequential", "parallel", "sequential", "parallel", "ray", "sequential", "parallel"],
     "threads": [1, 2],

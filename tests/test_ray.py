@@ -17,9 +17,9 @@ import pytest
 from runner import REPO_ROOT
 from runner.execution.backends import build
 from runner.execution.classify import classify_range, run_sequential
-from runner.execution.ray_mode import run_ray
-from tests.conftest import run_app, start_app, wait_for_phase
-from tests.test_strategies import make_job
+from runner.execution.ray_mode import Classifier, run_ray
+from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
+from tests.test_strategies import cached_graph, make_job
 from tests.test_sweep import free_port
 from tests.test_timeline import assert_covers_every_cell_once
 
@@ -156,3 +156,15 @@ def test_an_embedded_ray_that_cannot_start_is_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Ray cannot start or join locally: ")
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_an_actor_classifies_as_sequential_mode_does(model, test_split, backend):
+    """The actor's own code, run in this process (Ray's workers are not measured)."""
+    onnx = cached_graph() if backend == "onnxruntime" else None
+    actor = Classifier(WEIGHTS.read_bytes(), test_split.images, 1, backend, onnx)
+    startup = actor.warm_up(4, 2)
+    assert startup.started <= startup.loaded <= startup.warm
+    part = actor.classify(0, 50, 9990, 8)  # wraps around the split's end
+    job = make_job(model, test_split, 50, 8, offset=9990, backend=backend)
+    np.testing.assert_array_equal(part.pred, run_sequential(job).pred)
