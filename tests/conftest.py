@@ -87,13 +87,3 @@ def wait_for_phase(tmp_path: Path, process: subprocess.Popen, phase: str) -> Non
     """``wait_for`` the phase of an app started by ``start_app``."""
     wait_for(tmp_path / "phases" / phase, process)
 
-
-RAY_FILES = ("test_ray.py", "test_config_space.py", "test_portability.py")
-
-
-def pytest_collection_modifyitems(items):
-    """The tests that start Ray run one after another on one xdist worker: two embedded
-    Ray clusters starting at once on two cores can miss Ray's own 30 s start-up bound."""
-    for item in items:
-        if item.path.name in RAY_FILES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
