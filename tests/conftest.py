@@ -86,4 +86,3 @@ def wait_until(
 def wait_for_phase(tmp_path: Path, process: subprocess.Popen, phase: str) -> None:
     """``wait_for`` the phase of an app started by ``start_app``."""
     wait_for(tmp_path / "phases" / phase, process)
-
