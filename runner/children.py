@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
+STOPS = {signal.SIGINT, signal.SIGTERM}  # what a child starts deaf to (``deaf_start``)
 
 
 def die_with_parent() -> None:

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
-from runner.children import deaf_start, die_with_parent, hear_again, spawnable_context
+from runner.children import STOPS, deaf_start, die_with_parent, hear_again, spawnable_context
 from runner.data import read_images
 from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
 from runner.execution.backends import build
@@ -41,7 +41,6 @@ from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
-STOPS = {signal.SIGINT, signal.SIGTERM}
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 

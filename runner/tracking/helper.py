@@ -23,10 +23,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.util import Finalize
 from typing import Any, NoReturn, Optional
 
-from runner.children import deaf_start, hear_again, spawnable_context
+from runner.children import STOPS, deaf_start, hear_again, spawnable_context
 from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_stopped, stops_heard
 
-STOPS = {signal.SIGINT, signal.SIGTERM}
 ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
 STOPPING_S = 30.0  # what ending the run as KILLED may take once it stops; a second stop ends it
 
