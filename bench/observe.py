@@ -26,7 +26,7 @@ from run import describe_machine, replace_section  # noqa: E402
 
 from runner.analysis.statistics import compare  # noqa: E402
 from runner.data import load_split  # noqa: E402
-from runner.execution.backends import build  # noqa: E402
+from runner.execution.backends import Spec, build  # noqa: E402
 from runner.execution.classify import Job, classify_range, run_sequential  # noqa: E402
 from runner.model import load_model  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
     onnx = graph_of(weights, ROOT / "outputs" / "onnx").onnx
     job = Job(model, split, weights, ROOT / "data", "train", CELLS, 0, 1, 1, 1, "onnxruntime",
               1, 1, "forkserver", 600, onnx=onnx)  # fmt: skip
-    classify = build(model, "onnxruntime", "cpu", 1, onnx)
+    classify = build("onnxruntime", Spec(model, onnx=onnx))
 
     def kernel() -> float:
         started = time.perf_counter()

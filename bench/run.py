@@ -2,6 +2,7 @@
 
     python bench/run.py            # every scenario, writes BENCHMARKS.md
     python bench/run.py --quick    # fewer repeats, prints only
+    python bench/run.py --pairs    # only backends x precisions (and compile's start-up)
 
 Every scenario is a real ``python -m runner`` process. Runtimes are medians over repeats
 inside one process (``repeats=N``); whole-process wall times are medians over separate
@@ -28,7 +29,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.execution.backends import BACKENDS  # noqa: E402
+from runner.config import backend_missing, check_pair  # noqa: E402
+from runner.errors import ConfigError  # noqa: E402
+from runner.execution.backends import BACKENDS, BUILDERS  # noqa: E402
+from runner.execution.precision import nativeness  # noqa: E402
 from runner.machine import fingerprint  # noqa: E402
 
 
@@ -112,14 +116,94 @@ def original_method(cells: int, env: dict) -> dict:
     return json.loads(done.stdout)
 
 
+def runnable_pairs() -> list[tuple[str, str]]:
+    """Every (backend, precision) this machine can run."""
+    pairs = []
+    for backend, precision in BUILDERS:
+        try:
+            check_pair(backend, precision, "cpu")
+        except ConfigError:
+            continue
+        if not backend_missing(backend):
+            pairs.append((backend, precision))
+    return pairs
+
+
+def pairs_section(workdir: Path, env: dict, repeats: int) -> list[str]:
+    """Every pair at batch 1 and 256 on the whole test split, against ONNX Runtime fp32 of
+    the same batch in the same run, with its agreement with fp32; then compile's start-up,
+    cold, warm, and in two workers."""
+    flags = fingerprint()["precision_flags"]
+    rows = ["| backend, precision | native here | batch 1: ms per image | batch 256: ms per image "
+            "| vs onnxruntime fp32 (1 / 256) | cells agreeing with fp32 | accuracy (test) |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    measured = {}
+    for backend, precision in runnable_pairs():
+        native = nativeness(precision, "cpu", flags, "")
+        times = repeats if native.native or precision == "int8" else 1  # emulated: 8x slower
+        for batch in (1, 256):
+            summary = run_app(
+                ["mlflow.enabled=false", "data.split=test", "grid.rows=100", "grid.columns=100",
+                 f"backend={backend}", f"precision={precision}", f"batch_size={batch}",
+                 f"repeats={times}", "progress=false"], workdir, env,
+            ).summary  # fmt: skip
+            measured[backend, precision, batch] = summary
+            print(
+                f"  {backend} {precision} batch {batch}: {summary['runtime_s']:.3f} s", flush=True
+            )
+        one, many = measured[backend, precision, 1], measured[backend, precision, 256]
+        base = [measured["onnxruntime", "fp32", batch]["runtime_s"] for batch in (1, 256)]
+        pair = (one, many)
+        ratios = " / ".join(f"{b / m['runtime_s']:.2f}x" for b, m in zip(base, pair, strict=True))
+        agree = "(is fp32)"
+        if "fp32_agreement" in many:
+            agree = f"{many['fp32_agreement'] * 100:.2f} %"
+        rows.append(
+            f"| {backend}, {precision} | {native.word} | {ms(one)} | {ms(many)} | {ratios} | "
+            f"{agree} | {many['accuracy'] * 100:.2f} % |"
+        )
+    cold = dict(env, TORCHINDUCTOR_CACHE_DIR=str(workdir / "inductor"))
+    compile_run = ["mlflow.enabled=false", "backend=compile", "batch_size=256", "grid.rows=10",
+                   "grid.columns=100", "progress=false"]  # fmt: skip
+    first, second = (run_app(compile_run, workdir, cold).summary["startup_s"] for _ in range(2))
+    workers = run_app([*compile_run, "mode=parallel", "threads=2"], workdir, cold)
+    rows += [
+        "",
+        f"`backend=compile` start-up (batch 256, an empty inductor cache): first run {first:.1f} s,"
+        f" second {second:.1f} s ({second / first:.2f} of the first), two parallel workers "
+        f"after them {workers.summary['startup_s']:.1f} s.",
+    ]
+    return rows
+
+
+def ms(summary: dict) -> str:
+    return f"{summary['runtime_s'] / summary['items'] * 1000:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, do not write the file")
+    parser.add_argument("--pairs", action="store_true", help="only backends x precisions")
     args = parser.parse_args()
     repeats = 1 if args.quick else 5
     processes = 1 if args.quick else 3
     workdir = Path(tempfile.mkdtemp(prefix="gridbench-bench-"))
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    if args.pairs or not args.quick:
+        pairs = pairs_section(workdir, env, repeats)
+        machine = describe_machine(fingerprint()["torch"])
+        flags = fingerprint()["precision_flags"]
+        print("\n" + machine + "\n" + "\n".join(pairs))
+        if not args.quick:
+            replace_section("pairs", [
+                f"Measured {time.strftime('%Y-%m-%d')} by `python bench/run.py --pairs` on: "
+                f"{machine}; precision flags: {flags}.", "",
+                f"Medians of {repeats} passes in one process (1 where the precision is emulated);"
+                " one thread; a 100 x 100 grid of the test split (all 10,000 images).", "",
+                *pairs,
+            ])  # fmt: skip
+        if args.pairs:
+            return
     quiet = ["mlflow.enabled=false"]
     small = ["grid.rows=100", "grid.columns=100"]  # per-image figures need no bigger grid
 
@@ -138,6 +222,7 @@ def main() -> None:
     backends = {
         (backend, batch): scenario(*small, f"backend={backend}", f"batch_size={batch}")
         for backend in BACKENDS
+        if not backend_missing(backend)
         for batch in (1, 256)
     }
     one_process = scenario("backend=eager", "batch_size=256", "intra_op_threads=2")

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
-from runner.config import register, repo_path, validate
+from runner.config import UnsupportedPair, register, repo_path, validate
 from runner.data import cell_images, load_split
 from runner.errors import (
     InputError,
@@ -24,6 +25,7 @@ from runner.errors import (
     flat,
     stop_requested,
 )
+from runner.execution.backends import GRAPH_BACKENDS
 from runner.execution.classify import Job, Result
 from runner.execution.devices import available_cores
 from runner.execution.onnx_graph import graph_of
@@ -43,6 +45,8 @@ from runner.tracking.record import Recording, mlflow_run
 
 register()
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
+COMPILE_CACHE = REPO_ROOT / "outputs" / "compile"  # inductor's kernels, for backend=compile
+REFERENCE_CACHE = REPO_ROOT / "outputs" / "reference"  # fp32 predictions, for agreement
 job_started = False  # set once Hydra hands us a composed config
 
 
@@ -54,9 +58,14 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     split = load_split(data_dir, cfg.data.split)
     weights = repo_path(cfg.weights)
     model, onnx = None, None
-    if cfg.backend == "onnxruntime":  # the cached graph, without importing torch
+    if cfg.backend in GRAPH_BACKENDS:  # the cached graph, without importing torch
         graph = graph_of(weights, ONNX_CACHE)
         onnx, flops = graph.onnx, graph.flops_per_image
+        if cfg.precision == "int8":
+            from runner.execution.quantize import int8_graph_of
+
+            train = split if cfg.data.split == "train" else load_split(data_dir, "train")
+            onnx = int8_graph_of(graph.onnx, graph.key, train.images, ONNX_CACHE)
     else:
         from runner.model import flops_per_image, load_model
 
@@ -74,6 +83,8 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         threads=1 if cfg.mode == "sequential" else cfg.threads,
         intra_op_threads=cfg.intra_op_threads,
         backend=cfg.backend,
+        precision=cfg.precision,
+        cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(COMPILE_CACHE),
         warmup=cfg.warmup,
         repeats=None if cfg.repeats == "auto" else cfg.repeats,
         stability_target=cfg.stability.target,
@@ -108,13 +119,17 @@ def _jobs_side_by_side() -> bool:
     return "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
+def _discard(run_dir: Path) -> None:
+    discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One job: products in ``run_dir``, summary.json written last as the mark of success.
 
     Bad input (a config value, a file, the store's place) leaves no run directory behind."""
     alike = earlier_job_alike(cfg)
     if alike is not None:
-        discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
+        _discard(run_dir)
         print(f"Skipped: the same configuration as job {alike} (sequential mode runs one "
               "process whatever threads says)", flush=True)  # fmt: skip
         return {}
@@ -124,8 +139,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         with mlflow_run(cfg, parent_of_job(), job_tags, leaves_a_core(cfg, job)) as tracked:
             summary = classify_and_write(cfg, job, load_s, run_dir, tracked)
-    except InputError:
-        discard_run_dir(run_dir, HydraConfig.get().job.name, REPO_ROOT / "outputs")
+    except InputError as error:
+        _discard(run_dir)
+        if isinstance(error, UnsupportedPair) and sweep_dir_of_job() is not None:
+            print(f"Skipped: {error}", flush=True)  # a sweep over backends x precisions
+            return {}
         raise
     for line in console_lines(summary):
         print(line, flush=True)
@@ -158,6 +176,10 @@ def classify_and_write(
     result = STRATEGIES[cfg.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
     summary = summarize(cfg, result, labels, load_s, len(job.split), job.flops_per_image)
+    if cfg.precision != "fp32":
+        from runner.analysis.agreement import agreement_with_fp32
+
+        summary.update(agreement_with_fp32(job, labels, result, REFERENCE_CACHE, ONNX_CACHE))
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
     draw(cfg, job, labels, result, summary, run_dir)

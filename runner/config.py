@@ -6,6 +6,7 @@ value out of range before any work starts.
 """
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from importlib.util import find_spec
@@ -17,9 +18,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
 from runner.errors import ConfigError
-from runner.execution.backends import BACKENDS, ORT_GPU_HINT, ort_has_cuda
+from runner.execution.backends import (
+    BACKENDS,
+    BUILDERS,
+    CPU_ONLY,
+    ORT_GPU_HINT,
+    ort_has_cuda,
+    precisions_of,
+)
 from runner.execution.devices import available_cores, device_problem, gpus_of, is_cuda
 from runner.execution.parallel import START_METHODS
+from runner.execution.precision import PRECISIONS, nativeness
 from runner.execution.ray_mode import INSTALL_HINT, ray_available
 from runner.execution.strategies import STRATEGIES
 
@@ -80,6 +89,7 @@ class RunConfig:
     threads: int = MISSING
     batch_size: int = MISSING
     backend: str = MISSING
+    precision: str = MISSING
     device: str = MISSING
     intra_op_threads: int = MISSING
     warmup: int = MISSING
@@ -137,16 +147,53 @@ class RayClusterLauncher:
 
 
 def thread_counts() -> str:
-    """``1,2,4,...`` up to this machine's cores, the cores included: the hardware preset's
-    sweep, which adapts to each machine it runs on."""
+    """``2,4,...`` up to this machine's cores, the cores included (``1`` on one core): the
+    hardware preset's parallel workers, adapting to each machine it runs on. One worker is
+    sequential mode's process plus a pool, which the preset runs already."""
     cores = available_cores()
-    counts = [n for n in (2**k for k in range(cores.bit_length())) if n < cores]
+    counts = [n for n in (2**k for k in range(1, cores.bit_length())) if n < cores]
     return ",".join(str(n) for n in [*counts, cores])
 
 
 def installed_backends() -> str:
-    """Every backend this environment can run (onnxruntime is an installable extra)."""
-    return ",".join(b for b in BACKENDS if b != "onnxruntime" or find_spec("onnxruntime"))
+    """Every backend this environment can run: onnxruntime and openvino where installed,
+    compile where there is a C++ compiler for inductor."""
+    return ",".join(backend for backend in BACKENDS if not backend_missing(backend))
+
+
+def preset_backends() -> str:
+    """The installed backends but TorchScript, deprecated upstream: ``backend=jit`` adds it."""
+    return ",".join(b for b in installed_backends().split(",") if b != "jit")
+
+
+def preset_precisions() -> str:
+    """The hardware preset's precisions: fp32, int8 (cheap everywhere), and bf16 and fp16
+    only where this CPU computes them natively (emulated, a run takes 8x longer: an
+    explicit ``precision=`` measures it)."""
+    from runner.machine import fingerprint
+
+    flags = fingerprint()["precision_flags"]
+    native = [p for p in ("bf16", "fp16") if nativeness(p, "cpu", flags, "").native]
+    return ",".join(["fp32", "int8", *native])
+
+
+BACKEND_HINTS = {
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install openvino",
+    "compile": "inductor needs a C++ compiler: install g++ or clang++, or set CXX",
+}
+
+
+def backend_missing(backend: str) -> str:
+    """What ``backend`` lacks in this environment, or "" when it can run."""
+    if backend in ("onnxruntime", "openvino"):
+        return "" if find_spec(backend) else BACKEND_HINTS[backend]
+    if backend == "compile":
+        compilers = (os.environ.get("CXX", ""), "g++", "clang++", "c++", "cl")
+        return (
+            "" if any(name and shutil.which(name) for name in compilers) else BACKEND_HINTS[backend]
+        )
+    return ""
 
 
 def register() -> None:
@@ -155,6 +202,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
         OmegaConf.register_new_resolver("thread_counts", thread_counts)
         OmegaConf.register_new_resolver("installed_backends", installed_backends)
+        OmegaConf.register_new_resolver("preset_backends", preset_backends)
+        OmegaConf.register_new_resolver("preset_precisions", preset_precisions)
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     ConfigStore.instance().store(
         group="hydra/launcher", name="ray_cluster_schema", node=RayClusterLauncher
@@ -180,8 +229,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend
     _require(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
+    _require(not backend_missing(backend), "backend", backend, backend_missing(backend))
     device = cfg.device
     _require(not device_problem(device), "device", device, device_problem(device))
+    check_pair(backend, cfg.precision, device)
     if is_cuda(device):
         _check_gpu_run(cfg)
     intra = cfg.intra_op_threads
@@ -296,6 +347,39 @@ def _available_mb() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 1 << 40
+
+
+class UnsupportedPair(ConfigError):
+    """A backend, precision and device that cannot run together: a sweep over backends and
+    precisions skips it, a single run is refused."""
+
+
+def check_pair(backend: str, precision: str, device: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", precision, f"must be one of {', '.join(PRECISIONS)}")
+    able = [name for name, able_precision in BUILDERS if able_precision == precision]
+    if (backend, precision) not in BUILDERS:
+        raise UnsupportedPair(
+            "precision",
+            precision,
+            f"backend={backend} runs {', '.join(precisions_of(backend))}; "
+            f"{precision} runs on backend={' | '.join(able)}",
+        )
+    for what in (backend, precision):
+        if what in CPU_ONLY and is_cuda(device):
+            raise UnsupportedPair("device", device, CPU_ONLY[what])
+    if backend == "openvino" and precision in ("bf16", "fp16"):
+        from runner.machine import fingerprint
+
+        native = nativeness(precision, "cpu", fingerprint()["precision_flags"], "")
+        if not native.native:
+            others = [name for name in able if name != "openvino"]
+            raise UnsupportedPair(
+                "precision",
+                precision,
+                f"backend=openvino runs {precision} only where the CPU does ({native.reason}; "
+                f"it would run fp32); backend={' or '.join(others)} runs it emulated",
+            )
 
 
 def _check_gpu_run(cfg: DictConfig) -> None:

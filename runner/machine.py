@@ -16,10 +16,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
+from runner.execution.precision import PRECISION_FLAGS
+
 ISA_LEVELS = (("amx_tile", "amx"), ("avx512f", "avx512f"), ("avx2", "avx2"), ("avx", "avx"))
 MACHINE_KEYS = (  # every fingerprint key, as a run's tags
     "cpu", "cpu_id", "isa", "logical_cores", "physical_cores", "memory_gb", "gpus", "os",
-    "python", "torch", "onnxruntime",
+    "python", "torch", "onnxruntime", "precision_flags", "gpu_capability",
 )  # fmt: skip
 IDENTITY_KEYS = ("cpu", "cpu_id", "isa", "logical_cores", "physical_cores", "memory_gb", "gpus")
 
@@ -60,9 +62,17 @@ def _isa(flags: set[str], machine: str) -> str:
     return next((level for flag, level in ISA_LEVELS if flag in flags), machine.lower() or "?")
 
 
+def _precision_flags(flags: set[str]) -> str:
+    """The flags that decide whether int8, bf16 and fp16 run natively, comma-separated."""
+    return ",".join(flag for flag in PRECISION_FLAGS if flag in flags) or "none"
+
+
+ARM_FEATURES = {"FEAT_DotProd": "asimddp", "FEAT_BF16": "bf16", "FEAT_FP16": "asimdhp"}
+
+
 def cpu_facts() -> dict[str, Any]:
-    """Model name, family/model/stepping, ISA level and physical cores, however the OS
-    tells them."""
+    """Model name, family/model/stepping, ISA level, the precision flags and physical cores,
+    however the OS tells them."""
     blocks, machine = _cpuinfo_blocks(), platform.machine()
     if blocks:
         info = blocks[0]
@@ -73,7 +83,13 @@ def cpu_facts() -> dict[str, Any]:
         cores = {(block.get("physical id"), block.get("core id")) for block in blocks}
         physical = len(cores) if all("core id" in block for block in blocks) else None
         name = info.get("model name") or info.get("Hardware") or platform.processor()
-        return {"cpu": name, "cpu_id": cpu_id, "isa": _isa(flags, machine), "physical": physical}
+        return {
+            "cpu": name,
+            "cpu_id": cpu_id,
+            "isa": _isa(flags, machine),
+            "precision_flags": _precision_flags(flags),
+            "physical": physical,
+        }
     brand = _sysctl("machdep.cpu.brand_string")
     if brand:  # macOS
         family, model, stepping = (
@@ -81,11 +97,16 @@ def cpu_facts() -> dict[str, Any]:
         )
         flags = set(_sysctl("machdep.cpu.features").lower().split())
         flags |= set(_sysctl("machdep.cpu.leaf7_features").lower().split())
+        flags = {flag.replace(".", "_") for flag in flags}
+        flags |= {
+            flag for name, flag in ARM_FEATURES.items() if _sysctl(f"hw.optional.arm.{name}") == "1"
+        }  # Apple silicon
         physical = _sysctl("hw.physicalcpu")
         return {
             "cpu": brand,
             "cpu_id": f"f{family or '?'}m{model or '?'}s{stepping or '?'}",
-            "isa": _isa({flag.replace(".", "_") for flag in flags}, machine),
+            "isa": _isa(flags, machine),
+            "precision_flags": _precision_flags(flags),
             "physical": int(physical) if physical.isdigit() else None,
         }
     identifier = os.environ.get(
@@ -96,6 +117,7 @@ def cpu_facts() -> dict[str, Any]:
         "cpu": platform.processor() or machine or "unknown",
         "cpu_id": "f{}m{}s{}".format(*(found.get(k, "?") for k in ("Family", "Model", "Stepping"))),
         "isa": _isa(set(), machine),
+        "precision_flags": "none",
         "physical": None,
     }
 
@@ -138,11 +160,12 @@ def _onnxruntime_version() -> str:
         return ""
 
 
-def gpu_names() -> str:
-    """The NVIDIA GPUs ``nvidia-smi`` lists (without waking CUDA in this process)."""
+def gpu_names(query: str = "name") -> str:
+    """The NVIDIA GPUs ``nvidia-smi`` lists (without waking CUDA in this process): their
+    names, or another ``--query-gpu`` field of each (``compute_cap``)."""
     try:
         done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=10,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
@@ -169,6 +192,8 @@ def fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch_version(),
         "onnxruntime": _onnxruntime_version(),
+        "precision_flags": cpu["precision_flags"],
+        "gpu_capability": gpu_names("compute_cap").replace(" ", ""),
     }
 
 

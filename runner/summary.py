@@ -13,12 +13,14 @@ from runner.data import dataset_facts
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.execution.parallel import usable_start_method
+from runner.execution.precision import nativeness
 from runner.files import atomic
 from runner.machine import MACHINE_KEYS, fingerprint, machine_name
 from runner.redact import redacted
 
 ENVIRONMENT_KEYS = (
-    "device", "cores", "backend", "torch_threads", "start_method", "machine", *MACHINE_KEYS,
+    "device", "cores", "backend", "precision", "precision_native", "torch_threads",
+    "start_method", "machine", *MACHINE_KEYS,
 )  # fmt: skip
 GPU_KEYS = ("gpu", "gpu_count", "gpu_memory_gb", "gpu_driver", "cuda_driver", "torch_cuda")
 
@@ -75,6 +77,7 @@ def summarize(
         "tail_s": result.timeline.tail_s(),
         "warmup_batches": cfg.warmup,
         "backend": cfg.backend,
+        **_precision_facts(cfg),
         "torch_threads": result.torch_threads,
         "start_method": {
             "parallel": usable_start_method(cfg.parallel.start_method),
@@ -85,6 +88,19 @@ def summarize(
         "cores": available_cores(),
         "machine": cfg.machine.name or machine_name(fingerprint()),
         **fingerprint(),
+    }
+
+
+def _precision_facts(cfg: DictConfig) -> dict[str, Any]:
+    """The precision, and whether this hardware computes it natively (and why)."""
+    facts = fingerprint()
+    native = nativeness(
+        cfg.precision, cfg.device, facts["precision_flags"], facts["gpu_capability"]
+    )
+    return {
+        "precision": cfg.precision,
+        "precision_native": native.native,
+        "precision_reason": native.reason,
     }
 
 
@@ -145,7 +161,9 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f"Accuracy: {summary['accuracy'] * 100:.2f}%",
         f"Throughput: {summary['throughput_ips']:,.0f} images/s{_interval_text(summary)}, "
         f"{summary['gflops']:.1f} GFLOP/s"
-        f" ({summary['backend']}, {summary['torch_threads']} thread(s) per process)",
+        f" ({summary['backend']}{_precision_word(summary)}, {summary['torch_threads']} "
+        "thread(s) per process)",
+        *_precision_lines(summary),
         f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
         f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
         *_gpu_lines(summary),
@@ -162,6 +180,29 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
     if summary["threads"] > (summary["cores"] or 1):
         lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
+    return lines
+
+
+def _precision_word(summary: dict[str, Any]) -> str:
+    precision = summary.get("precision", "fp32")  # summaries written before precisions: fp32
+    return f" {precision}" if precision != "fp32" else ""
+
+
+def _precision_lines(summary: dict[str, Any]) -> list[str]:
+    """Whether a lower precision ran natively, and what it cost in agreement with fp32."""
+    if summary.get("precision", "fp32") == "fp32":
+        return []
+    native = "native" if summary["precision_native"] else "emulated"
+    lines = [f"Precision: {summary['precision']} {native} ({summary['precision_reason']})"]
+    if not summary["precision_native"]:
+        lines[0] += ": expect it slower than fp32"
+    if "fp32_agreement" in summary:
+        lines.append(
+            f"Against fp32: {summary['fp32_agreement'] * 100:.2f} % of cells agree (largest "
+            f"top-1 probability difference where they do {summary['fp32_max_prob_diff']:.4f}); "
+            f"accuracy {summary['accuracy'] * 100:.2f} %, "
+            f"fp32 {summary['fp32_accuracy'] * 100:.2f} %"
+        )
     return lines
 
 

@@ -21,7 +21,7 @@ from runner import REPO_ROOT
 from runner.config import register, repo_path
 from runner.data import load_split
 from runner.errors import RunnerError
-from runner.execution.backends import build
+from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range
 from runner.files import atomic
 from runner.model import MnistCNN, to_input
@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> tuple[MnistCNN, float]:
         )
     model.eval()
     test = load_split(data_dir, "test")
-    pred, _, _ = classify_range(build(model, "eager"), test.images, 0, len(test), 0, 1000)
+    pred, _, _ = classify_range(build("eager", Spec(model)), test.images, 0, len(test), 0, 1000)
     return model, float(np.mean(pred == test.labels))
 
 

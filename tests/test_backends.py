@@ -12,7 +12,7 @@ import torch
 from runner import REPO_ROOT
 from runner.errors import InputError
 from runner.execution import onnx_graph
-from runner.execution.backends import build
+from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range
 from runner.execution.onnx_graph import export_onnx, graph_of, weights_key
 from runner.model import MnistCNN, flops_per_image
@@ -67,8 +67,10 @@ def test_the_key_follows_every_byte_of_the_weights(tmp_path):
 
 def test_the_graph_predicts_as_eager(model, test_split):
     graph = export_onnx(model)
-    eager, eager_prob, _ = classify_range(build(model, "eager"), test_split.images, 0, 2000, 0, 50)
-    fast = build(None, "onnxruntime", onnx=graph)  # the graph alone: no model needed
+    eager, eager_prob, _ = classify_range(
+        build("eager", Spec(model)), test_split.images, 0, 2000, 0, 50
+    )
+    fast = build("onnxruntime", Spec(None, onnx=graph))  # the graph alone: no model needed
     pred, prob, _ = classify_range(fast, test_split.images, 0, 2000, 0, 50)
     np.testing.assert_array_equal(pred, eager)
     np.testing.assert_allclose(prob, eager_prob, rtol=1e-4, atol=1e-5)
@@ -86,5 +88,5 @@ def test_a_model_that_cannot_be_exported_is_one_line(monkeypatch, model):
 
 def test_a_graph_onnxruntime_refuses_is_one_line(model):
     with pytest.raises(InputError, match="backend=onnxruntime refuses the model") as refused:
-        build(model, "onnxruntime", onnx=b"not an onnx graph")
+        build("onnxruntime", Spec(model, onnx=b"not an onnx graph"))
     assert "\n" not in str(refused.value)

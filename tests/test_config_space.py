@@ -20,7 +20,7 @@ from runner.app import prepare
 from runner.config import RunConfig, flatten
 from runner.data import cell_images, load_split
 from runner.errors import ConfigError
-from runner.execution.backends import build
+from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range
 from runner.execution.devices import available_cores
 from runner.execution.strategies import STRATEGIES
@@ -95,7 +95,7 @@ def reference(split: str) -> np.ndarray:
     """Predictions for a whole split, eager PyTorch in large batches."""
     model = load_model(REPO_ROOT / "weights" / "mnist-cnn.pt")
     images = load_split(REPO_ROOT / "data", split).images
-    return classify_range(build(model, "eager"), images, 0, len(images), 0, 1000)[0]
+    return classify_range(build("eager", Spec(model)), images, 0, len(images), 0, 1000)[0]
 
 
 def outcome(chosen: dict, invalid: set) -> str:

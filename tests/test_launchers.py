@@ -6,6 +6,7 @@ from hydra.errors import ConfigCompositionException
 
 from runner import REPO_ROOT
 from runner.config import register
+from runner.machine import fingerprint
 from tests.conftest import run_app
 
 register()
@@ -67,14 +68,25 @@ def test_the_hardware_preset_sweeps_up_to_this_machines_cores(monkeypatch):
     cfg = compose_hydra("+experiment=hardware")
     params = cfg.hydra.sweeper.params
     assert params.threads == config.thread_counts() and params.batch_size == "1,256"
-    assert params.backend.split(",") == ["onnxruntime", "jit", "eager"]
+    assert params.backend.split(",") == ["onnxruntime", "openvino", "compile", "eager"]  # no jit
+    native = [p for p in ("bf16", "fp16") if config.nativeness(p, "cpu", config_flags(), "").native]
+    assert params.precision.split(",") == ["fp32", "int8", *native]
     assert params.mode == "sequential,parallel" and cfg.repeats == "auto"  # overrides the config
     assert params.round == "1,2,3" and list(params)[0] == "round"  # slowest: rounds apart
     assert cfg.stability.max_s == 2.2 and cfg.stability.target == 0.02
     assert cfg.batch_size == 1 and cfg.mlflow.experiment == "gridbench"  # the rest is kept
     monkeypatch.setattr(config, "available_cores", lambda: 12)
-    assert config.thread_counts() == "1,2,4,8,12"
+    assert config.thread_counts() == "2,4,8,12"
     monkeypatch.setattr(config, "available_cores", lambda: 1)
     assert config.thread_counts() == "1"
     monkeypatch.setattr(config, "find_spec", lambda name: None)  # onnxruntime not installed
+    assert config.installed_backends() == "compile,jit,eager"
+    assert config.preset_backends() == "compile,eager"
+    monkeypatch.setattr(config.shutil, "which", lambda name: None)  # no C++ compiler
     assert config.installed_backends() == "jit,eager"
+    monkeypatch.setitem(fingerprint(), "precision_flags", "amx_bf16,amx_int8,amx_fp16")
+    assert config.preset_precisions() == "fp32,int8,bf16,fp16"
+
+
+def config_flags() -> str:
+    return fingerprint()["precision_flags"]

@@ -34,7 +34,8 @@ def test_linux_facts_from_proc(monkeypatch):
     monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
     facts = cpu_facts()
     # two logical processors on one core (SMT): one physical core
-    assert facts == {"cpu": "AMD EPYC", "cpu_id": "f23m49s0", "isa": "avx2", "physical": 1}
+    assert facts == {"cpu": "AMD EPYC", "cpu_id": "f23m49s0", "isa": "avx2", "physical": 1,
+                     "precision_flags": "none"}  # fmt: skip
     assert memory_gb() == 8.0
 
 
@@ -59,11 +60,13 @@ def test_two_vms_that_say_only_amd_epyc_are_told_apart():
 def test_macos_facts_from_sysctl(monkeypatch):
     with_files(monkeypatch, {})  # no /proc
     values = {"machdep.cpu.brand_string": "Apple M2", "hw.physicalcpu": "8",
-              "hw.memsize": str(16 * 2**30)}  # fmt: skip
+              "hw.memsize": str(16 * 2**30), "hw.optional.arm.FEAT_BF16": "1",
+              "hw.optional.arm.FEAT_DotProd": "1", "hw.optional.arm.FEAT_FP16": "0"}  # fmt: skip
     monkeypatch.setattr(machine, "_sysctl", lambda name: values.get(name, ""))
     monkeypatch.setattr(machine.platform, "machine", lambda: "arm64")
     facts = cpu_facts()
-    assert facts == {"cpu": "Apple M2", "cpu_id": "f?m?s?", "isa": "neon", "physical": 8}
+    assert facts == {"cpu": "Apple M2", "cpu_id": "f?m?s?", "isa": "neon", "physical": 8,
+                     "precision_flags": "asimddp,bf16"}  # fmt: skip
     assert memory_gb() == 16.0
 
 

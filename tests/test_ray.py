@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from runner import REPO_ROOT
-from runner.execution.backends import build
+from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range, run_sequential
 from runner.execution.ray_mode import Classifier, run_ray
 from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
@@ -66,7 +66,7 @@ def test_app_joins_a_head_node_and_leaves_it_running(tmp_path, head_node, model,
     assert summary["mode"] == "ray" and summary["threads"] == 2 and summary["items"] == 500
     saved = np.load(tmp_path / "run" / "predictions.npz")
     grid = test_split.images[: summary["items"]]
-    expected, _, _ = classify_range(build(model, "eager"), grid, 0, len(grid), 0, 32)
+    expected, _, _ = classify_range(build("eager", Spec(model)), grid, 0, len(grid), 0, 32)
     np.testing.assert_array_equal(saved["pred"], expected)
     status = subprocess.run(
         [sys.executable, "-c", f"import ray; ray.init(address='{head_node}'); print('alive')"],
@@ -162,7 +162,7 @@ def test_an_embedded_ray_that_cannot_start_is_one_line(tmp_path):
 def test_an_actor_classifies_as_sequential_mode_does(model, test_split, backend):
     """The actor's own code, run in this process (Ray's workers are not measured)."""
     onnx = cached_graph() if backend == "onnxruntime" else None
-    actor = Classifier(WEIGHTS.read_bytes(), test_split.images, 1, backend, onnx)
+    actor = Classifier(WEIGHTS.read_bytes(), test_split.images, backend, Spec(None, onnx=onnx))
     startup = actor.warm_up(4, 2)
     assert startup.started <= startup.loaded <= startup.warm
     part = actor.classify(0, 50, 9990, 8)  # wraps around the split's end

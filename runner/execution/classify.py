@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from runner.data import Split, cell_images
-from runner.execution.backends import Classify, build, device_times
+from runner.execution.backends import GRAPH_BACKENDS, Classify, Spec, build, device_times
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline, worker_name
 from runner.phases import begin
@@ -47,6 +47,12 @@ class Job:
     progress: bool = False  # a live bar on stderr
     stability_target: float = 0.02  # repeats=auto: the interval's relative half-width
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes
+    precision: str = "fp32"
+    cache_dir: Optional[str] = None  # backend=compile: inductor's caches
+
+    def spec(self, model: Optional["MnistCNN"], device: str) -> Spec:
+        """What the backend's builder needs, in a process that has ``model`` (or None)."""
+        return Spec(model, device, self.intra_op_threads, self.onnx, self.precision, self.cache_dir)
 
 
 @dataclass
@@ -246,9 +252,9 @@ def result_of(
 
 
 def set_torch_threads(backend: str, threads: int) -> None:
-    """torch's intra-op threads, for the backends that run on torch (not onnxruntime, which
-    has its own setting and must not pay for importing torch)."""
-    if backend != "onnxruntime":
+    """torch's intra-op threads, for the backends that run on torch (not onnxruntime or
+    openvino, which have their own setting and must not pay for importing torch)."""
+    if backend not in GRAPH_BACKENDS:
         import torch
 
         torch.set_num_threads(threads)
@@ -258,7 +264,7 @@ def run_sequential(job: Job) -> Result:
     """One process, ``intra_op_threads`` threads, batches in grid order, on ``job.device``."""
     set_torch_threads(job.backend, job.intra_op_threads)
     started, began = time.perf_counter(), time.time()
-    classify = build(job.model, job.backend, job.device, job.intra_op_threads, job.onnx)
+    classify = build(job.backend, job.spec(job.model, job.device))
     loaded = time.time()
     warm_up(classify, job.split.images, job.batch_size, job.warmup)
     startup = Startup(worker_name(), began, loaded, time.time())

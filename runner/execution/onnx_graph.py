@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class Graph:
     onnx: bytes
     flops_per_image: int
+    key: str  # of the weights and torch's version: the int8 graph's cache builds on it
 
 
 def graph_of(weights: Path, cache_dir: Path) -> Graph:
@@ -38,13 +39,13 @@ def graph_of(weights: Path, cache_dir: Path) -> Graph:
     if graph_file.is_file() and facts_file.is_file():
         try:
             flops = int(json.loads(facts_file.read_text())["flops_per_image"])
-            return Graph(graph_file.read_bytes(), flops)
+            return Graph(graph_file.read_bytes(), flops, key)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable facts: exported again
     from runner.model import flops_per_image, load_model
 
     model = load_model(weights)
-    graph = Graph(export_onnx(model), flops_per_image(model))
+    graph = Graph(export_onnx(model), flops_per_image(model), key)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic(facts_file) as tmp:
         tmp.write_text(json.dumps({"flops_per_image": graph.flops_per_image}))

@@ -22,7 +22,7 @@ from typing import Any
 from runner.children import STOPS, deaf_start, die_with_parent, hear_again, spawnable_context
 from runner.data import read_images
 from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
-from runner.execution.backends import build
+from runner.execution.backends import GRAPH_BACKENDS, build
 from runner.execution.classify import (
     Job,
     Part,
@@ -94,7 +94,7 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
             from runner.model import load_model
 
             model = load_model(job.weights)
-        _worker["classify"] = build(model, job.backend, device, job.intra_op_threads, job.onnx)
+        _worker["classify"] = build(job.backend, job.spec(model, device))
         _worker["images"] = read_images(job.data_dir, job.split_name)
         _worker["loaded"] = time.time()
     except Exception as error:  # raised by the first task, so the parent learns the cause
@@ -170,7 +170,7 @@ def run_parallel(job: Job) -> Result:
     workers = job.threads
     context = spawnable_context(job.start_method)
     if job.start_method == "forkserver":
-        runtime = "onnxruntime" if job.onnx else "runner.model"  # torch only if it is used
+        runtime = job.backend if job.backend in GRAPH_BACKENDS else "runner.model"  # torch if used
         context.set_forkserver_preload(["runner.execution.forkserver_preload", runtime])
     begin("workers")
     started, began = time.perf_counter(), time.time()

@@ -14,13 +14,14 @@ import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Any, Optional
 
 import numpy as np
 
 from runner import REPO_ROOT
 from runner.errors import RunnerError, flat, last_line
-from runner.execution.backends import build
+from runner.execution.backends import Spec, build
 from runner.execution.classify import (
     Job,
     Part,
@@ -70,14 +71,13 @@ class Classifier:
         self,
         weights: bytes,
         images: np.ndarray,
-        torch_threads: int,
         backend: str,
-        onnx: Optional[bytes],
+        spec: Spec,
     ):
         self.started = time.time()
-        set_torch_threads(backend, torch_threads)
+        set_torch_threads(backend, spec.threads)
         model = None
-        if onnx is None:  # the graph, when there is one, is of checked weights
+        if spec.onnx is None:  # the graph, when there is one, is of checked weights
             import torch
 
             from runner.model import MnistCNN
@@ -85,7 +85,7 @@ class Classifier:
             model = MnistCNN()
             model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
             model.eval()
-        self.classify_batch = build(model, backend, "cpu", torch_threads, onnx)
+        self.classify_batch = build(backend, replace(spec, model=model))
         self.images = images  # a read-only view of the object in the store, not a copy
         self.loaded = time.time()
 
@@ -133,11 +133,10 @@ def run_ray(job: Job) -> Result:
     try:
         weights = b"" if job.onnx else job.weights.read_bytes()  # as checked by load_model
         weights_ref, images_ref = ray.put(weights), ray.put(job.split.images)
-        onnx_ref = ray.put(job.onnx)
+        spec_ref = ray.put(job.spec(None, "cpu"))  # the graph inside, put once
         actor = ray.remote(num_cpus=job.intra_op_threads)(Classifier)
         actors = [
-            actor.remote(weights_ref, images_ref, job.intra_op_threads, job.backend, onnx_ref)
-            for _ in range(job.threads)
+            actor.remote(weights_ref, images_ref, job.backend, spec_ref) for _ in range(job.threads)
         ]
         startups = ray.get(
             [a.warm_up.remote(job.batch_size, job.warmup) for a in actors], timeout=job.timeout_s

@@ -43,6 +43,10 @@ METRICS = (
     "throughput_ci_rel",
     "repeats",
     "round",
+    "fp32_agreement",
+    "fp32_max_prob_diff",
+    "fp32_accuracy",
+    "accuracy_delta",
 )
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
 LOAD_METRICS["load_1m"] = "load_1m"

@@ -1,0 +1,118 @@
+"""The int8 graph: the fp32 ONNX graph quantized statically, cached beside it.
+
+ONNX Runtime's static quantization in QDQ form (the form both ONNX Runtime and OpenVINO
+run with int8 kernels): weights int8 per output channel, activations uint8, scales from
+the ranges seen on calibration images of the training split. Weights keep 7 bits
+(``reduce_range``) so the one graph runs without saturation on CPUs with and without VNNI:
+a comparison of machines runs the same int8 graph on each.
+
+The cache is keyed by the fp32 graph's key and these settings; a graph whose bytes no
+longer match the sha256 recorded beside it is corrupt, and refused rather than run.
+"""
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from runner.errors import InputError, flat
+from runner.files import atomic
+
+CALIBRATION_IMAGES = 1000  # every 60th image of the training split
+CALIBRATION_BATCH = 100
+SETTINGS = {
+    "format": "QDQ",
+    "per_channel": True,
+    "reduce_range": True,
+    "activations": "QUInt8",
+    "weights": "QInt8",
+    "ops": ["Conv", "Gemm", "MatMul"],
+    "calibration": f"MinMax, {CALIBRATION_IMAGES} training images",
+}
+
+
+def int8_graph_of(
+    fp32_graph: bytes, fp32_key: str, train_images: np.ndarray, cache_dir: Path
+) -> bytes:
+    """The quantized graph of ``fp32_graph`` (whose cache key is ``fp32_key``): from the
+    cache, else calibrated on ``train_images`` and cached."""
+    settings = json.dumps({**SETTINGS, "onnxruntime": _ort_version()}, sort_keys=True)
+    key = hashlib.sha256(f"{fp32_key}{settings}".encode()).hexdigest()[:16]
+    graph_file = cache_dir / f"mnist-cnn-{fp32_key}-int8-{key}.onnx"
+    facts_file = graph_file.with_suffix(".json")
+    if graph_file.is_file() and facts_file.is_file():
+        graph = graph_file.read_bytes()
+        try:
+            recorded = json.loads(facts_file.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None  # facts unreadable: stale, calibrated again
+        if recorded is not None:
+            if hashlib.sha256(graph).hexdigest() != recorded:
+                raise InputError(
+                    f"the int8 graph {graph_file} is corrupt (its sha256 is not the one in "
+                    f"{facts_file.name}): delete both to calibrate again"
+                )
+            return graph
+    graph = quantize(fp32_graph, train_images)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic(graph_file) as tmp:
+        tmp.write_bytes(graph)
+    with atomic(facts_file) as tmp:  # last: a graph with its facts is complete
+        tmp.write_text(json.dumps({"sha256": hashlib.sha256(graph).hexdigest(), **SETTINGS}))
+    return graph
+
+
+def calibration_images(train_images: np.ndarray) -> np.ndarray:
+    step = max(1, len(train_images) // CALIBRATION_IMAGES)
+    return train_images[::step][:CALIBRATION_IMAGES]
+
+
+def quantize(fp32_graph: bytes, train_images: np.ndarray) -> bytes:
+    """``fp32_graph`` quantized with ``SETTINGS``, calibrated on ``train_images``."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    images = calibration_images(train_images)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(np.array_split(images, -(-len(images) // CALIBRATION_BATCH)))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": np.ascontiguousarray(batch)}
+
+    logging.disable(logging.WARNING)  # the tool's advice to pre-process, on the root logger
+    try:
+        with tempfile.TemporaryDirectory(prefix="gridbench-int8-") as folder:
+            output = Path(folder) / "int8.onnx"
+            quantize_static(
+                onnx.load_from_string(fp32_graph),
+                output,
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=SETTINGS["ops"],
+                per_channel=SETTINGS["per_channel"],
+                reduce_range=SETTINGS["reduce_range"],
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+            return output.read_bytes()
+    except Exception as error:
+        raise InputError(f"precision=int8: the graph cannot be quantized: {flat(error, 300)}")
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _ort_version() -> str:
+    from importlib.metadata import version
+
+    return version("onnxruntime")
