@@ -23,15 +23,17 @@ COMPARISONS = "tags.`gridbench.comparison` = 'true'"
 
 @pytest.fixture(scope="module")
 def two_machines(tmp_path_factory):
-    """The hardware preset, cut down to two rounds, run as machine a (two backends) and b
-    (one)."""
+    """The hardware preset, cut down to two rounds, run as machine a (two backends, fp32 and
+    int8, eager's int8 skipped) and b (one, fp32)."""
     store = tmp_path_factory.mktemp("store")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
-    for machine, backends in (("a", "onnxruntime,eager"), ("b", "onnxruntime")):
+    for machine, backends, precisions in (
+        ("a", "onnxruntime,eager", "fp32,int8"), ("b", "onnxruntime", "fp32")
+    ):  # fmt: skip
         (store / machine).mkdir()
         done = run_app(store / machine, "+experiment=hardware", *TINY, "threads=1",
-                       f"backend={backends}", f"machine.name={machine}", multirun=True,
-                       env=env)  # fmt: skip
+                       f"backend={backends}", f"precision={precisions}",
+                       f"machine.name={machine}", multirun=True, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("gridbench")
@@ -53,10 +55,12 @@ def test_runs_carry_the_machine_and_its_fingerprint(two_machines):
         assert dataset.dataset.name == "mnist-train" and dataset.dataset.digest
 
 
-def passes_of(client, experiment, machine, backend):
-    """Every pass throughput of the machine's runs of a backend, as the store holds them."""
+def passes_of(client, experiment, machine, backend, precision):
+    """Every pass throughput of the machine's runs of a pair, as the store holds them."""
     runs = client.search_runs(
-        [experiment.experiment_id], f"tags.machine = '{machine}' and tags.backend = '{backend}'"
+        [experiment.experiment_id],
+        f"tags.machine = '{machine}' and tags.backend = '{backend}' and "
+        f"tags.precision = '{precision}'",
     )
     found = []
     for run in runs:
@@ -70,15 +74,21 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert compare_main(["--tracking-uri", uri, "--baseline", "b", "--out", str(tmp_path)]) == 0
     with (tmp_path / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    by = {(r["backend"], r["machine"]): r for r in rows if r["mode"] != "geometric mean"}
-    assert set(by) == {("onnxruntime", "a"), ("onnxruntime", "b"), ("eager", "a")}
-    a, b = (passes_of(client, experiment, m, "onnxruntime") for m in "ab")
+    by = {
+        (r["backend"] + r["precision"], r["machine"]): r
+        for r in rows
+        if r["mode"] != "geometric mean"
+    }
+    assert set(by) == {("onnxruntimefp32", "a"), ("onnxruntimefp32", "b"), ("eagerfp32", "a"),
+                       ("onnxruntimeint8", "a")}  # fmt: skip
+    assert by["onnxruntimeint8", "a"]["ratio"] == ""  # a's int8 is not b's fp32: not compared
+    a, b = (passes_of(client, experiment, m, "onnxruntime", "fp32") for m in "ab")
     assert len(a) == len(b) == 2 and all(len(run) == 2 for run in a + b)  # 2 rounds x 2
     ratio = float(np.median(np.concatenate(a))) / float(np.median(np.concatenate(b)))
-    assert float(by[("onnxruntime", "a")]["ratio"]) == pytest.approx(ratio)
-    assert by[("onnxruntime", "b")]["verdict"] == "baseline"
-    assert by[("eager", "a")]["ratio"] == ""  # one machine only: listed, not compared
-    versus = by[("onnxruntime", "a")]
+    assert float(by[("onnxruntimefp32", "a")]["ratio"]) == pytest.approx(ratio)
+    assert by[("onnxruntimefp32", "b")]["verdict"] == "baseline"
+    assert by[("eagerfp32", "a")]["ratio"] == ""  # one machine only: listed, not compared
+    versus = by[("onnxruntimefp32", "a")]
     assert 0 <= float(versus["p_value"]) <= 1
     assert float(versus["ratio_low"]) <= ratio <= float(versus["ratio_high"])
     assert versus["verdict"] == "~" or re.fullmatch(r"\d+\.\d\dx \[.+\]", versus["verdict"])
@@ -90,7 +100,7 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert mean["machine"] == "a" and float(mean["ratio"]) == pytest.approx(ratio)
     markdown = (tmp_path / "compare.md").read_text()
     assert "| configuration | `b` | `a` | `a` vs `b` | p |" in markdown and "1 FAILED" in markdown
-    assert "1 configuration(s) ran on one machine only" in markdown
+    assert "2 configuration(s) ran on one machine only" in markdown
     assert "| **geometric mean** |" in markdown
     with Image.open(tmp_path / "compare.png") as picture:
         assert picture.size[0] <= 1600

@@ -119,8 +119,8 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
         (tmp_path / machine).mkdir()
         env = {"MLFLOW_TRACKING_URI": server, **credentials()}
         done = run_app(tmp_path / machine, "+experiment=hardware", *TINY, "threads=1",
-                       "backend=onnxruntime", f"machine.name={machine}", multirun=True,
-                       env=env)  # fmt: skip
+                       "backend=onnxruntime", "precision=fp32", f"machine.name={machine}",
+                       multirun=True, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr
     for key, value in credentials().items():
         monkeypatch.setenv(key, value)
