@@ -42,6 +42,16 @@ RUNS = {
     "cuda-jit-b1": ["device=cuda", "backend=jit", "batch_size=1"],
     "cuda-eager-b1024": ["device=cuda", "backend=eager", *BIG],
     "cuda-jit-b1024": ["device=cuda", "backend=jit", *BIG],
+    "cuda-eager-bf16-b1024": ["device=cuda", "backend=eager", "precision=bf16", *BIG],
+    "cuda-eager-fp16-b1024": ["device=cuda", "backend=eager", "precision=fp16", *BIG],
+    "cpu-ort-b256": ["device=cpu", "backend=onnxruntime", "batch_size=256", "repeats=3"],
+    "cpu-ort-int8-b256": [
+        "device=cpu",
+        "backend=onnxruntime",
+        "precision=int8",
+        "batch_size=256",
+        "repeats=3",
+    ],  # the host's VNNI or AMX, one core  # fmt: skip
     "cuda-parallel-jit-b1": ["device=cuda", "mode=parallel", "threads=1", "backend=jit"],
     "cuda-parallel-jit-b1024": [
         "device=cuda",
@@ -103,7 +113,10 @@ def main() -> int:
         saved = np.load(base / name / "predictions.npz")
         differ = int(np.count_nonzero(saved["pred"] != reference["pred"]))
         prob_gap = float(np.max(np.abs(saved["prob"] - reference["prob"])))
-        if differ:
+        if summary.get("precision", "fp32") != "fp32":  # judged by its agreement with fp32
+            if summary["fp32_agreement"] < 0.995:
+                failures.append(f"{name}: {summary['fp32_agreement']:.2%} agree with fp32")
+        elif differ:
             failures.append(f"{name}: {differ} predictions differ from the CPU's")
         cpu = summaries.get(f"cpu-ort-b{summary['batch_size']}")
         speedup = summary["throughput_ips"] / cpu["throughput_ips"] if cpu else float("nan")
@@ -121,7 +134,8 @@ def main() -> int:
         f"GPU: {gpu.get('gpu', '?')} ({gpu.get('gpu_memory_gb', '?')} GB, driver "
         f"{gpu.get('gpu_driver', '?')}, CUDA driver {gpu.get('cuda_driver', '?')}, torch "
         f"{gpu.get('torch', '?')} built for CUDA {gpu.get('torch_cuda', '?')}); CPU: "
-        f"{next(iter(summaries.values()), {}).get('cpu', '?')}; {cells:,} cells",
+        f"{next(iter(summaries.values()), {}).get('cpu', '?')} (precision flags "
+        f"{next(iter(summaries.values()), {}).get('precision_flags', '?')}); {cells:,} cells",
         "",
         "| run | batch | images/s | vs 1 CPU core (onnxruntime, same batch) "
         f"| vs {CORES} CPU cores | device time copying "

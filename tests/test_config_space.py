@@ -36,7 +36,8 @@ VALID = {
     "grid.columns": [4, 5, 6, 7, 8],
     "data.split": ["train", "test"],
     "data.offset": [0, 17, 9990, 59995, 70000],
-    "backend": ["onnxruntime", "eager", "jit"],
+    "backend": ["onnxruntime", "eager", "jit", "openvino"],
+    "precision": ["fp32"],  # the others agree with eager on most cells, not all
     "intra_op_threads": [1],
     "warmup": [0, 1, 2],
     "repeats": [1, 2],
@@ -52,6 +53,7 @@ INVALID = {
     "data.split": ["dev"],
     "data.offset": [-3, -1],
     "backend": ["xla"],
+    "precision": ["int4", "fp64"],
     "intra_op_threads": [0, available_cores() + 1],
     "warmup": [-1],
     "repeats": [0],
