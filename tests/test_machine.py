@@ -79,6 +79,7 @@ def test_windows_facts_from_the_environment(monkeypatch):
     monkeypatch.delattr(os, "sysconf")
     facts = cpu_facts()
     assert facts["cpu_id"] == "f6m85s7" and facts["physical"] is None
+    assert facts["precision_flags"] == "none"  # Windows tells no flags: every precision emulated
     assert memory_gb() is None
 
 
