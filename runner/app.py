@@ -64,8 +64,12 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         if cfg.precision == "int8":
             from runner.execution.quantize import int8_graph_of
 
-            train = split if cfg.data.split == "train" else load_split(data_dir, "train")
-            onnx = int8_graph_of(graph.onnx, graph.key, train.images, ONNX_CACHE)
+            def train_images():  # read only to calibrate: a cached graph needs none
+                return (
+                    split if cfg.data.split == "train" else load_split(data_dir, "train")
+                ).images
+
+            onnx = int8_graph_of(graph.onnx, graph.key, train_images, ONNX_CACHE)
     else:
         from runner.model import flops_per_image, load_model
 

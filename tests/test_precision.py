@@ -29,7 +29,7 @@ CELLS = 2000  # of the test split; the whole split is bench/precision.py's
 def graphs(train_split):
     fp32 = graph_of(WEIGHTS, ONNX_CACHE)
     return {"fp32": fp32.onnx, "int8": quantize.int8_graph_of(fp32.onnx, fp32.key,
-            train_split.images, ONNX_CACHE)}  # fmt: skip
+            lambda: train_split.images, ONNX_CACHE)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -106,28 +106,35 @@ def test_the_int8_graph_is_cached_by_its_settings_and_refused_when_corrupt(
     graphs, train_split, tmp_path, monkeypatch
 ):
     fp32 = graph_of(WEIGHTS, ONNX_CACHE)
-    first = quantize.int8_graph_of(fp32.onnx, fp32.key, train_split.images, tmp_path)
+    first = quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
     assert first == graphs["int8"]  # calibration is deterministic
     (graph_file,) = tmp_path.glob("*-int8-*.onnx")
     calls = []
     monkeypatch.setattr(quantize, "quantize", lambda *args: calls.append(args) or b"again")
-    assert quantize.int8_graph_of(fp32.onnx, fp32.key, train_split.images, tmp_path) == first
+    unread = lambda: pytest.fail("a cached graph needs no training images")  # noqa: E731
+    assert quantize.int8_graph_of(fp32.onnx, fp32.key, unread, tmp_path) == first
     assert calls == []  # read from the cache
     monkeypatch.setitem(quantize.SETTINGS, "per_channel", False)  # other settings: another key
-    assert quantize.int8_graph_of(fp32.onnx, fp32.key, train_split.images, tmp_path) == b"again"
+    assert (
+        quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
+        == b"again"
+    )
     assert len(list(tmp_path.glob("*-int8-*.onnx"))) == 2
     monkeypatch.setitem(quantize.SETTINGS, "per_channel", True)
     graph_file.write_bytes(first[:-10] + b"0123456789")
     with pytest.raises(InputError, match="is corrupt .*delete both to calibrate again"):
-        quantize.int8_graph_of(fp32.onnx, fp32.key, train_split.images, tmp_path)
+        quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
     graph_file.with_suffix(".json").write_text("{")  # facts unreadable: stale, rebuilt
-    assert quantize.int8_graph_of(fp32.onnx, fp32.key, train_split.images, tmp_path) == b"again"
+    assert (
+        quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
+        == b"again"
+    )
     assert json.loads(graph_file.with_suffix(".json").read_text())["sha256"]
 
 
 def test_a_graph_that_cannot_be_quantized_or_run_is_one_line(train_split, model, tmp_path):
     with pytest.raises(InputError, match="precision=int8: the graph cannot be quantized"):
-        quantize.int8_graph_of(b"not a graph", "key", train_split.images, tmp_path)
+        quantize.int8_graph_of(b"not a graph", "key", lambda: train_split.images, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     with pytest.raises(InputError, match="backend=openvino refuses the model"):
         build("openvino", Spec(None, onnx=b"not a graph"))

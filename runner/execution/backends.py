@@ -256,8 +256,10 @@ def _openvino(spec: Spec) -> Classify:
         "PERFORMANCE_HINT": "LATENCY",
     }
     try:
-        model = ov.Core().read_model(spec.onnx, ov.Tensor(np.empty(0, np.uint8)))
-        compiled = ov.Core().compile_model(model, "CPU", config)
+        core = ov.Core()
+        compiled = core.compile_model(
+            core.read_model(spec.onnx, ov.Tensor(np.empty(0, np.uint8))), "CPU", config
+        )
     except Exception as error:
         raise InputError(f"backend=openvino refuses the model: {flat(error, 300)}")
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")

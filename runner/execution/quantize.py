@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,10 @@ SETTINGS = {
 
 
 def int8_graph_of(
-    fp32_graph: bytes, fp32_key: str, train_images: np.ndarray, cache_dir: Path
+    fp32_graph: bytes, fp32_key: str, train_images: Callable[[], np.ndarray], cache_dir: Path
 ) -> bytes:
     """The quantized graph of ``fp32_graph`` (whose cache key is ``fp32_key``): from the
-    cache, else calibrated on ``train_images`` and cached."""
+    cache, else calibrated on ``train_images()`` (read only then) and cached."""
     settings = json.dumps({**SETTINGS, "onnxruntime": _ort_version()}, sort_keys=True)
     key = hashlib.sha256(f"{fp32_key}{settings}".encode()).hexdigest()[:16]
     graph_file = cache_dir / f"mnist-cnn-{fp32_key}-int8-{key}.onnx"
@@ -56,7 +57,7 @@ def int8_graph_of(
                     f"{facts_file.name}): delete both to calibrate again"
                 )
             return graph
-    graph = quantize(fp32_graph, train_images)
+    graph = quantize(fp32_graph, train_images())
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic(graph_file) as tmp:
         tmp.write_bytes(graph)
