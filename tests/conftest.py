@@ -1,6 +1,7 @@
 """Shared fixtures: the repository's data and weights, the seed checkpoint, the app."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import REPO_ROOT
+from runner import REPO_ROOT, errors
 from runner.data import load_split
+from runner.errors import catch_stop_signals
 from runner.model import load_model
 
 SEED_WEIGHTS = REPO_ROOT.parent / "shared" / "seed" / "mnist-cnn.pth"
@@ -29,6 +31,17 @@ def test_split():
 @pytest.fixture(scope="session")
 def model():
     return load_model(WEIGHTS)
+
+
+@pytest.fixture
+def stops_caught():
+    """The app's SIGINT and SIGTERM handlers in this process, undone afterwards."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    catch_stop_signals()
+    yield
+    errors._signals.clear()  # noqa: SLF001 - what a new process starts with
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
 
 
 def run_app(tmp_path: Path, *overrides: str, multirun: bool = False, env: dict | None = None):

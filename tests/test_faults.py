@@ -1,10 +1,14 @@
 """Faults injected for real: dead, failing and hung workers, signals, bad files, no disk."""
 
 import dataclasses
+import gc
+import multiprocessing.util
 import os
 import signal
 import struct
+import threading
 import time
+from concurrent.futures.process import _ExecutorManagerThread
 
 import mlflow
 import numpy as np
@@ -230,3 +234,36 @@ def test_twenty_parallel_runs_leak_nothing(model, test_split):
             and "resource_tracker" not in _cmdline(p)] == []  # fmt: skip
     assert (me.memory_info().rss - rss) / 2**20 < 50
     np.testing.assert_array_equal(result.pred, run_sequential(job).pred)  # still right
+
+
+def test_a_ctrl_c_as_the_pool_is_built_leaves_no_semaphore(model, test_split, monkeypatch,
+                                                           stops_caught):  # fmt: skip
+    """A Ctrl-C between a semaphore's creation and its finalizer (the instant the pool is
+    built, when a user's Ctrl-C lands as the workers start) would leave it for ever: the
+    resource tracker then warns of a leak after the run's "error: interrupted"."""
+    from multiprocessing import resource_tracker
+
+    registered, unregistered = [], []
+    register, unregister = resource_tracker.register, resource_tracker.unregister
+
+    def register_then_ctrl_c(name, rtype):
+        register(name, rtype)
+        registered.append(name)
+        if len(registered) == 1:
+            signal.raise_signal(signal.SIGINT)  # lands before the SemLock has its finalizer
+
+    def unregister_and_note(name, rtype):
+        unregister(name, rtype)
+        unregistered.append(name)
+
+    monkeypatch.setattr(resource_tracker, "register", register_then_ctrl_c)
+    monkeypatch.setattr(resource_tracker, "unregister", unregister_and_note)
+    with pytest.raises(KeyboardInterrupt):
+        run_parallel(make_job(model, test_split, 200, 50, threads=2, backend="eager"))
+    for thread in threading.enumerate():  # the pool's manager lets go of its queues
+        if isinstance(thread, _ExecutorManagerThread):
+            thread.join(timeout=60)
+    gc.collect()
+    finalizers = multiprocessing.util._finalizer_registry.values()  # noqa: SLF001
+    at_exit = {f._args[0] for f in finalizers if f._args}  # noqa: SLF001 - unlinked at exit
+    assert registered and set(registered) <= set(unregistered) | at_exit

@@ -9,8 +9,7 @@ import mlflow
 import pytest
 from filelock import FileLock
 
-from runner import errors
-from runner.errors import InputError, RunnerError, Terminated, catch_stop_signals, held_stops
+from runner.errors import InputError, RunnerError, Terminated, held_stops
 from runner.tracking import record, store
 from runner.tracking.helper import Helper
 from runner.tracking.record import mlflow_run
@@ -139,17 +138,6 @@ def test_a_server_is_always_waited_for(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     with mlflow_run(compose_run(), spare_core=True):
         assert store.waited == 1  # a refusal (credentials, network) comes before the work
-
-
-@pytest.fixture
-def stops_caught():
-    """The app's SIGINT and SIGTERM handlers in this process, undone afterwards."""
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    catch_stop_signals()
-    yield
-    errors._signals.clear()  # noqa: SLF001 - what a new process starts with
-    for sig, handler in before.items():
-        signal.signal(sig, handler)
 
 
 def test_a_wait_for_the_helper_has_a_bound_and_the_helper_goes(tmp_path, helper):

@@ -165,6 +165,20 @@ def _classify_all(pool: ProcessPoolExecutor, job: Job, advance: Advance) -> Part
     return assemble(job.cells, parts)
 
 
+def _pool(job: Job, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """The pool of ``job.threads`` workers, each loading the model once as it starts."""
+    return ProcessPoolExecutor(
+        max_workers=job.threads,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(
+            replace(job, model=None, split=None),
+            context.Value("i", 0),
+            context.Barrier(job.threads),
+        ),
+    )
+
+
 def run_parallel(job: Job) -> Result:
     """Classify the grid with ``job.threads`` worker processes."""
     workers = job.threads
@@ -176,23 +190,21 @@ def run_parallel(job: Job) -> Result:
     started, began = time.perf_counter(), time.time()
     if job.start_method == "forkserver":
         _start_forkserver_deaf_to_ctrl_c()
-    ready = context.Barrier(workers)
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(replace(job, model=None, split=None), context.Value("i", 0), ready),
-    )
+    pool: ProcessPoolExecutor | None = None
     processes: list[multiprocessing.Process] = []
     try:
-        # Each submit starts a worker: a start cut in half leaves one forked but never told
-        # what to run, which we could not even name; and a spawned worker that a Ctrl-C for
-        # the group ends before it read its orders leaves this process writing them for ever.
-        with held_stops(), deaf_start(STOPS):
-            warm = [
-                pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
-                for _ in range(workers)
-            ]
+        # A semaphore (the barrier's, the pool's queues') cut between its creation and its
+        # finalizer is never unlinked. Each submit starts a worker: a start cut in half
+        # leaves one forked but never told what to run, which we could not even name; and a
+        # spawned worker that a Ctrl-C for the group ends before it read its orders leaves
+        # this process writing them for ever.
+        with held_stops():
+            pool = _pool(job, context)
+            with deaf_start(STOPS):
+                warm = [
+                    pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
+                    for _ in range(workers)
+                ]
         processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
         raise_if_stopped()
         startups = _wait_all(warm, job.timeout_s, "start-up", lambda startup: None)
@@ -200,8 +212,9 @@ def run_parallel(job: Job) -> Result:
         begin("classify")
         timed = repeat(job, lambda advance: _classify_all(pool, job, advance))
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
-        processes = processes or list((pool._processes or {}).values())  # noqa: SLF001
-        _stop(pool, processes)
+        if pool is not None:
+            processes = processes or list((pool._processes or {}).values())  # noqa: SLF001
+            _stop(pool, processes)
         if isinstance(error, BrokenProcessPool):
             raise RunnerError(f"worker process died: {_lost_workers(processes)}")
         if isinstance(error, Exception) and not isinstance(error, RunnerError):
