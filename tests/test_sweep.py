@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from omegaconf import OmegaConf
 from runner import REPO_ROOT, sweep
 from runner.analysis.report import main as report_main
 from tests.conftest import run_app, start_app, wait_for_phase, wait_until
+
+pytestmark = pytest.mark.xdist_group("sweep")  # its module fixture, made once
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
 
@@ -203,11 +206,13 @@ def _running_runs(tmp_path):
         return False
 
 
-@pytest.fixture
-def swept_store(tmp_path):
-    done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
+@pytest.fixture(scope="module")
+def swept_store(tmp_path_factory):
+    """A sweep of two parallel jobs and its store, which the tests below only read."""
+    folder = tmp_path_factory.mktemp("swept")
+    done = run_app(folder, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
     assert done.returncode == 0, done.stderr
-    return tmp_path
+    return folder
 
 
 def test_runs_read_back_over_the_rest_api_of_a_real_server(swept_store):
@@ -293,15 +298,11 @@ def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys)
     assert not (tmp_path / "none").exists()
 
 
-def test_runner_report_rebuilds_a_sweep_from_its_directory(tmp_path):
-    done = run_app(tmp_path, *SMALL, "threads=1,2", "mode=parallel", multirun=True)
-    assert done.returncode == 0, done.stderr
+def test_runner_report_rebuilds_a_sweep_from_its_directory(swept_store, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
+    shutil.copytree(swept_store / "sweep", sweep)
     first = read_csv(sweep / "report.csv")
     (sweep / "report.csv").unlink()
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    try:
-        assert report_main([str(sweep)]) == 0  # the parent run id comes from the directory
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{swept_store / 'mlflow.db'}")
+    assert report_main([str(sweep)]) == 0  # the parent run id comes from the directory
     assert read_csv(sweep / "report.csv") == first
