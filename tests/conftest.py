@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,33 +13,9 @@ from runner import REPO_ROOT, errors
 from runner.data import load_split
 from runner.errors import catch_stop_signals
 from runner.model import load_model
-from tests.turnstile import turnstile
 
 SEED_WEIGHTS = REPO_ROOT.parent / "shared" / "seed" / "mnist-cnn.pth"
 WEIGHTS = REPO_ROOT / "weights" / "mnist-cnn.pt"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "exclusive: runs alone among pytest-xdist's workers")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The exclusive tests go to one worker (``--dist loadgroup``), in their order: a module's
-    Ray cluster then starts and stops among them."""
-    for item in items:
-        if item.get_closest_marker("exclusive"):
-            item.add_marker(pytest.mark.xdist_group("exclusive"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
-    """Setup, call and teardown under the turnstile, when pytest-xdist runs the tests."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:
-        return (yield)
-    folder = Path(tempfile.gettempdir()) / f"gridbench-tests-{run}"
-    with turnstile(folder, exclusive=item.get_closest_marker("exclusive") is not None):
-        return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,6 @@ from runner.analysis.compare import FILES
 from runner.analysis.compare import main as compare_main
 from tests.conftest import run_app
 
-pytestmark = pytest.mark.xdist_group("compare")  # its module fixtures, made once
-
 TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",
         "round=1,2")  # fmt: skip
 COMPARISONS = "tags.`gridbench.comparison` = 'true'"

@@ -10,7 +10,6 @@ import random
 from functools import cache
 
 import numpy as np
-import pytest
 from hydra.errors import ConfigCompositionException
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -125,7 +124,6 @@ def outcome(chosen: dict, invalid: set) -> str:
     return "ran"
 
 
-@pytest.mark.exclusive  # it starts Ray
 @settings(max_examples=1, deadline=None, database=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(st.integers(0, 2**32 - 1))  # a seed: Hypothesis's own random draws lean to the edges

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import mlflow
-import pytest
 
 from runner import REPO_ROOT
 from runner.tracking import store
@@ -37,7 +36,6 @@ def test_the_fallbacks_are_what_gridbench_sees():
     )
 
 
-@pytest.mark.exclusive  # it starts Ray
 def test_every_mode_runs_without_the_posix_apis(tmp_path):
     env = {**NO_POSIX, "USER": "", "LOGNAME": ""}
     modes = ("mode=sequential,parallel,ray", "threads=2", "grid.rows=4", "grid.columns=4")

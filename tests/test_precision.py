@@ -20,8 +20,6 @@ from tests.conftest import WEIGHTS, run_app
 from tests.test_config import compose_run
 from tests.test_strategies import make_job
 
-pytestmark = pytest.mark.xdist_group("precision")  # its module fixtures, made once
-
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"
 COMPILE_CACHE = REPO_ROOT / "outputs" / "compile"
 CELLS = 2000  # of the test split; the whole split is bench/precision.py's

@@ -23,8 +23,6 @@ from tests.test_strategies import cached_graph, make_job
 from tests.test_sweep import free_port
 from tests.test_timeline import assert_covers_every_cell_once
 
-pytestmark = pytest.mark.exclusive  # Ray's raylet starts within a bound of its own
-
 
 def test_embedded_ray_predicts_as_sequential(model, test_split):
     job = make_job(model, test_split, 3000, 64, threads=2, offset=8500, repeats=2)

@@ -23,8 +23,6 @@ from tests.conftest import run_app
 from tests.test_compare import COMPARISONS, TINY
 from tests.test_sweep import free_port
 
-pytestmark = pytest.mark.xdist_group("server")  # its module fixtures, made once
-
 ROLE = "postgresql://gridbench:gridbench@127.0.0.1:5432"
 ADMIN_PASSWORD = secrets.token_hex(12)
 

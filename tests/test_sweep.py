@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,8 +17,6 @@ from omegaconf import OmegaConf
 from runner import REPO_ROOT, sweep
 from runner.analysis.report import main as report_main
 from tests.conftest import run_app, start_app, wait_for_phase, wait_until
-
-pytestmark = pytest.mark.xdist_group("sweep")  # its module fixture, made once
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
 
@@ -298,9 +295,8 @@ def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys)
     assert not (tmp_path / "none").exists()
 
 
-def test_runner_report_rebuilds_a_sweep_from_its_directory(swept_store, tmp_path, monkeypatch):
-    sweep = tmp_path / "sweep"
-    shutil.copytree(swept_store / "sweep", sweep)
+def test_runner_report_rebuilds_a_sweep_from_its_directory(swept_store, monkeypatch):
+    sweep = swept_store / "sweep"  # its report is deleted and made again, the same
     first = read_csv(sweep / "report.csv")
     (sweep / "report.csv").unlink()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{swept_store / 'mlflow.db'}")
