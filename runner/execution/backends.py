@@ -23,6 +23,7 @@ computing (``DeviceTimes``).
 
 import copy
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,10 +242,19 @@ def _onnxruntime(spec: Spec) -> Classify:
 OPENVINO_PRECISIONS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
+def without_openvino_telemetry() -> None:
+    """Keep ``import openvino`` from sending its usage event: it posts one from a thread of
+    its own, which nobody running a benchmark asked for, and a forkserver that forks a
+    worker while that thread imports leaves the worker waiting on an import lock for ever
+    (a sweep hung so). OpenVINO then uses its own stub, as when the package is missing."""
+    sys.modules.setdefault("openvino_telemetry", None)
+
+
 def _openvino(spec: Spec) -> Classify:
     """One OpenVINO CPU model: ``threads`` threads, one stream, no pinning (the workers of
     a parallel run share the cores); the precision hint for bf16 and fp16, int8 from the
     quantized graph."""
+    without_openvino_telemetry()
     import openvino as ov
 
     wanted = OPENVINO_PRECISIONS[spec.precision]

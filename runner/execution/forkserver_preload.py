@@ -10,3 +10,6 @@ from runner.children import die_with_parent
 die_with_parent()
 
 import runner.execution.parallel  # noqa: E402,F401 - what the workers run, loaded once
+from runner.execution.backends import without_openvino_telemetry  # noqa: E402
+
+without_openvino_telemetry()  # before the preload imports openvino: no thread to fork past
