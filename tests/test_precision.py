@@ -246,7 +246,7 @@ def test_a_single_run_of_a_pair_that_cannot_run_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_openvino_starts_no_telemetry_thread_in_the_forkserver_or_the_run():
+def test_openvino_starts_no_telemetry_thread_in_the_forkserver_or_the_run(graphs):
     """``import openvino`` would post a usage event from a thread; the forkserver, which
     imports it before it forks the workers, then forked past that thread's import lock and
     a worker hung for ever. A fresh process is the point: what an import starts."""
@@ -254,14 +254,13 @@ def test_openvino_starts_no_telemetry_thread_in_the_forkserver_or_the_run():
         "import sys, threading\n"
         "import runner.execution.forkserver_preload\n"  # what the forkserver loads first
         "import openvino\n"  # then the runtime, as its preload list says
-        "from runner.execution.backends import Spec, build\n"
         "from pathlib import Path\n"
+        "from runner.execution.backends import Spec, build\n"
         "from runner.execution.onnx_graph import graph_of\n"
-        f"graph = graph_of(Path({str(WEIGHTS)!r}), Path({str(ONNX_CACHE)!r}))\n"
+        f"graph = graph_of(Path({str(WEIGHTS)!r}), Path({str(ONNX_CACHE)!r}))\n"  # cached
         "build('openvino', Spec(None, onnx=graph.onnx))\n"
         "print(threading.active_count(), sys.modules['openvino_telemetry'])\n"
     )
-    graph_of(WEIGHTS, ONNX_CACHE)  # the cached fp32 graph the check reads
     done = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.stdout.split() == ["1", "None"], done.stderr
