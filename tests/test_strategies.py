@@ -86,6 +86,24 @@ def test_spawn_start_method_agrees(model, test_split):
     np.testing.assert_array_equal(run_parallel(job).pred, run_sequential(job).pred)
 
 
+def test_a_forkserver_left_for_another_runtime_is_replaced(model, test_split):
+    """Its workers would import this run's runtime at every start (torch: a second each)."""
+    from multiprocessing import forkserver
+
+    def forkserver_imports() -> tuple[int, str]:
+        pid = forkserver._forkserver._forkserver_pid  # noqa: SLF001
+        return pid, " ".join(psutil.Process(pid).cmdline())  # its preload is on its command line
+
+    def run_with(backend: str) -> tuple[int, str]:
+        run_parallel(make_job(model, test_split, 100, 50, threads=2, backend=backend))
+        return forkserver_imports()
+
+    first = run_with("onnxruntime")
+    assert run_with("onnxruntime") == first and "'onnxruntime'" in first[1]  # kept for it
+    pid, imports = run_with("eager")
+    assert pid != first[0] and "'runner.model'" in imports
+
+
 def test_more_workers_than_cells(model, test_split):
     result = run_parallel(make_job(model, test_split, 3, 1, threads=4))
     assert len(result.pred) == 3

@@ -43,6 +43,7 @@ from runner.phases import begin
 START_METHODS = ("forkserver", "spawn")  # never fork: see above
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
+_forkserver_preload: list[list[str]] = []  # what the running forkserver imported, if ours
 
 
 def usable_start_method(wanted: str) -> str:
@@ -55,10 +56,9 @@ def stop_helpers() -> None:
     """Stop and wait for multiprocessing's forkserver now, and its resource tracker at exit
     once the last semaphore is released, so that no process of the run is left once the
     command returns (both would otherwise linger a second or two after the interpreter)."""
-    from multiprocessing import forkserver, resource_tracker, util
+    from multiprocessing import resource_tracker, util
 
-    with contextlib.suppress(OSError, ChildProcessError):
-        forkserver._forkserver._stop()  # noqa: SLF001 - no public way to stop and wait
+    _stop_forkserver()
     tracker = resource_tracker._resource_tracker  # noqa: SLF001
     started_here = tracker._fd is not None and tracker._pid is not None  # noqa: SLF001
     if started_here and not _tracker_stop:  # a joblib worker inherits its parent's: not ours
@@ -66,14 +66,27 @@ def stop_helpers() -> None:
         _tracker_stop.append(util.Finalize(None, tracker._stop, exitpriority=-100))  # noqa: SLF001
 
 
-def _start_forkserver_deaf_to_ctrl_c() -> None:
-    """Start the forkserver with SIGINT blocked, a mask it keeps and its workers inherit: a
-    Ctrl-C sent to the whole process group then cannot hit its interpreter while it starts
-    (Python would print a fatal error)."""
+def _stop_forkserver() -> None:
     from multiprocessing import forkserver
 
+    with contextlib.suppress(OSError, ChildProcessError):
+        forkserver._forkserver._stop()  # noqa: SLF001 - no public way to stop and wait
+    _forkserver_preload.clear()
+
+
+def _start_forkserver_deaf_to_ctrl_c(preload: list[str]) -> None:
+    """Start the forkserver with SIGINT blocked, a mask it keeps and its workers inherit: a
+    Ctrl-C sent to the whole process group then cannot hit its interpreter while it starts
+    (Python would print a fatal error). One left running for another runtime is stopped
+    first: its workers would import this one's at every start (torch: a second each)."""
+    from multiprocessing import forkserver
+
+    if _forkserver_preload and _forkserver_preload[0] != preload:
+        _stop_forkserver()
+    forkserver.set_forkserver_preload(preload)
     with deaf_start({signal.SIGINT}):
         forkserver.ensure_running()
+    _forkserver_preload[:] = [preload]
 
 
 def _init_worker(job: Job, started: Any, ready: Any) -> None:
@@ -183,13 +196,11 @@ def run_parallel(job: Job) -> Result:
     """Classify the grid with ``job.threads`` worker processes."""
     workers = job.threads
     context = spawnable_context(job.start_method)
-    if job.start_method == "forkserver":
-        runtime = job.backend if job.backend in GRAPH_BACKENDS else "runner.model"  # torch if used
-        context.set_forkserver_preload(["runner.execution.forkserver_preload", runtime])
     begin("workers")
     started, began = time.perf_counter(), time.time()
     if job.start_method == "forkserver":
-        _start_forkserver_deaf_to_ctrl_c()
+        runtime = job.backend if job.backend in GRAPH_BACKENDS else "runner.model"  # torch if used
+        _start_forkserver_deaf_to_ctrl_c(["runner.execution.forkserver_preload", runtime])
     pool: ProcessPoolExecutor | None = None
     processes: list[multiprocessing.Process] = []
     try:
