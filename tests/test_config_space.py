@@ -93,11 +93,19 @@ def draw_configs(rng: random.Random) -> list[tuple[dict, set]]:
 
 
 @cache
-def reference(split: str) -> np.ndarray:
-    """Predictions for a whole split, eager PyTorch in large batches."""
-    model = load_model(REPO_ROOT / "weights" / "mnist-cnn.pt")
-    images = load_split(REPO_ROOT / "data", split).images
-    return classify_range(build("eager", Spec(model)), images, 0, len(images), 0, 1000)[0]
+def _split(name: str):
+    return load_split(REPO_ROOT / "data", name)
+
+
+@cache
+def _eager():
+    return build("eager", Spec(load_model(REPO_ROOT / "weights" / "mnist-cnn.pt")))
+
+
+def reference(split: str, images: np.ndarray) -> np.ndarray:
+    """Eager PyTorch's predictions for those ``images`` (indices) of a split."""
+    chosen = _split(split).images[images]
+    return classify_range(_eager(), chosen, 0, len(chosen), 0, 1000)[0]
 
 
 def outcome(chosen: dict, invalid: set) -> str:
@@ -118,7 +126,7 @@ def outcome(chosen: dict, invalid: set) -> str:
         return "refused"
     assert not invalid, f"{invalid} off range, yet accepted"
     result = STRATEGIES[cfg.mode](job)
-    expected = reference(cfg.data.split)[cell_images(0, job.cells, job.offset, len(job.split))]
+    expected = reference(cfg.data.split, cell_images(0, job.cells, job.offset, len(job.split)))
     np.testing.assert_array_equal(result.pred, expected)
     assert len(result.runtimes_s) == cfg.repeats
     return "ran"
