@@ -46,8 +46,9 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert (run_dir / "mask.png").stat().st_size > 0
 
     client, runs = runs_in(tmp_path)
-    assert len(runs) == 1
+    assert len(runs) == 1  # a single run has no parent run, as a sweep's jobs have
     run = runs[0]
+    assert "mlflow.parentRunId" not in run.data.tags and "sweep_dir" not in run.data.tags
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "parallel-t2-b8-6x10"
     assert run.data.params["grid.rows"] == "6" and run.data.params["mode"] == "parallel"

@@ -35,14 +35,23 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def test_sweep_is_grouped_and_reported(tmp_path):
-    done = run_app(tmp_path, *SMALL, "mode=sequential,parallel", "threads=1,2", "repeats=3",
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A sweep of three jobs (sequential, parallel with one and two workers) and its store,
+    which the tests below only read; the command's outcome with it."""
+    folder = tmp_path_factory.mktemp("swept")
+    done = run_app(folder, *SMALL, "mode=sequential,parallel", "threads=1,2", "repeats=3",
                    multirun=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+def test_sweep_is_grouped_and_reported(swept, tmp_path):
+    swept_store, done = swept
     # sequential mode ignores threads: its threads=2 job is the threads=1 one, and skipped
     assert "Skipped: the same configuration as job 0" in done.stdout
-    assert not (tmp_path / "sweep" / "1").exists()
-    client, parents, children = store(tmp_path)
+    assert not (swept_store / "sweep" / "1").exists()
+    client, parents, children = store(swept_store)
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -54,7 +63,7 @@ def test_sweep_is_grouped_and_reported(tmp_path):
         assert {"mode", "threads", "batch_size", "grid", "cpu", "cores", "torch"} <= set(tags)
         assert tags["start_method"] == ("forkserver" if tags["mode"] == "parallel" else "none")
 
-    sweep = tmp_path / "sweep"
+    sweep = swept_store / "sweep"
     rows = read_csv(sweep / "report.csv")
     assert len(rows) == 3
     by_job = {run.data.tags["job"]: run for run in children}
@@ -85,7 +94,7 @@ def test_sweep_is_grouped_and_reported(tmp_path):
     )
 
     # the same report again, from MLflow alone
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{swept_store / 'mlflow.db'}"
     try:
         assert report_main([parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
     finally:
@@ -93,22 +102,16 @@ def test_sweep_is_grouped_and_reported(tmp_path):
     assert read_csv(tmp_path / "again" / "report.csv") == rows
 
 
-def test_single_run_has_no_parent(tmp_path):
-    assert run_app(tmp_path, *SMALL).returncode == 0
-    _, parents, children = store(tmp_path)
-    assert parents == [] and len(children) == 1
-    assert "mlflow.parentRunId" not in children[0].data.tags
-
-
-def test_eight_jobs_four_at_once_with_the_joblib_launcher(tmp_path):
+def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
+    """Two at once, so that each of joblib's workers runs a second job after its first."""
     done = run_app(
         tmp_path,
         "grid.rows=5",
         "grid.columns=8",
         "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=4",
-        "threads=1,2",  # never more workers than the cores of a 2-core machine
-        "batch_size=2,4,6,8",
+        "hydra.launcher.n_jobs=2",
+        "threads=1,2",
+        "batch_size=4,8",
         "mode=parallel",
         multirun=True,
     )
@@ -116,11 +119,11 @@ def test_eight_jobs_four_at_once_with_the_joblib_launcher(tmp_path):
     client, parents, children = store(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     jobs = sorted((run.data.tags["threads"], run.data.tags["batch_size"]) for run in children)
-    assert jobs == sorted((t, b) for t in "12" for b in "2468")  # each exactly once
+    assert jobs == sorted((t, b) for t in "12" for b in "48")  # each exactly once
     for run in children:
         assert run.info.status == "FINISHED" and run.data.metrics["items"] == 40
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"mask.png"}
-    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 8
+    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 4
 
 
 def test_a_report_that_cannot_be_made_fails_the_sweep(tmp_path, monkeypatch, capsys):
@@ -203,16 +206,8 @@ def _running_runs(tmp_path):
         return False
 
 
-@pytest.fixture(scope="module")
-def swept_store(tmp_path_factory):
-    """A sweep of two parallel jobs and its store, which the tests below only read."""
-    folder = tmp_path_factory.mktemp("swept")
-    done = run_app(folder, *SMALL, "mode=parallel", "threads=1,2", multirun=True)
-    assert done.returncode == 0, done.stderr
-    return folder
-
-
-def test_runs_read_back_over_the_rest_api_of_a_real_server(swept_store):
+def test_runs_read_back_over_the_rest_api_of_a_real_server(swept):
+    swept_store, _ = swept
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -231,7 +226,7 @@ def test_runs_read_back_over_the_rest_api_of_a_real_server(swept_store):
         tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in found]
         parents = [run for run, t in zip(found, tags, strict=True) if "sweep_dir" in t]
         children = [(run, t) for run, t in zip(found, tags, strict=True) if "sweep_dir" not in t]
-        assert len(parents) == 1 and len(children) == 2
+        assert len(parents) == 1 and len(children) == 3
         parent_id = parents[0]["info"]["run_id"]
         for run, run_tags in children:
             assert run_tags["mlflow.parentRunId"] == parent_id
@@ -295,7 +290,8 @@ def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys)
     assert not (tmp_path / "none").exists()
 
 
-def test_runner_report_rebuilds_a_sweep_from_its_directory(swept_store, monkeypatch):
+def test_runner_report_rebuilds_a_sweep_from_its_directory(swept, monkeypatch):
+    swept_store, _ = swept
     sweep = swept_store / "sweep"  # its report is deleted and made again, the same
     first = read_csv(sweep / "report.csv")
     (sweep / "report.csv").unlink()
