@@ -103,7 +103,7 @@ def test_sweep_is_grouped_and_reported(swept, tmp_path):
 
 
 def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
-    """Two at once, so that each of joblib's workers runs a second job after its first."""
+    """More jobs than joblib workers, so a worker runs a job after another in one process."""
     done = run_app(
         tmp_path,
         "grid.rows=5",
