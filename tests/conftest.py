@@ -1,10 +1,13 @@
 """Shared fixtures: the repository's data and weights, the seed checkpoint, the app."""
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,30 @@ def test_split():
 @pytest.fixture(scope="session")
 def model():
     return load_model(WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def blank_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made and nothing in them, to copy. Making the
+    tables (MLflow's migrations) takes 2 s of CPU, the same every time: tests whose point is
+    not a store's first use start from a copy. Made as the app makes one."""
+    import mlflow
+
+    database = tmp_path_factory.mktemp("blank") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{database}").search_experiments(max_results=1)
+    return database
+
+
+def copy_store(blank: Path, folder: Path, name: str = "mlflow.db") -> str:
+    """The URI of a copy of ``blank`` as ``folder/name``."""
+    shutil.copyfile(blank, folder / name)
+    return f"sqlite:///{folder / name}"
+
+
+@pytest.fixture
+def made_store(blank_store, tmp_path) -> str:
+    """``tmp_path/mlflow.db`` (where ``run_app`` and ``start_app`` log) with its tables made."""
+    return copy_store(blank_store, tmp_path)
 
 
 @pytest.fixture
@@ -99,3 +126,40 @@ def wait_until(
 def wait_for_phase(tmp_path: Path, process: subprocess.Popen, phase: str) -> None:
     """``wait_for`` the phase of an app started by ``start_app``."""
     wait_for(tmp_path / "phases" / phase, process)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(
+    store: str, folder: Path, *args: str, env: dict | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` for ``store`` on a free port of 127.0.0.1, in its own process group,
+    its log in ``folder/server.log``; the process and its address once it answers.
+
+    Without the job runner for GenAI scoring (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``): MLflow
+    starts eight processes for it, each importing MLflow, for features no run here uses."""
+    port = free_port()
+    log = folder / "server.log"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
+    with log.open("w") as written:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, *args,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=written,
+            start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:  # until it answers its health check, however slow the machine
+        assert server.poll() is None, f"mlflow server exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "mlflow server did not answer within 300 s"
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5):
+                return server, base
+        except OSError:
+            time.sleep(0.2)

@@ -156,6 +156,7 @@ def test_a_directory_that_takes_no_files_is_named_with_the_reason(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_default_run_never_imports_torch(tmp_path):
     """Once the graph is cached, the default backend runs (helper, pictures and all)
     without torch: the 2-3 s of importing it are not paid."""

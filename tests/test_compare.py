@@ -14,7 +14,7 @@ from PIL import Image
 from runner import REPO_ROOT
 from runner.analysis.compare import FILES
 from runner.analysis.compare import main as compare_main
-from tests.conftest import run_app
+from tests.conftest import copy_store, run_app
 
 TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",
         "round=1,2")  # fmt: skip
@@ -22,11 +22,11 @@ COMPARISONS = "tags.`gridbench.comparison` = 'true'"
 
 
 @pytest.fixture(scope="module")
-def two_machines(tmp_path_factory):
+def two_machines(tmp_path_factory, blank_store):
     """The hardware preset, cut down to two rounds, run as machine a (two backends, fp32 and
     int8, eager's int8 skipped) and b (one, fp32)."""
     store = tmp_path_factory.mktemp("store")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    env = {"MLFLOW_TRACKING_URI": copy_store(blank_store, store)}
     for machine, backends, precisions in (
         ("a", "onnxruntime,eager", "fp32,int8"), ("b", "onnxruntime", "fp32")
     ):  # fmt: skip
@@ -124,10 +124,10 @@ def test_the_default_baseline_is_the_machine_that_ran_most(two_machines, tmp_pat
     assert "against `a`, the baseline" in (tmp_path / "compare.md").read_text()
 
 
-def test_runs_logged_before_intervals_are_compared_as_far_as_they_go(tmp_path, capsys):
+def test_runs_logged_before_intervals_are_compared_as_far_as_they_go(tmp_path, blank_store, capsys):
     """Runs with one figure each and no pass history: listed, never judged; a busy one is
     marked."""
-    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    uri = copy_store(blank_store, tmp_path, "old.db")
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("gridbench")
     for machine, throughput, busy in (("old", 1000.0, "false"), ("new", 1500.0, "true")):
@@ -181,8 +181,8 @@ def test_the_short_names_run_the_analysis_commands(module, tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-def test_an_experiment_without_finished_runs_is_refused(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+def test_an_experiment_without_finished_runs_is_refused(tmp_path, blank_store, capsys):
+    uri = copy_store(blank_store, tmp_path, "empty.db")
     mlflow.MlflowClient(uri).create_experiment("gridbench")
     assert compare_main(["--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 2
     assert "no finished runs" in capsys.readouterr().err

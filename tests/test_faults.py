@@ -76,6 +76,7 @@ def assert_nothing_left(tmp_path, process, before):
     assert alive(before) == [], "processes of the run outlived it"
 
 
+@pytest.mark.usefixtures("made_store")
 def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
     process = start_app(tmp_path, *BIG)
     workers = workers_of(process, 2, tmp_path)
@@ -93,6 +94,7 @@ def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated")])  # fmt: skip
+@pytest.mark.usefixtures("made_store")
 def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word):
     process = start_app(tmp_path, *BIG)
     workers_of(process, 2, tmp_path)
@@ -106,6 +108,7 @@ def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word
     assert_nothing_left(tmp_path, process, everything)
 
 
+@pytest.mark.usefixtures("made_store")
 def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
     process = start_app(tmp_path, *BIG)
     workers_of(process, 2, tmp_path)
@@ -120,6 +123,7 @@ def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
     assert statuses(tmp_path) == ["KILLED"]  # the tracking helper saw the run vanish
 
 
+@pytest.mark.usefixtures("made_store")
 def test_hung_worker_ends_in_a_timeout_not_a_frozen_terminal(tmp_path):
     process = start_app(tmp_path, *BIG, "parallel.timeout_s=3")
     workers = workers_of(process, 2, tmp_path)

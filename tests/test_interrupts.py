@@ -18,7 +18,7 @@ import pytest
 from runner import REPO_ROOT
 from runner.execution.devices import available_cores
 from runner.phases import PHASES
-from tests.conftest import run_app, wait_for
+from tests.conftest import copy_store, run_app, wait_for
 from tests.test_faults import alive, descendants
 
 SEQUENTIAL = ("grid.rows=100", "grid.columns=300")  # the default mode and backend
@@ -52,11 +52,16 @@ def forkserver_blocks_ctrl_c(run_pid):
     "overrides, stop, phase", CASES, ids=[f"{NAMES[o]}-{s[2]}-{p}" for o, s, p in CASES]
 )
 def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
-    tmp_path, overrides, stop, phase
+    tmp_path, blank_store, overrides, stop, phase
 ):
     markers = tmp_path / "phases"
     markers.mkdir()
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the store made only where the stop comes while it is made
+    store = (
+        copy_store(blank_store, tmp_path)
+        if phase != "store"
+        else f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
     env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
@@ -89,8 +94,8 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
     assert (tmp_path / "run" / "summary.json").exists()
 
 
-def _store_with_runs(tmp_path, runs):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def _store_with_runs(tmp_path, blank_store, runs):
+    uri = copy_store(blank_store, tmp_path)
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("x")
     for _ in range(runs):
@@ -124,8 +129,8 @@ def _results_kept_for_sync(run_dir, line):
     assert json.loads(summary.read_text())["tracked"] is False
 
 
-def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):
-    database = _store_with_runs(tmp_path, 2)
+def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path, blank_store):
+    database = _store_with_runs(tmp_path, blank_store, 2)
     with sqlite3.connect(database) as db:
         db.execute("update alembic_version set version_num = 'from_the_future'")
     before = database.read_bytes()
@@ -137,8 +142,8 @@ def test_a_refused_store_with_runs_is_to_be_upgraded_not_deleted(tmp_path):
     _results_kept_for_sync(tmp_path / "run", line)
 
 
-def test_a_run_that_uses_every_core_hears_of_a_refused_store_before_any_work(tmp_path):
-    database = _store_with_runs(tmp_path, 1)
+def test_a_run_that_uses_every_core_hears_of_a_refused_store_before_any_work(tmp_path, blank_store):
+    database = _store_with_runs(tmp_path, blank_store, 1)
     with sqlite3.connect(database) as db:
         db.execute("update alembic_version set version_num = 'from_the_future'")
     every_core = f"intra_op_threads={available_cores()}"
@@ -160,6 +165,7 @@ def test_a_store_in_a_missing_directory_is_bad_input(tmp_path):
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.usefixtures("made_store")
 def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent_and_writes_no_report(tmp_path):
     markers = tmp_path / "phases"
     markers.mkdir()

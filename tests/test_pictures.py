@@ -27,6 +27,7 @@ from runner.pictures.preview import IMAGE_WIDTH, MAX_WIDTH, preview_pixels
 from tests.conftest import run_app
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_run_draws_every_picture_and_counts_its_mistakes(tmp_path):
     done = run_app(tmp_path, "grid.rows=40", "grid.columns=50", "data.offset=7000",
                    "batch_size=50")  # fmt: skip
@@ -107,6 +108,7 @@ def start_with_stderr(stderr, tmp_path, *overrides):
     )  # fmt: skip
 
 
+@pytest.mark.usefixtures("made_store")
 def test_progress_bar_moves_on_a_terminal_and_stays_off_a_file(tmp_path):
     pty = pytest.importorskip("pty")  # a pseudo-terminal is POSIX's; the module imports anywhere
     controller, terminal = pty.openpty()

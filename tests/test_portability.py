@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 
 from runner import REPO_ROOT
 from runner.tracking import store
@@ -36,6 +37,7 @@ def test_the_fallbacks_are_what_gridbench_sees():
     )
 
 
+@pytest.mark.usefixtures("made_store")
 def test_every_mode_runs_without_the_posix_apis(tmp_path):
     env = {**NO_POSIX, "USER": "", "LOGNAME": ""}
     modes = ("mode=sequential,parallel,ray", "threads=2", "grid.rows=4", "grid.columns=4")

@@ -210,6 +210,7 @@ def test_agreement_is_counted_against_a_cached_fp32_reference(
     )
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_sweep_over_backends_and_precisions_skips_pairs_that_cannot_run(tmp_path):
     done = run_app(tmp_path, "backend=onnxruntime,jit", "precision=fp32,int8", "grid.rows=10",
                    "grid.columns=20", "progress=false", multirun=True)  # fmt: skip

@@ -18,9 +18,8 @@ from runner import REPO_ROOT
 from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range, run_sequential
 from runner.execution.ray_mode import Classifier, run_ray
-from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
+from tests.conftest import WEIGHTS, free_port, run_app, start_app, wait_for_phase
 from tests.test_strategies import cached_graph, make_job
-from tests.test_sweep import free_port
 from tests.test_timeline import assert_covers_every_cell_once
 
 
@@ -56,6 +55,7 @@ def head_node():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.usefixtures("made_store")
 def test_app_joins_a_head_node_and_leaves_it_running(tmp_path, head_node, model, test_split):
     done = run_app(
         tmp_path, "mode=ray", "threads=2", "batch_size=32", "grid.rows=10", "grid.columns=50",
@@ -106,6 +106,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("fault", EXPECTED)
+@pytest.mark.usefixtures("made_store")
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     timeout = ["parallel.timeout_s=10"] if fault == "hang actor" else []
     process = start_app(tmp_path, "mode=ray", "grid.rows=2000", *timeout)

@@ -42,6 +42,7 @@ def test_hydra_files_are_redacted_whole():
     assert overrides == ["mlflow.tracking_uri=http://***@h", "threads=2"]
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_password_in_the_config_lands_nowhere(tmp_path):
     # MLFLOW_TRACKING_URI (set by run_app) wins over the config's URI, so the run is logged
     # to the test's store while the config holds a URI with a password

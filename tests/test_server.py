@@ -7,10 +7,8 @@ nothing answers on 127.0.0.1:5432 the fixture runs the same script (``.ci/postgr
 
 import os
 import secrets
+import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,9 +17,8 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.analysis.compare import main as compare_main
-from tests.conftest import run_app
+from tests.conftest import run_app, start_mlflow_server
 from tests.test_compare import COMPARISONS, TINY
-from tests.test_sweep import free_port
 
 ROLE = "postgresql://gridbench:gridbench@127.0.0.1:5432"
 ADMIN_PASSWORD = secrets.token_hex(12)
@@ -69,32 +66,19 @@ def server(database, server_home):
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{home / 'users.db'}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # scrypt costs 84 ms of the server per request
     )
-    port = free_port()
-    env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(config),
-               MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-               MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-         "--backend-store-uri", database, "--artifacts-destination", str(home / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"),
+    secrets_env = {"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                   "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                   "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # fmt: skip
+    process, url = start_mlflow_server(
+        database, home, "--app-name", "basic-auth", "--artifacts-destination",
+        str(home / "artifacts"), env=secrets_env,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:  # until the server answers its health check
-        assert process.poll() is None, (home / "log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the server never answered"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
     try:
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
 
 

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,15 @@ from omegaconf import OmegaConf
 
 from runner import REPO_ROOT, sweep
 from runner.analysis.report import main as report_main
-from tests.conftest import run_app, start_app, wait_for_phase, wait_until
+from tests.conftest import (
+    copy_store,
+    free_port,
+    run_app,
+    start_app,
+    start_mlflow_server,
+    wait_for_phase,
+    wait_until,
+)
 
 SMALL = ("grid.rows=5", "grid.columns=8", "batch_size=4")
 
@@ -36,10 +43,11 @@ def read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, blank_store):
     """A sweep of three jobs (sequential, parallel with one and two workers) and its store,
     which the tests below only read; the command's outcome with it."""
     folder = tmp_path_factory.mktemp("swept")
+    copy_store(blank_store, folder)
     done = run_app(folder, *SMALL, "mode=sequential,parallel", "threads=1,2", "repeats=3",
                    multirun=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -102,6 +110,7 @@ def test_sweep_is_grouped_and_reported(swept, tmp_path):
     assert read_csv(tmp_path / "again" / "report.csv") == rows
 
 
+@pytest.mark.usefixtures("made_store")
 def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
     """More jobs than joblib workers, so a worker runs a job after another in one process."""
     done = run_app(
@@ -126,6 +135,7 @@ def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
     assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 4
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_report_that_cannot_be_made_fails_the_sweep(tmp_path, monkeypatch, capsys):
     """Hydra only warns about a callback that raises, and exits 0: the sweep says it."""
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -148,6 +158,7 @@ def test_a_report_that_cannot_be_made_fails_the_sweep(tmp_path, monkeypatch, cap
     assert client.get_run(parent.info.run_id).info.status == "FAILED"
 
 
+@pytest.mark.usefixtures("made_store")
 def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):
     done = run_app(tmp_path, *SMALL, "mode=parallel", "parallel.timeout_s=0.001,600", multirun=True)
     assert done.returncode == 1
@@ -159,12 +170,6 @@ def test_failed_job_marks_its_run_and_the_parent_failed(tmp_path):
     assert len(failed) == 1 and "parallel.timeout_s" in failed[0].data.tags["error"]
     assert [run.info.status for run in children if run not in failed] == ["FINISHED"]
     assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 1
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
@@ -185,6 +190,7 @@ def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.usefixtures("made_store")
 def test_ctrl_c_marks_the_run_killed(tmp_path):
     process = start_app(tmp_path, "mode=parallel", "grid.rows=2000")
     wait_for_phase(tmp_path, process, "classify")
@@ -208,16 +214,8 @@ def _running_runs(tmp_path):
 
 def test_runs_read_back_over_the_rest_api_of_a_real_server(swept):
     swept_store, _ = swept
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{swept_store / 'mlflow.db'}", "--workers", "1"],
-        cwd=swept_store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_mlflow_server(f"sqlite:///{swept_store / 'mlflow.db'}", swept_store)
     try:
-        _wait_until_up(base, server)
         experiment = _get(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gridbench")
         found = _post(
             base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment"]
@@ -252,18 +250,6 @@ def _post(base, path, body):
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
-
-
-def _wait_until_up(base, server):
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mlflow server exited"
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not start within 120 s")
 
 
 def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys):

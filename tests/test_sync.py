@@ -10,23 +10,15 @@ import mlflow
 import pytest
 
 from runner import REPO_ROOT
+from tests.conftest import copy_store, start_mlflow_server
 from tests.test_interrupts import wait_for
-from tests.test_sweep import _wait_until_up, free_port
 
 GRID = ("grid.rows=20", "grid.columns=300", "backend=eager")  # long enough to kill a server
 
 
 def start_server(folder):
     folder.mkdir()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    _wait_until_up(base, server)
-    return server, base
+    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder)
 
 
 def stop(server):
@@ -42,7 +34,7 @@ def sync(*run_dirs, base):
     )  # fmt: skip
 
 
-def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
+def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, blank_store):
     first, base = start_server(tmp_path / "first")
     markers = tmp_path / "phases"
     markers.mkdir()
@@ -64,7 +56,7 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
     assert summary["tracked"] is False and summary["tracking_error"]
     assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
 
-    later = f"sqlite:///{tmp_path / 'later.db'}"  # wherever the user logs it: one server start less
+    later = copy_store(blank_store, tmp_path, "later.db")  # wherever the user logs it
     done = sync(run_dir, base=later)
     assert done.returncode == 0, done.stderr
     client = mlflow.MlflowClient(later)

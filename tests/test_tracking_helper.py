@@ -27,6 +27,7 @@ def helper():
     started.close()
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_run_is_begun_logged_and_ended_by_the_helper(tmp_path, helper):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "a.txt").write_text("product")
@@ -70,6 +71,7 @@ def test_errors_come_back_as_what_they_were(tmp_path, helper):
     helper.ask("end", "KILLED")  # nothing open: nothing to end, and the helper still answers
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_run_left_open_is_killed_when_the_main_process_goes(tmp_path, helper):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = helper.ask("begin", uri, "x", "a run", {}, {})
