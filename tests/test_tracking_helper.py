@@ -4,11 +4,14 @@ deaf to Ctrl-C, and a run it holds ended KILLED when the main process vanishes."
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import mlflow
 import pytest
 from filelock import FileLock
 
+from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError, Terminated, held_stops
 from runner.tracking import record, store
 from runner.tracking.helper import Helper
@@ -195,3 +198,27 @@ def test_sigterm_ends_a_run_whose_store_is_locked(tmp_path):
     assert (process.returncode, err.strip()) == (143, "error: terminated")
     assert alive(everything) == []
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_mlflow_is_imported_with_the_garbage_collector_paused_then_running_again():
+    """In a fresh process (MLflow not yet imported): paused while MLflow's own module runs,
+    running again after, and left off where it was off."""
+    code = (
+        "import gc, sys\n"
+        "from runner.tracking import store\n"
+        "seen = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mlflow':\n"
+        "            seen.append(gc.isenabled())\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "store._mlflow()\n"
+        "print(seen, gc.isenabled())\n"
+        "gc.disable()\n"
+        "store._mlflow()\n"
+        "print(gc.isenabled())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[False] True", "False"]

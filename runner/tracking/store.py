@@ -5,6 +5,7 @@ in the launching process for a sweep's parent run, in ``runner.tracking.sync``. 
 nothing heavy itself (MLflow only inside the functions), so the helper starts fast.
 """
 
+import gc
 import getpass
 import logging
 import os
@@ -146,8 +147,17 @@ def warm(uri: str) -> None:
 
 
 def _mlflow() -> Any:
-    """MLflow, its chatter about migrations and the like kept out of the run's console."""
-    import mlflow
+    """MLflow, its chatter about migrations and the like kept out of the run's console.
+
+    Imported with the cyclic garbage collector paused: the import's 148,000 new objects set
+    off 400 collections that free next to nothing, 8 % of its 1.5 s (BENCHMARKS.md)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import mlflow
+    finally:
+        if collecting:
+            gc.enable()
 
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
