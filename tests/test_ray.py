@@ -133,6 +133,7 @@ def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     assert _actors() == []
 
 
+@pytest.mark.usefixtures("made_store")
 def test_a_cluster_that_is_not_there_fails_fast_in_one_line(tmp_path):
     """ray.init alone would retry a dead head node for ever; the probe ends the run."""
     port = free_port()  # bound and released: nothing listens there
