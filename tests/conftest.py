@@ -60,6 +60,16 @@ def made_store(blank_store, tmp_path) -> str:
     return copy_store(blank_store, tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def unmeasured_children(request, monkeypatch) -> None:
+    """The processes a test marked ``unmeasured`` starts run without coverage, which starts
+    in a child only where ``COVERAGE_PROCESS_CONFIG`` is set: it makes each of those
+    processes (the app, its helper, its workers, Ray's) start and run a third slower. For
+    tests whose lines other tests reach, measured."""
+    if request.node.get_closest_marker("unmeasured"):
+        monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
 @pytest.fixture
 def stops_caught():
     """The app's SIGINT and SIGTERM handlers in this process, undone afterwards."""

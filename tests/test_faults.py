@@ -94,6 +94,7 @@ def test_killed_worker_fails_the_run_fast_and_cleanly(tmp_path):
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated")])  # fmt: skip
+@pytest.mark.unmeasured
 @pytest.mark.usefixtures("made_store")
 def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word):
     process = start_app(tmp_path, *BIG)
@@ -108,6 +109,7 @@ def test_signals_stop_the_pool_and_mark_the_run_killed(tmp_path, sig, code, word
     assert_nothing_left(tmp_path, process, everything)
 
 
+@pytest.mark.unmeasured
 @pytest.mark.usefixtures("made_store")
 def test_workers_and_forkserver_end_when_the_run_is_killed_outright(tmp_path):
     process = start_app(tmp_path, *BIG)

@@ -105,7 +105,11 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("fault", EXPECTED)
+# a Ctrl-C's lines are reached, measured, in the other modes: only Ray's own are measured
+@pytest.mark.parametrize(
+    "fault",
+    [pytest.param(f, marks=pytest.mark.unmeasured) if f == "ctrl-c" else f for f in EXPECTED],
+)
 @pytest.mark.usefixtures("made_store")
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     timeout = ["parallel.timeout_s=10"] if fault == "hang actor" else []

@@ -190,6 +190,7 @@ def test_unreachable_tracking_server_is_reported_before_work(tmp_path):
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.unmeasured
 @pytest.mark.usefixtures("made_store")
 def test_ctrl_c_marks_the_run_killed(tmp_path):
     process = start_app(tmp_path, "mode=parallel", "grid.rows=2000")
