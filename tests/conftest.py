@@ -63,9 +63,9 @@ def made_store(blank_store, tmp_path) -> str:
 @pytest.fixture(autouse=True)
 def unmeasured_children(request, monkeypatch) -> None:
     """The processes a test marked ``unmeasured`` starts run without coverage, which starts
-    in a child only where ``COVERAGE_PROCESS_CONFIG`` is set: it makes each of those
-    processes (the app, its helper, its workers, Ray's) start and run a third slower. For
-    tests whose lines other tests reach, measured."""
+    in a child only where ``COVERAGE_PROCESS_CONFIG`` is set. It slows every one of them
+    (the app, its helper, its workers, Ray's): test_interrupts and test_faults took 135 s
+    measured, 95 s not. For tests whose every line other tests reach, measured."""
     if request.node.get_closest_marker("unmeasured"):
         monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
 
