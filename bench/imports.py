@@ -41,6 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=15)
     processes = parser.parse_args().processes
+    if processes < 3:
+        parser.error("--processes: at least 3 of each, for an interval")
     times: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
     for _ in range(processes):
         for kind, code in KINDS.items():
