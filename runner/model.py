@@ -44,8 +44,9 @@ def load_model(path: Path) -> MnistCNN:
     """The model in eval mode with the state dict at ``path``, loaded without running code."""
     if not path.is_file():
         raise InputError(f"weights file {path} is missing")
-    if not zipfile.is_zipfile(path):  # what torch.save writes
+    if not zipfile.is_zipfile(path):  # what torch.save writes (False where unreadable)
         raise InputError(f"weights file {path} is truncated or corrupt: not a torch.save archive")
+    _check_crcs(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -60,7 +61,22 @@ def load_model(path: Path) -> MnistCNN:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise InputError(f"weights file {path} does not fit the model: {flat(error, 300)}")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"weights file {path} holds NaN or infinite values in {name}")
     return model.eval()
+
+
+def _check_crcs(path: Path) -> None:
+    """torch reads an archive's members without checking their CRC-32, so flipped bytes in
+    a tensor load as other numbers: every member is read and checked first."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise InputError(f"weights file {path} is truncated or corrupt: {flat(error, 200)}")
+    if damaged is not None:
+        raise InputError(f"weights file {path} is corrupt: {damaged} fails its CRC-32 check")
 
 
 def flops_per_image(model: MnistCNN) -> int:

@@ -36,6 +36,28 @@ def test_the_graph_is_cached_by_the_weights_file_and_never_stale(model, tmp_path
     assert graph_of(weights, cache).onnx == b"again" and len(exported) == 2
 
 
+@pytest.mark.parametrize("damage", ["flipped", "replaced"])
+def test_a_graph_altered_in_the_cache_is_never_used(tmp_path, monkeypatch, capsys, damage):
+    """Bytes flipped in the cached graph (it ran at 44.7 % accuracy), or another graph (the
+    int8 one) copied in its place: its sha256 no longer matches, so it is exported again."""
+    weights, cache = tmp_path / "mnist-cnn.pt", tmp_path / "cache"
+    shutil.copy(WEIGHTS, weights)
+    good = graph_of(weights, cache)
+    (graph_file,) = cache.glob("*.onnx")
+    altered = bytearray(good.onnx)
+    if damage == "flipped":
+        altered[len(altered) // 2 : len(altered) // 2 + 64] = bytes(64)
+    else:
+        altered = b"another graph, the int8 one say"
+    graph_file.write_bytes(bytes(altered))
+    exported = []
+    monkeypatch.setattr(onnx_graph, "export_onnx", lambda m: exported.append(m) or good.onnx)
+    assert graph_of(weights, cache) == good and len(exported) == 1
+    assert graph_file.read_bytes() == good.onnx  # the cache is whole again
+    assert f"{graph_file} does not match the sha256" in capsys.readouterr().err
+    assert graph_of(weights, cache) == good and len(exported) == 1  # and trusted again
+
+
 def test_a_graph_is_exported_quietly_then_read_without_importing_torch(tmp_path):
     """The first run of a clean clone exports the graph, without a word on the console
     (torch's exporter warns of torchvision's ops where torchvision is missing); every run
@@ -66,6 +88,9 @@ def test_the_key_follows_every_byte_of_the_weights(tmp_path):
     assert weights_key(weights) != key
     with pytest.raises(InputError, match="is missing"):
         weights_key(tmp_path / "none.pt")
+    (tmp_path / "mem.pt").symlink_to("/proc/self/mem")  # a file that cannot be read whole
+    with pytest.raises(InputError, match="mem.pt cannot be read: Input/output error"):
+        weights_key(tmp_path / "mem.pt")
 
 
 def test_the_graph_predicts_as_eager(model, test_split):

@@ -59,6 +59,25 @@ def test_truncated_weights(tmp_path):
         load_model(path)
 
 
+def test_weights_with_flipped_bytes_fail_their_crc(tmp_path):
+    """torch would load them: the tensor's bytes are read without their CRC-32."""
+    data = bytearray(WEIGHTS.read_bytes())
+    for at in range(len(data) // 2, len(data) // 2 + 64):
+        data[at] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"flipped.pt is corrupt: \S+ fails its CRC-32 check"):
+        load_model(tmp_path / "flipped.pt")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(tmp_path, value):
+    state = torch.load(WEIGHTS, weights_only=True)
+    state["network.9.bias"][3] = value
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(InputError, match="nan.pt holds NaN or infinite values in network.9.bias"):
+        load_model(tmp_path / "nan.pt")
+
+
 def test_wrong_shape_weights(tmp_path):
     state = MnistCNN().state_dict()
     state["network.7.weight"] = torch.zeros(10, 10)

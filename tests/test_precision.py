@@ -1,6 +1,7 @@
 """Backends x precisions: every pair agrees with eager fp32, the int8 graph's cache, native
 or emulated said from the hardware's flags, the price of the speed, and refusals."""
 
+import io
 import json
 import subprocess
 import sys
@@ -105,8 +106,8 @@ def test_the_fingerprint_names_the_flags_that_decide_precision(monkeypatch):
     assert "gpu_capability" in fingerprint()
 
 
-def test_the_int8_graph_is_cached_by_its_settings_and_refused_when_corrupt(
-    graphs, train_split, tmp_path, monkeypatch
+def test_the_int8_graph_is_cached_by_its_settings_and_calibrated_again_when_corrupt(
+    graphs, train_split, tmp_path, monkeypatch, capsys
 ):
     fp32 = graph_of(WEIGHTS, ONNX_CACHE)
     first = quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
@@ -124,13 +125,18 @@ def test_the_int8_graph_is_cached_by_its_settings_and_refused_when_corrupt(
     )
     assert len(list(tmp_path.glob("*-int8-*.onnx"))) == 2
     monkeypatch.setitem(quantize.SETTINGS, "per_channel", True)
-    graph_file.write_bytes(first[:-10] + b"0123456789")
-    with pytest.raises(InputError, match="is corrupt .*delete both to calibrate again"):
-        quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
-    graph_file.with_suffix(".json").write_text("{")  # facts unreadable: stale, rebuilt
+    graph_file.write_bytes(first[:-10] + b"0123456789")  # corrupt: never run, calibrated again
     assert (
         quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
         == b"again"
+    )
+    assert "does not match the sha256" in capsys.readouterr().err
+    assert graph_file.read_bytes() == b"again"
+    graph_file.with_suffix(".json").write_text("{")  # facts unreadable: stale, rebuilt
+    monkeypatch.setattr(quantize, "quantize", lambda *args: calls.append(args) or b"third")
+    assert (
+        quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
+        == b"third"
     )
     assert json.loads(graph_file.with_suffix(".json").read_text())["sha256"]
 
@@ -202,12 +208,19 @@ def test_agreement_is_counted_against_a_cached_fp32_reference(
     result = Result(pred, prob, [1.0], np.ones(6), 0.0, 1, 1)
     monkeypatch.setattr("runner.execution.backends.build", lambda *args: pytest.fail("not cached"))
     price = agreement.agreement_with_fp32(job, labels, result, tmp_path, ONNX_CACHE)
+    monkeypatch.undo()
     assert price["fp32_agreement"] == pytest.approx(297 / 300)
     assert price["fp32_max_prob_diff"] == pytest.approx(0.25)
     assert price["fp32_accuracy"] == pytest.approx(np.mean(reference == labels))
     assert price["accuracy_delta"] == pytest.approx(
         np.mean(pred == labels) - np.mean(reference == labels)
     )
+    (cached,) = tmp_path.glob("fp32-*.npz")  # another run's reference copied in its place
+    other = io.BytesIO()
+    np.savez(other, pred=pred, prob=prob)
+    cached.write_bytes(other.getvalue())
+    again, _ = agreement.fp32_reference(job, tmp_path, ONNX_CACHE)
+    np.testing.assert_array_equal(again, reference)  # computed again, not read
 
 
 @pytest.mark.usefixtures("made_store")

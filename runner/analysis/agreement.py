@@ -2,15 +2,18 @@
 
 The fp32 reference is the exported graph run by ONNX Runtime (which agrees with eager
 PyTorch on every cell, the tests say) over exactly the run's cells, once: it is cached
-under ``outputs/reference``, keyed by the weights, the split, the offset and the cells.
+under ``outputs/reference``, keyed by the weights, the split, the offset and the cells, and
+checked against its sha256 like every derived file (``runner.derived``).
 """
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.derived import read_checked, write_checked
 from runner.execution.classify import Job, Result
 
 REFERENCE_BATCH = 256
@@ -42,22 +45,23 @@ def fp32_reference(job: Job, cache_dir: Path, onnx_cache: Path) -> tuple[np.ndar
     graph = graph_of(job.weights, onnx_cache)
     place = f"{graph.key}-{job.split_name}-{job.offset}-{job.cells}"
     path = cache_dir / f"fp32-{hashlib.sha256(place.encode()).hexdigest()[:16]}.npz"
-    try:
-        with np.load(path) as cached:
-            pred, prob = cached["pred"], cached["prob"]
-        if len(pred) == len(prob) == job.cells:
-            return pred, prob
-    except (OSError, ValueError, KeyError, EOFError):
-        pass  # absent or unreadable: computed again, it is only derived
+    cached = read_checked(path)
+    if cached is not None:
+        try:
+            with np.load(io.BytesIO(cached[0])) as arrays:
+                pred, prob = arrays["pred"], arrays["prob"]
+            if len(pred) == len(prob) == job.cells:
+                return pred, prob
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # not what it should be: computed again, it is only derived
     from runner.execution.backends import Spec, build
     from runner.execution.classify import classify_range
     from runner.execution.devices import available_cores
-    from runner.files import atomic
 
     classify = build("onnxruntime", Spec(None, threads=available_cores(), onnx=graph.onnx))
     images = job.split.images
     pred, prob, _ = classify_range(classify, images, 0, job.cells, job.offset, REFERENCE_BATCH)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic(path) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, pred=pred, prob=prob)
+    arrays = io.BytesIO()
+    np.savez(arrays, pred=pred, prob=prob)
+    write_checked(path, arrays.getvalue(), {"of": place})
     return pred, prob

@@ -1,22 +1,22 @@
 """The model as an ONNX graph for ``backend=onnxruntime``, exported once per weights file.
 
 torch's exporter takes seconds, so the graph is cached (under ``outputs/onnx`` for the app)
-with the model's FLOPs beside it, keyed by the sha256 of the weights file and torch's
-version: new weights or another torch never meet a stale graph. A run that finds its graph
-there does not import torch at all (about 3 s of start-up): the hash says these are the
-very bytes that were loaded, checked and exported before.
+with the model's FLOPs and its own sha256 beside it, keyed by the sha256 of the weights file
+and torch's version: new weights or another torch never meet a stale graph, and a graph
+altered in the cache is exported again. A run that finds its graph there does not import
+torch at all: the hashes say these are the very bytes that were loaded, checked and
+exported before.
 """
 
 import hashlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.derived import read_checked, write_checked
 from runner.errors import InputError, flat
-from runner.files import atomic
 from runner.machine import torch_version
 
 if TYPE_CHECKING:
@@ -31,26 +31,22 @@ class Graph:
 
 
 def graph_of(weights: Path, cache_dir: Path) -> Graph:
-    """The graph of the weights file ``weights``: from the cache, else loaded (with every
-    check of ``load_model``), exported and cached."""
+    """The graph of the weights file ``weights``: from the cache when its bytes match their
+    recorded sha256 (``runner.derived``), else loaded (with every check of ``load_model``),
+    exported and cached."""
     key = weights_key(weights)
     graph_file = cache_dir / f"mnist-cnn-{key}.onnx"
-    facts_file = graph_file.with_suffix(".json")
-    if graph_file.is_file() and facts_file.is_file():
+    cached = read_checked(graph_file)
+    if cached is not None:
         try:
-            flops = int(json.loads(facts_file.read_text())["flops_per_image"])
-            return Graph(graph_file.read_bytes(), flops, key)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # unreadable facts: exported again
+            return Graph(cached[0], int(cached[1]["flops_per_image"]), key)
+        except (ValueError, KeyError, TypeError):
+            pass  # facts without the FLOPs: exported again
     from runner.model import flops_per_image, load_model
 
     model = load_model(weights)
     graph = Graph(export_onnx(model), flops_per_image(model), key)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic(facts_file) as tmp:
-        tmp.write_text(json.dumps({"flops_per_image": graph.flops_per_image}))
-    with atomic(graph_file) as tmp:  # last: a graph in the cache has its facts
-        tmp.write_bytes(graph.onnx)
+    write_checked(graph_file, graph.onnx, {"flops_per_image": graph.flops_per_image})
     return graph
 
 
@@ -59,7 +55,10 @@ def weights_key(weights: Path) -> str:
     if not weights.is_file():
         raise InputError(f"weights file {weights} is missing")
     digest = hashlib.sha256(torch_version().encode())
-    digest.update(weights.read_bytes())
+    try:
+        digest.update(weights.read_bytes())
+    except OSError as error:
+        raise InputError(f"weights file {weights} cannot be read: {error.strerror or error}")
     return digest.hexdigest()[:16]
 
 

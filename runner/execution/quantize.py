@@ -7,7 +7,7 @@ the ranges seen on calibration images of the training split. Weights keep 7 bits
 a comparison of machines runs the same int8 graph on each.
 
 The cache is keyed by the fp32 graph's key and these settings; a graph whose bytes no
-longer match the sha256 recorded beside it is corrupt, and refused rather than run.
+longer match the sha256 recorded beside it is calibrated again (``runner.derived``).
 """
 
 import hashlib
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.derived import read_checked, write_checked
 from runner.errors import InputError, flat
-from runner.files import atomic
 
 CALIBRATION_IMAGES = 1000  # every 60th image of the training split
 CALIBRATION_BATCH = 100
@@ -43,26 +43,11 @@ def int8_graph_of(
     settings = json.dumps({**SETTINGS, "onnxruntime": _ort_version()}, sort_keys=True)
     key = hashlib.sha256(f"{fp32_key}{settings}".encode()).hexdigest()[:16]
     graph_file = cache_dir / f"mnist-cnn-{fp32_key}-int8-{key}.onnx"
-    facts_file = graph_file.with_suffix(".json")
-    if graph_file.is_file() and facts_file.is_file():
-        graph = graph_file.read_bytes()
-        try:
-            recorded = json.loads(facts_file.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None  # facts unreadable: stale, calibrated again
-        if recorded is not None:
-            if hashlib.sha256(graph).hexdigest() != recorded:
-                raise InputError(
-                    f"the int8 graph {graph_file} is corrupt (its sha256 is not the one in "
-                    f"{facts_file.name}): delete both to calibrate again"
-                )
-            return graph
+    cached = read_checked(graph_file)
+    if cached is not None:
+        return cached[0]
     graph = quantize(fp32_graph, train_images())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic(graph_file) as tmp:
-        tmp.write_bytes(graph)
-    with atomic(facts_file) as tmp:  # last: a graph with its facts is complete
-        tmp.write_text(json.dumps({"sha256": hashlib.sha256(graph).hexdigest(), **SETTINGS}))
+    write_checked(graph_file, graph, SETTINGS)
     return graph
 
 

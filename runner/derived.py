@@ -1,0 +1,52 @@
+"""Derived files (the exported graph, the int8 graph, the fp32 reference): one rule for all.
+
+Each is written with a facts file beside it (``X.onnx`` and ``X.json``) that records the
+sha256 of its bytes, facts last, so a file in the cache with its facts is complete. On
+reading, a file whose bytes no longer match (bits flipped, another graph copied in its
+place) or whose facts are missing or unreadable is never used: the caller builds it again
+from its sources, and a mismatch is said in one line on stderr. Derived files cost seconds
+to rebuild; a wrong result given silently costs the comparison.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from runner.files import atomic
+
+
+def facts_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def read_checked(path: Path) -> Optional[tuple[bytes, dict[str, Any]]]:
+    """``path``'s bytes and facts if both are there and the bytes match the recorded
+    sha256; None otherwise (absent, incomplete, unreadable or altered: build it again)."""
+    try:
+        facts = json.loads(facts_path(path).read_text())
+        data = path.read_bytes()
+        recorded = facts["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        print(
+            f"note: {path} does not match the sha256 recorded in {facts_path(path).name} "
+            "(altered or replaced): built again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    return data, facts
+
+
+def write_checked(path: Path, data: bytes, facts: Optional[dict[str, Any]] = None) -> None:
+    """Write ``data`` to ``path`` and its facts (``facts`` and the sha256) beside it, each
+    whole, the facts last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp:
+        tmp.write_bytes(data)
+    recorded = {**(facts or {}), "sha256": hashlib.sha256(data).hexdigest()}
+    with atomic(facts_path(path)) as tmp:
+        tmp.write_text(json.dumps(recorded, sort_keys=True))
