@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from runner.errors import Stop, catch_stop_signals, exit_stopped, held_stops
 from runner.phases import begin
+from runner.redact import redact
 
 catch_stop_signals()  # from the first instant: Ctrl-C while torch imports is no traceback
 begin("imports")
@@ -43,6 +44,7 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     app = None
     try:
+        take_out_credentials()
         from runner import app
 
         app.main()
@@ -51,8 +53,17 @@ def cli() -> None:
     except Exception as error:
         if wants_trace or (app is not None and app.job_started):
             raise
-        print(f"error: {describe(error)}", file=sys.stderr, flush=True)
+        print(f"error: {redact(describe(error))}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def take_out_credentials() -> None:
+    """Before Hydra sees the command line: a tracking URI's credentials go to the
+    environment (``runner.credentials``), so no file of the run ever holds them."""
+    from runner.credentials import adopt_from_environment, adopt_from_overrides
+
+    sys.argv[1:] = adopt_from_overrides(sys.argv[1:])
+    adopt_from_environment()
 
 
 def leave(code: object) -> NoReturn:

@@ -23,6 +23,10 @@ from runner.errors import (
     catch_stop_signals,
     exit_stopped,
     flat,
+    held_stops,
+    hold_stops_from_now,
+    raise_if_stopped,
+    release_stops,
     stop_requested,
 )
 from runner.execution.backends import GRAPH_BACKENDS
@@ -38,6 +42,7 @@ from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
+from runner.redact import redact
 from runner.summary import console_lines, summarize, write_predictions, write_summary
 from runner.sweep import earlier_job_alike, parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking.helper import start as start_helper
@@ -194,14 +199,34 @@ def classify_and_write(
             summary["mlflow_link"] = tracked.log(summary, run_dir)
         except Exception as error:
             lost = flat(error, 1000)  # whole: a store refusal ends with what to do
-            summary.update(tracked=False, tracking_error=lost)
-    write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
-    if lost:
+    commit(tracked, summary, run_dir, lost)
+    if summary.get("tracking_error"):
         raise RunnerError(
-            f"MLflow logging failed ({lost}); the results are in {run_dir}: log them later "
-            f"with `python -m runner.sync {run_dir}`"
+            f"MLflow logging failed ({summary['tracking_error']}); the results are in "
+            f"{run_dir}: log them later with `python -m runner.sync {run_dir}`"
         )
     return summary
+
+
+def commit(tracked: Optional[Recording], summary: dict, run_dir: Path, lost: str) -> None:
+    """The one place where a run becomes complete: the store's run ends FINISHED, then
+    summary.json (the mark of a complete run) is written. A stop before this instant ends
+    the run KILLED with nothing complete; one during or after it is recorded only, so the
+    exit status, the store and the run directory always tell the same story."""
+    with held_stops():
+        raise_if_stopped()
+        begin("commit")  # for a test: a stop from here on comes too late to stop the run
+        if tracked is not None and not lost:
+            try:
+                tracked.finish()
+            except Exception as error:
+                lost = flat(error, 1000)
+        if lost:
+            summary.update(tracked=False, tracking_error=lost)
+            if tracked is not None and tracked.run_id is not None:
+                summary["mlflow_run_id"] = tracked.run_id  # sync completes that very run
+        write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
+        hold_stops_from_now()
 
 
 def draw(
@@ -234,11 +259,13 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
     global job_started
     job_started = True
+    release_stops()  # the last job of a sweep held them from its commit
     catch_stop_signals()
     if cfg.mlflow.enabled:
         start_helper()  # MLflow loads on another core while this one loads data and model
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        raise_if_stopped()  # a stop during the last job of a sweep ends the sweep here
         run(cfg, run_dir)
     except BaseException as raised:
         error = stop_requested() or raised  # a Ctrl-C explains whatever failed after it
@@ -249,7 +276,7 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(error, RunnerError):
             logging.getLogger("runner").exception("unexpected failure")  # into the job's log
             error = RunnerError(f"unexpected {type(error).__name__}: {error}")
-        message = flat(error, 2000)
+        message = redact(flat(error, 2000))
         print(f"error: {message}", file=sys.stderr, flush=True)
         sweep_dir = sweep_dir_of_job()
         if sweep_dir is None:
@@ -257,3 +284,9 @@ def main(cfg: DictConfig) -> None:
         record_failure(sweep_dir, str(HydraConfig.get().job.num), message)  # the sweep goes on
     finally:
         stop_helpers()  # no process of the run outlives the command
+    late = stop_requested()  # it came once the run was committed (``commit``)
+    if late is not None:
+        if sweep_dir_of_job() is not None:
+            exit_stopped(late)  # this job is complete; the sweep goes no further
+        print("note: the stop came once the run was complete: its results stand",
+              file=sys.stderr, flush=True)  # fmt: skip

@@ -31,6 +31,7 @@ from runner.execution.parallel import START_METHODS
 from runner.execution.precision import PRECISIONS, nativeness
 from runner.execution.ray_mode import INSTALL_HINT, ray_available
 from runner.execution.strategies import STRATEGIES
+from runner.tracking.store import URI_HINT, known_scheme
 
 SPLITS = ("train", "test")
 
@@ -288,22 +289,16 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
     uri = cfg.mlflow.tracking_uri
-    _require(uri is None or _known_scheme(uri), "mlflow.tracking_uri", uri, URI_HINT)
+    _require(uri is None or known_scheme(uri), "mlflow.tracking_uri", uri, URI_HINT)
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    _require(not from_env or _known_scheme(from_env), "MLFLOW_TRACKING_URI", from_env, URI_HINT)
+    _require(not from_env or known_scheme(from_env), "MLFLOW_TRACKING_URI", from_env, URI_HINT)
     if cfg.mode != "sequential" and not cfg.parallel.allow_any_workers:
         _check_worker_count(cfg, cores, local=not on_a_cluster)
 
 
 PROGRESS = ("auto", "true", "false")
-URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-URI_HINT = f"the scheme must be one of {', '.join(URI_SCHEMES)}"
 WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of the images
 CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
-
-
-def _known_scheme(uri: str) -> bool:
-    return uri.partition(":")[0].partition("+")[0].lower() in URI_SCHEMES
 
 
 def _refuse_unknown_keys(cfg: DictConfig) -> None:

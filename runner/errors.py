@@ -2,7 +2,7 @@
 
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -50,6 +50,21 @@ def held_stops() -> Iterator[None]:
         _holding[0] -= 1
 
 
+def hold_stops_from_now() -> None:
+    """From a run's commit on, a stop only is recorded: the run is complete in the store and
+    on disk, and the rest (its console lines, the exit) must not turn it into a stopped one.
+    ``release_stops`` (the next job of a sweep) lets them raise again."""
+    _holding[0] += 1
+
+
+def release_stops() -> None:
+    _holding[0] = 0
+
+
+def stops_held() -> bool:
+    return _holding[0] > 0
+
+
 def exit_stopped(stop: BaseException) -> NoReturn:
     """End the process as a stop ends it: one line, 143 for SIGTERM, 130 for Ctrl-C."""
     terminated = isinstance(stop, Terminated)
@@ -89,6 +104,26 @@ def stops_heard() -> int:
     """How many SIGINTs and SIGTERMs have arrived: a wait that began at one count ends when
     it grows, even inside ``held_stops``."""
     return len(_signals)
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """A command's body (compare, report, sync) with every failure as one line on stderr,
+    credentials hidden, and its exit status: bad input 2, a store or a file that fails 1, a
+    stop 130 or 143."""
+    from runner.redact import redact
+
+    try:
+        return body()
+    except (KeyboardInterrupt, Terminated) as stop:
+        exit_stopped(stop)
+    except RunnerError as error:
+        code, message = error.exit_code, str(error)
+    except OSError as error:  # a file or folder that cannot be made
+        code, message = 1, f"{error.filename or ''} {error.strerror or error}".strip()
+    except Exception as error:
+        code, message = 1, f"unexpected {type(error).__name__}: {error}"
+    print(f"error: {redact(flat(message, 2000))}", file=sys.stderr, flush=True)
+    return code
 
 
 def flat(text: object, limit: int = 500) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import InputError, held_stops, raise_if_stopped
+from runner.errors import InputError, held_stops, raise_if_stopped, stops_held
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
@@ -19,7 +19,8 @@ def atomic(path: Path) -> Iterator[Path]:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
     try:
-        raise_if_stopped()
+        if not stops_held():  # inside a held block (a run's commit) the block decides
+            raise_if_stopped()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the product private
         yield Path(tmp)
         os.replace(tmp, path)
@@ -44,6 +45,18 @@ def discard_run_dir(run_dir: Path, job_name: str, keep: Path) -> None:
             directory.rmdir()
         except OSError:
             break
+
+
+def output_dir(path: Path, what: str = "--out") -> Path:
+    """A folder to write a command's files in, made if needed, or InputError in one line."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be made: {error.strerror or error}")
+    check_writable(path, what)
+    return path
 
 
 def check_writable(directory: Path, what: str = "run directory") -> None:

@@ -1,21 +1,20 @@
 """Credentials never leave the machine in a run's record: a tracking URI such as
 ``http://user:secret@host`` is logged as ``http://***@host``, and a value whose key looks
 secret (password, token, secret, API key) as ``***``. Applied to params, tags, the run
-name, the summary and the config files logged as artifacts.
+name, the summary, the config files logged as artifacts and every error line: a second
+guard behind ``runner.credentials``, which takes them out where they enter.
 
-A password may hold ``@``, ``/``, ``:``, ``#`` or a space (clients take the last ``@`` of
-the authority as the end of the userinfo), so a URL here runs from its ``scheme://`` to
-the next setting (``key=`` after a space or a comma, as in Hydra's override lists), the
-next URL or the end, and everything up to its last ``@`` is hidden: too much rather than
-a piece of a password that works."""
+A password may hold ``@``, ``/``, ``:``, ``#``, ``,``, ``=`` or a space (clients take the
+last ``@`` of the authority as the end of the userinfo), so a URL here runs from its
+``scheme://`` to the next URL or the end of the line, and everything up to its last ``@``
+is hidden: too much rather than a piece of a password that works."""
 
 import re
 from typing import Any
 
 URL = re.compile(
-    r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<rest>.*?)"
-    r"(?=[\s,]+[\w.+~/-]+=|[\s,]+[a-z][a-z0-9+.-]*://|$)",
-    re.IGNORECASE | re.DOTALL,
+    r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<rest>[^\n]*?)(?=[\s,]*\b[a-z][a-z0-9+.-]*://|\n|$)",
+    re.IGNORECASE,
 )
 SECRET = r"passw|secret|token|api[_-]?key|credential"
 SECRET_KEY = re.compile(SECRET, re.IGNORECASE)

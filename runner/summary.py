@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from runner.analysis.statistics import MIN_PASSES, median_interval
 from runner.config import repo_path
 from runner.data import dataset_facts
+from runner.errors import InputError
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.execution.parallel import usable_start_method
@@ -248,6 +249,24 @@ def _gpu_lines(summary: dict[str, Any]) -> list[str]:
 def write_predictions(path: Path, labels: np.ndarray, result: Result) -> None:
     with atomic(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, label=labels, pred=result.pred, prob=result.prob)
+
+
+SUMMARY_NEEDS = {"items": (int, float), "runtimes_s": list}
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json``, or InputError in one line where it is unreadable, not a
+    JSON object, or lacks what a report needs (truncated, hand-edited, another program's)."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path} cannot be read: {error}")
+    if not isinstance(summary, dict):
+        raise InputError(f"{path} is not a run's summary: a JSON {type(summary).__name__}")
+    for key, kind in SUMMARY_NEEDS.items():
+        if not isinstance(summary.get(key), kind):
+            raise InputError(f"{path} is not a run's summary: no valid {key!r}")
+    return summary
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -102,6 +102,34 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
     assert (tmp_path / "run" / "summary.json").exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_once_the_run_is_committed_leaves_it_complete_and_exits_0(
+    tmp_path, blank_store, signum
+):
+    """The store said FINISHED and the command 130: now the commit decides both. A stop
+    after it is heard, said, and does not undo a complete run."""
+    markers = tmp_path / "phases"
+    markers.mkdir()
+    store = copy_store(blank_store, tmp_path)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "grid.rows=2", "grid.columns=2",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_for(markers / "commit", process)
+    os.killpg(process.pid, signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert err.strip() == "note: the stop came once the run was complete: its results stand"
+    assert "Total Item: 4" in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["tracked"] is True
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
 def _store_with_runs(tmp_path, blank_store, runs):
     uri = copy_store(blank_store, tmp_path)
     client = mlflow.MlflowClient(uri)

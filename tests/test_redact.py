@@ -1,11 +1,22 @@
 """Credentials in a tracking URI or a secret-looking key never reach the store."""
 
 import json
+import os
+from urllib.parse import quote
 
 import mlflow
 import pytest
 import yaml
 
+from runner.credentials import PASSWORD as PASSWORD_VAR
+from runner.credentials import (
+    USERINFO,
+    USERNAME,
+    adopt,
+    adopt_from_environment,
+    adopt_from_overrides,
+    with_userinfo,
+)
 from runner.redact import redact, redact_yaml, redacted
 from tests.conftest import run_app
 
@@ -42,27 +53,64 @@ def test_hydra_files_are_redacted_whole():
     assert overrides == ["mlflow.tracking_uri=http://***@h", "threads=2"]
 
 
+def test_redaction_hides_a_password_that_looks_like_a_setting():
+    assert redact("http://u:p,q=1@h") == "http://***@h"
+    assert redact("http://u:p q=1@h/x") == "http://***@h/x"
+    assert redact("x http://h:1/ ok\nhttp://a:b@c d") == "x http://h:1/ ok\nhttp://***@c d"
+
+
+PASSWORD = "hun@ter/2:x#y%z,q=1 w"  # every character that needs care, and some that do not
+ENCODED = quote(PASSWORD, safe="")
+
+
 @pytest.mark.usefixtures("made_store")
-def test_a_password_in_the_config_lands_nowhere(tmp_path):
-    # MLFLOW_TRACKING_URI (set by run_app) wins over the config's URI, so the run is logged
-    # to the test's store while the config holds a URI with a password
-    uri = "http://ann:hunter2@x/y:z#w%40v u@127.0.0.1:1"  # @ / : # %40 and a space
-    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", f"mlflow.tracking_uri='{uri}'")
+def test_a_password_on_the_command_line_lands_nowhere(tmp_path):
+    """Taken out of the override before Hydra writes its files: the run's record holds the
+    URI without it. MLFLOW_TRACKING_URI (run_app's store) wins, so the run is logged there."""
+    uri = f"http://ann:{ENCODED}@127.0.0.1:1/x"
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", f"mlflow.tracking_uri={uri}")
     assert done.returncode == 0, done.stderr
-    summary_text = (tmp_path / "run" / "summary.json").read_text()
-    assert "hunter2" not in summary_text
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("gridbench")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.params["mlflow.tracking_uri"] == "http://***@127.0.0.1:1"
+    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.data.params["mlflow.tracking_uri"] == "http://127.0.0.1:1/x"
     logged = json.dumps([run.data.params, run.data.tags, run.info.run_name])
-    assert "hunter2" not in logged
-    artifacts = tmp_path / "mlartifacts"
-    (summary,) = artifacts.glob("**/artifacts/summary.json")
-    assert "hunter2" not in summary.read_text()
-    for secret in ("x/y", "z#w", "%40v", "v u@"):
-        assert secret not in summary_text and secret not in logged
-        assert secret not in summary.read_text()
-    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):  # hydra.yaml: it twice
-        (config,) = artifacts.glob(f"**/artifacts/hydra/{name}")
-        assert "hunter2" not in config.read_text() and "***@127.0.0.1:1" in config.read_text()
+    files = [path.read_bytes().decode(errors="replace") for path in tmp_path.rglob("*")
+             if path.is_file() and path.suffix in (".yaml", ".json", ".log", ".txt")]  # fmt: skip
+    assert len(files) >= 5  # Hydra's three, the summary, the logged summary and config
+    for text in (done.stdout, done.stderr, logged, *files):
+        for secret in (ENCODED, "hun@ter", "ter/2", "ter%2F2", "1 w", "1%20w"):
+            assert secret not in text
+
+
+@pytest.mark.parametrize("password", ["p@ss", "pa/ss", "pa#ss", "pa?ss", "pa ss", "p%zz"])
+def test_a_password_not_percent_encoded_is_refused_without_showing_it(tmp_path, password):
+    """Part of it would be read as the host (a password ``Zq7@k/9`` sent the credentials
+    to host ``k``): refused in one line, before Hydra writes anything."""
+    uri = f"http://ann:secret{password}@127.0.0.1:1"
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", f"mlflow.tracking_uri='{uri}'")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: mlflow.tracking_uri: its user name or password holds ")
+    assert "percent-encode it" in line and "secret" not in line and "ann" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_credentials_travel_by_the_environment(monkeypatch):
+    for key in (USERNAME, PASSWORD_VAR, USERINFO):  # recorded, so that they go afterwards
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    assert adopt(f"https://ann:{ENCODED}@h:5000/p") == "https://h:5000/p"
+    assert (os.environ[USERNAME], os.environ[PASSWORD_VAR]) == ("ann", PASSWORD)
+    assert adopt("postgresql+psycopg2://u:p%40w@db:5432/m") == "postgresql+psycopg2://db:5432/m"
+    assert with_userinfo("postgresql+psycopg2://db:5432/m") == (
+        "postgresql+psycopg2://u:p%40w@db:5432/m"  # put back only where the store is opened
+    )
+    assert with_userinfo("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert adopt("sqlite:////tmp/a@b/x.db") == "sqlite:////tmp/a@b/x.db"  # no authority
+    assert adopt_from_overrides(["+mlflow.tracking_uri='http://a:b@h'", "threads=2"]) == [
+        "+mlflow.tracking_uri='http://h'", "threads=2",
+    ]  # fmt: skip
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u2:p2@h2")
+    adopt_from_environment()
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://h2"
+    assert os.environ[PASSWORD_VAR] == "p2"

@@ -99,10 +99,15 @@ def test_without_credentials_a_run_ends_before_any_work(server, tmp_path):
 def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     server, server_home, tmp_path, monkeypatch
 ):
-    env = {"MLFLOW_TRACKING_URI": server, **credentials()}
+    # the credentials in the URI, as a user may give them: they travel by the environment
+    with_password = server.replace("http://", f"http://admin:{ADMIN_PASSWORD}@")
     done = run_app(tmp_path, "+experiment=hardware", *TINY, "threads=1", "backend=onnxruntime",
-                   "precision=fp32", "machine.name=a,b", multirun=True, env=env)  # fmt: skip
+                   "precision=fp32", "machine.name=a,b", f"mlflow.tracking_uri={with_password}",
+                   multirun=True, env={"MLFLOW_TRACKING_URI": ""})  # fmt: skip
     assert done.returncode == 0, done.stderr  # two "machines" in one sweep: one start-up
+    assert ADMIN_PASSWORD not in done.stdout + done.stderr  # MLflow's "View run at" lines too
+    for written in (tmp_path / "sweep").rglob("*"):
+        assert not written.is_file() or ADMIN_PASSWORD.encode() not in written.read_bytes()
     for key, value in credentials().items():
         monkeypatch.setenv(key, value)
     # artifacts go through the server to its own store, never to this machine's outputs/

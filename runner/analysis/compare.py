@@ -19,7 +19,6 @@ of its own tagged with what it compared, to the store, beside the runs it read.
 
 import argparse
 import csv
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner.analysis import statistics as stats
-from runner.errors import InputError, RunnerError, flat
-from runner.files import atomic
+from runner.errors import InputError, RunnerError, flat, run_command
+from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
 
 CONFIG_KEYS = ("mode", "threads", "batch_size", "backend", "device", "torch_threads", "cells",
@@ -60,11 +59,9 @@ class Cell:
 def read_runs(uri: str, experiment: str) -> tuple[list[dict[str, Any]], dict[str, int], str]:
     """The experiment's finished job runs as records, the other runs counted by status, and
     the experiment's id."""
-    import mlflow
+    from runner.tracking.store import reading_client
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise RunnerError(f"no tracking store at {uri}")
-    client = mlflow.MlflowClient(uri)
+    client = reading_client(uri)
     try:
         found = client.get_experiment_by_name(experiment)
     except Exception as error:
@@ -344,11 +341,9 @@ def log_comparison(uri: str, experiment_id: str, table: dict[str, Any], out: Pat
     """The comparison as a run of its own in the experiment it compared: its files as
     artifacts, each machine's geometric mean as a metric, tagged with what was compared.
     Returns the run's link."""
-    import mlflow
+    from runner.tracking.store import reading_client, run_link
 
-    from runner.tracking.store import run_link
-
-    client = mlflow.MlflowClient(uri)
+    client = reading_client(uri)
     machines = ",".join(table["machines"])
     run = client.create_run(
         experiment_id,
@@ -388,17 +383,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--no-log", action="store_true", help="write the files only, not a run in the store"
     )
     args = parser.parse_args(argv)
-    from runner.tracking.store import DEFAULT_URI, OUTPUTS
+    return run_command(lambda: _compare(args))
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    try:
-        records, left_out, experiment_id = read_runs(uri, args.experiment)
-        table = compare(records, args.baseline)
-    except RunnerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    out = args.out or OUTPUTS / "compare"
-    out.mkdir(parents=True, exist_ok=True)
+
+def _compare(args: argparse.Namespace) -> int:
+    from runner.tracking.store import OUTPUTS, command_uri
+
+    uri = command_uri(args.tracking_uri)
+    records, left_out, experiment_id = read_runs(uri, args.experiment)
+    table = compare(records, args.baseline)
+    out = output_dir(args.out or OUTPUTS / "compare")
     csv_path, md_path, png_path = (out / name for name in FILES)
     write_csv(csv_path, table)
     write_markdown(md_path, table, left_out)
@@ -409,9 +403,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         link = log_comparison(uri, experiment_id, table, out, args.experiment)
     except Exception as error:
-        print(f"error: the comparison is in {out} but could not be logged to {uri}: "
-              f"{flat(error, 300)}", file=sys.stderr)  # fmt: skip
-        return 1
+        raise RunnerError(
+            f"the comparison is in {out} but could not be logged to {uri}: {flat(error, 300)}"
+        )
     print(f"Comparison run: {link}")
     return 0
 

@@ -9,7 +9,6 @@ Made at the end of every sweep, and afterwards from MLflow alone:
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -18,8 +17,10 @@ import numpy as np
 
 from runner.analysis import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
-from runner.files import atomic
+from runner.errors import InputError, RunnerError, flat, run_command
+from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
+from runner.summary import read_summary
 
 KEY = ("mode", "threads", "batch_size", "backend", "grid", "device", "torch_threads")
 COLUMNS = (
@@ -36,7 +37,7 @@ def records_from_dir(sweep_dir: Path) -> list[dict[str, Any]]:
     """The summaries of the jobs that completed, from their run directories."""
     records = []
     for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name)):
-        record = json.loads(summary.read_text())
+        record = read_summary(summary)
         record["job"] = int(summary.parent.name)
         record["passes"] = [record["items"] / seconds for seconds in record["runtimes_s"]]
         records.append(record)
@@ -296,37 +297,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
     args = parser.parse_args(argv)
+    return run_command(lambda: _report(args))
 
-    import mlflow
 
-    from runner.tracking.store import DEFAULT_URI
-
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    client = mlflow.MlflowClient(uri)
+def _report(args: argparse.Namespace) -> int:
     given = Path(args.sweep)
-    parent_id = args.sweep
     if given.is_dir() and not (given / PARENT_FILE).exists():  # a sweep run without MLflow
-        written = write_report(args.out or given, records_from_dir(given), f"sweep {given.name}")
-        if not written:
-            print(f"error: {given} holds no completed job (no */summary.json)", file=sys.stderr)
-            return 2
-        print(*written, sep="\n")
+        records = records_from_dir(given)
+        if not records:
+            raise InputError(f"{given} holds no completed job (no */summary.json)")
+        print(*write_report(output_dir(args.out or given), records, f"sweep {given.name}"),
+              sep="\n")  # fmt: skip
         return 0
-    if given.is_dir():
-        parent_id = (given / PARENT_FILE).read_text().strip()
+    from runner.tracking.store import command_uri, reading_client
+
+    uri = command_uri(args.tracking_uri)
+    client = reading_client(uri)
+    parent_id = (given / PARENT_FILE).read_text().strip() if given.is_dir() else args.sweep
     try:
         parent = client.get_run(parent_id)
     except Exception as error:
-        detail = str(error).splitlines()[0]
-        print(f"error: no MLflow run {parent_id} in {uri}: {detail}", file=sys.stderr)
-        return 2
-    out = args.out or Path(parent.data.tags.get("sweep_dir", "."))
+        missing = getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+        problem = (InputError if missing else RunnerError)(
+            f"no MLflow run {parent_id} in {uri}: {flat(str(error).splitlines()[0], 300)}"
+        )
+        raise problem
+    out = output_dir(args.out or Path(parent.data.tags.get("sweep_dir", ".")))
     written = write_report(out, records_from_mlflow(client, parent_id), parent.info.run_name)
     if not written:
-        print(f"error: run {parent_id} has no finished child runs", file=sys.stderr)
-        return 1
-    for path in written:
-        print(path)
+        raise RunnerError(f"run {parent_id} has no finished child runs")
+    print(*written, sep="\n")
     return 0
 
 

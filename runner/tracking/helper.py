@@ -45,10 +45,16 @@ class Helper:
         self.stops_at_send = 0
         self.given_up = ""  # why the helper was killed, once it was
 
-    def ask(self, request: str, *args: Any, patience: float = ANSWER_S) -> Any:
-        """Send ``request`` and wait at most ``patience`` seconds for its answer."""
+    def ask(
+        self, request: str, *args: Any, patience: float = ANSWER_S, stoppable: bool = True
+    ) -> Any:
+        """Send ``request`` and wait at most ``patience`` seconds for its answer; a stop
+        ends the wait unless the request is not ``stoppable`` (a run's commit: cut in
+        half, the store and the exit status would tell different stories)."""
         deadline = time.monotonic() + patience
         self.send(request, *args, deadline=deadline)
+        if not stoppable:
+            self.stops_at_send = float("inf")
         return self.answer(deadline)
 
     def send(self, request: str, *args: Any, deadline: Optional[float] = None) -> None:

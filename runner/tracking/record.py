@@ -61,6 +61,7 @@ class Recording:
         self.tracker = tracker
         self.run_id: Optional[str] = None
         self.problem: Optional[RunnerError] = None
+        self.finished = False
 
     def opened(self) -> str:
         """The run's id once the helper has begun it; a store problem is raised here."""
@@ -81,6 +82,11 @@ class Recording:
         self.opened()
         return self.tracker.ask("log", results(summary, run_dir))
 
+    def finish(self) -> None:
+        """End the run FINISHED, whatever stop arrives meanwhile: the run's commit."""
+        self.tracker.ask("end", "FINISHED", stoppable=False)
+        self.finished = True
+
 
 @contextmanager
 def mlflow_run(
@@ -96,7 +102,8 @@ def mlflow_run(
     then the work starts while the helper still imports MLflow and opens the store, and a
     store problem (rare for a file whose directory is there) comes with the results kept.
     An exception inside marks the run FAILED with the message as its ``error`` tag; Ctrl-C
-    or SIGTERM marks it KILLED.
+    or SIGTERM marks it KILLED. The run ends FINISHED at its commit (``Recording.finish``,
+    ``app.commit``), or here if the block did not commit it.
     """
     if not cfg.mlflow.enabled:
         stop_helper()  # the helper started for nothing: its core goes back to the run
@@ -127,8 +134,8 @@ def mlflow_run(
         with held_stops(), suppress(Exception, *Stop):  # a store gone must not hide the cause
             tracker.ask("end", status, cause, patience=patience)
         raise
-    tracker.ask("end", "FINISHED")
-    raise_if_stopped()  # the run is complete; a late Ctrl-C still ends the command as asked
+    if not recording.finished:
+        tracker.ask("end", "FINISHED")
 
 
 def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:

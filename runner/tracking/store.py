@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from runner import REPO_ROOT
+from runner.credentials import with_userinfo
 from runner.errors import InputError, RunnerError, flat
 from runner.files import check_writable
 from runner.phases import begin
@@ -74,14 +75,72 @@ def run_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
 
 def check_place(uri: str) -> None:
     """Refuse a SQLite store in a directory that is not there or takes no files (its lock
-    and the database are files): bad input, found without importing MLflow, so the main
-    process reports it before the work."""
+    and the database are files), a path that is a directory, and a file that is not an
+    MLflow store: bad input, found without importing MLflow, so the main process reports it
+    before the work."""
     if not uri.startswith("sqlite:///"):
         return
-    directory = Path(uri.removeprefix("sqlite:///")).parent
-    if not directory.is_dir():
-        raise InputError(f"MLflow tracking store {uri}: no such directory {directory}")
-    check_writable(directory, f"MLflow tracking store {uri}: directory")
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not database.parent.is_dir():
+        raise InputError(f"MLflow tracking store {uri}: no such directory {database.parent}")
+    check_writable(database.parent, f"MLflow tracking store {uri}: directory")
+    check_ours(uri)
+
+
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+
+
+def check_ours(uri: str) -> None:
+    """A SQLite file that holds tables, none of them MLflow's, belongs to another program:
+    MLflow would add its 50 tables to it. Refused before anything is written to it."""
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.is_dir():
+        raise InputError(f"MLflow tracking store {uri}: {database} is a directory")
+    if not database.is_file() or database.stat().st_size == 0:
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    except sqlite3.DatabaseError as error:
+        raise InputError(f"MLflow tracking store {uri}: {database} is not a SQLite database "
+                         f"({error})")  # fmt: skip
+    if tables and not tables & MLFLOW_TABLES:
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise InputError(
+            f"MLflow tracking store {uri}: {database} is another program's database (tables "
+            f"{shown}); nothing was written to it: name another file"
+        )
+
+
+def command_uri(given: Optional[str]) -> str:
+    """The store a command (compare, report) reads: ``--tracking-uri``, else
+    ``MLFLOW_TRACKING_URI``, else the project's; credentials taken out, the scheme checked."""
+    from runner.credentials import adopt, adopt_from_environment
+
+    adopt_from_environment()
+    uri = adopt(given, "--tracking-uri") if given else None
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if not known_scheme(uri):
+        raise InputError(f"--tracking-uri {uri}: {URI_HINT}")
+    return uri
+
+
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+URI_HINT = f"the scheme must be one of {', '.join(URI_SCHEMES)}"
+
+
+def known_scheme(uri: str) -> bool:
+    return uri.partition(":")[0].partition("+")[0].lower() in URI_SCHEMES
+
+
+def reading_client(uri: str) -> Any:
+    """A client on an existing store, for commands that read it: a SQLite file that is not
+    there or not MLflow's is refused before MLflow could create or migrate it."""
+    if uri.startswith("sqlite:///"):
+        if not Path(uri.removeprefix("sqlite:///")).exists():
+            raise InputError(f"no tracking store at {uri}")
+        check_ours(uri)
+    return _mlflow().MlflowClient(with_userinfo(uri))
 
 
 @contextmanager
@@ -120,8 +179,10 @@ def open_store(uri: str, experiment: str) -> tuple[Any, str]:
     mlflow = _mlflow()
     try:
         with _store_lock(uri):
+            if uri.startswith("sqlite:///"):
+                check_ours(uri)
             _create_sqlite_store(uri)  # before any client: a client creates the store itself
-            client = mlflow.MlflowClient(uri)
+            client = mlflow.MlflowClient(with_userinfo(uri))
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 return client, client.create_experiment(experiment, artifact_location(uri))
@@ -143,7 +204,7 @@ def warm(uri: str) -> None:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return
     with suppress(Exception), _store_lock(uri):
-        mlflow.MlflowClient(uri)
+        mlflow.MlflowClient(with_userinfo(uri))
 
 
 def _mlflow() -> Any:
