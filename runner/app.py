@@ -88,7 +88,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         split_name=cfg.data.split,
         cells=cfg.grid.rows * cfg.grid.columns,
         offset=cfg.data.offset,
-        batch_size=cfg.batch_size,
+        batch_size=min(cfg.batch_size, cfg.grid.rows * cfg.grid.columns),  # one batch at most
         threads=1 if cfg.mode == "sequential" else cfg.threads,
         intra_op_threads=cfg.intra_op_threads,
         backend=cfg.backend,

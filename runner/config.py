@@ -251,10 +251,10 @@ def validate(cfg: DictConfig) -> None:
     repeats = cfg.repeats
     counted = isinstance(repeats, int) and not isinstance(repeats, bool)
     _require(
-        repeats == "auto" or (counted and repeats >= 1),
+        repeats == "auto" or (counted and 1 <= repeats <= MAX_REPEATS),
         "repeats",
         repeats,
-        "must be a positive integer or auto",
+        f"must be an integer from 1 to {MAX_REPEATS:,}, or auto",
     )
     target = cfg.stability.target
     _require(0 < target < 1, "stability.target", target, "must be between 0 and 1 (0.02 is 2 %)")
@@ -281,6 +281,14 @@ def validate(cfg: DictConfig) -> None:
     timeout = cfg.parallel.timeout_s
     _require(timeout > 0, "parallel.timeout_s", timeout, "must be more than 0")
     cells = cfg.grid.rows * cfg.grid.columns
+    need_mb = cells * BYTES_PER_CELL // 2**20
+    _require(
+        need_mb <= _available_mb(),
+        "grid",
+        f"{cfg.grid.rows}x{cfg.grid.columns}",
+        f"{cells:,} cells need about {need_mb:,} MB for their predictions and mask, more than "
+        f"the {_available_mb():,} MB available",
+    )
     _require(
         cfg.mask.max_pixels >= cells,
         "mask.max_pixels",
@@ -297,6 +305,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 PROGRESS = ("auto", "true", "false")
+MAX_REPEATS = 1000  # passes of one run: beyond, the interval stops narrowing, days go by
+BYTES_PER_CELL = 40  # prediction, probability, label, the mask's pixel and their copies
 WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of the images
 CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
 

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +44,22 @@ def _sha256(path: Path) -> str:
 
 
 def _extract(archive: Path, target: Path) -> None:
-    """Decompress atomically, so that a concurrent or interrupted run never sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    """Decompress atomically, so that a concurrent or interrupted run never sees half a file,
+    and a damaged archive leaves no temporary file behind."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    except OSError as error:
+        raise InputError(f"{target.parent} cannot hold the extracted data: {error.strerror}")
     try:
         with os.fdopen(handle, "wb") as out, gzip.open(archive, "rb") as src:
             while block := src.read(1 << 20):
                 out.write(block)
         os.replace(tmp, target)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        Path(tmp).unlink(missing_ok=True)
+    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
         raise InputError(f"{archive} cannot be decompressed ({error}); {_restore_hint()}")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _restore_hint() -> str:

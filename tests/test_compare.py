@@ -175,7 +175,7 @@ def test_the_short_names_run_the_analysis_commands(module, tmp_path):
     done = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True,
                           text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                           timeout=300)  # fmt: skip
-    expected = {"runner.compare": (1, "no tracking store at"),
+    expected = {"runner.compare": (2, "no tracking store at"),
                 "runner.report": (2, "holds no completed job")}[module]  # fmt: skip
     assert done.returncode == expected[0] and expected[1] in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -56,6 +56,25 @@ def test_truncated_archive_is_reported(data_copy):
         load_split(data_copy, "test")
 
 
+def test_an_archive_with_flipped_bytes_is_one_line_and_leaves_no_temporary_file(data_copy):
+    """zlib's own error (not an OSError) escaped as a traceback, and the half-extracted
+    temporary file stayed in MNIST/raw at every run."""
+    archive = data_copy / "t10k-images-idx3-ubyte.gz"
+    data = bytearray(archive.read_bytes())
+    for at in range(1000, 1064):  # in the deflate stream: zlib.error, not a CRC mismatch
+        data[at] ^= 0x5A
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="t10k-images-idx3-ubyte.gz cannot be decompressed"):
+        load_split(data_copy, "test")
+    assert list((data_copy / "MNIST" / "raw").iterdir()) == []
+
+
+def test_a_data_dir_whose_mnist_is_a_file_is_one_line(data_copy):
+    (data_copy / "MNIST").write_text("not a folder")
+    with pytest.raises(InputError, match="MNIST/raw cannot hold the extracted data"):
+        load_split(data_copy, "test")
+
+
 def test_missing_archive_is_named(data_copy):
     (data_copy / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(InputError, match="train-labels-idx1-ubyte.gz is missing"):
