@@ -154,16 +154,25 @@ def test_runs_logged_before_intervals_are_compared_as_far_as_they_go(tmp_path, b
         (["--experiment", "nope"], 2, "no experiment 'nope'"),
         (["--baseline", "c"], 2, "baseline machine 'c' has no finished runs"),
         (["--tracking-uri", "http://127.0.0.1:9"], 1, "cannot be read"),
+        # each of these was a traceback of 16 to 79 lines (and the ftp URI exit 1)
+        (["--tracking-uri", "ftp://x/y"], 2, "--tracking-uri ftp://x/y: the scheme must be"),
+        (["--out", "/proc/x"], 2, "--out /proc/x cannot be made"),
+        (["--out", "FILE"], 2, "is a file, not a folder"),
+        (["--tracking-uri", "http://ann:p@ss@127.0.0.1:1"], 2, "percent-encode it"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(two_machines, tmp_path, capsys, arguments,
                                                   status, message):  # fmt: skip
     uri = two_machines[0]
     out = tmp_path / "out"
-    assert compare_main(["--tracking-uri", uri, *arguments, "--out", str(out)]) == status
+    (tmp_path / "FILE").write_text("")
+    arguments = [str(tmp_path / "FILE") if a == "FILE" else a for a in arguments]
+    given_out = [] if "--out" in arguments else ["--out", str(out)]
+    assert compare_main(["--tracking-uri", uri, *arguments, *given_out]) == status
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
-    assert not out.exists()
+    assert "ss@" not in error  # a password is never shown
+    assert not out.exists() and (tmp_path / "FILE").read_text() == ""
 
 
 @pytest.mark.parametrize("module", ["runner.compare", "runner.report"])

@@ -79,6 +79,8 @@ def test_overrides_compose_and_flatten():
         ("repeats=often", "repeats"),
         ("repeats=2.5", "repeats"),
         ("repeats=true", "repeats"),
+        ("repeats=100000000000", "repeats"),  # years of work
+        ("grid.rows=1000000", "grid"),  # 10^12 cells with the next: terabytes of predictions
         ("stability.target=0", "stability.target"),
         ("stability.target=1", "stability.target"),
         ("stability.target=-0.1", "stability.target"),
@@ -90,7 +92,8 @@ def test_overrides_compose_and_flatten():
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, key):
-    cfg = compose_run(override)
+    cfg = compose_run(override, *(["grid.columns=1000000", "mask.max_pixels=1000000000000"]
+                                  if key == "grid" else []))  # fmt: skip
     with pytest.raises(ConfigError) as refused:
         validate(cfg)
     assert refused.value.key == key
@@ -101,6 +104,18 @@ def test_bad_values_are_refused_naming_the_key(override, key):
 def test_repeats_is_a_count_or_auto():
     validate(compose_run("repeats=auto", "stability.target=0.05", "stability.max_s=5"))
     assert compose_run("repeats=7").repeats == 7
+    validate(compose_run(f"repeats={config.MAX_REPEATS}"))
+
+
+def test_a_batch_larger_than_the_grid_is_the_grid_in_one_batch():
+    """batch_size=10^20 on 10 cells took 15 s and 4.3 GB before starting: the warm-up made
+    a batch of the whole split."""
+    from runner.app import prepare
+
+    job, _ = prepare(
+        compose_run("grid.rows=2", "grid.columns=5", "batch_size=99999999999999999999")
+    )
+    assert job.batch_size == 10
 
 
 def test_wrong_type_is_refused_while_composing():

@@ -190,7 +190,7 @@ def open_store(uri: str, experiment: str) -> tuple[Any, str]:
     except RunnerError:
         raise
     except Exception as error:
-        advice = _sqlite_advice(uri)
+        advice = _sqlite_advice(uri, str(error))
         raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}{advice}")
 
 
@@ -222,6 +222,8 @@ def _mlflow() -> Any:
 
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # its SQL errors come back to us as exceptions, told in one line; not as tracebacks
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return mlflow
 
 
@@ -244,11 +246,14 @@ def _create_sqlite_store(uri: str) -> None:
         creating.unlink(missing_ok=True)
 
 
-def _sqlite_advice(uri: str) -> str:
+def _sqlite_advice(uri: str, error: str = "") -> str:
     """What to do with a SQLite store MLflow refuses: delete it only if it holds no runs."""
     database = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or not database.is_file():
         return ""
+    writable = os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)
+    if "readonly database" in error or not writable:
+        return "; it cannot be written (a read-only file, folder or file system)"
     try:
         with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master")}

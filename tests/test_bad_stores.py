@@ -1,0 +1,117 @@
+"""Stores and files that are not what they should be: another program's SQLite file, a
+folder, a file that is no database, a read-only store, a summary that is not one. Each is
+one line and an exit status, in the app and in compare, report and sync, and nothing is
+written to a file that is not ours."""
+
+import logging
+import sqlite3
+
+import pytest
+
+from runner.analysis.compare import main as compare_main
+from runner.analysis.report import main as report_main
+from runner.errors import RunnerError
+from runner.tracking.store import open_store
+from runner.tracking.sync import main as sync_main
+from tests.conftest import copy_store, run_app
+
+
+def one_line(capsys) -> str:
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+@pytest.fixture
+def foreign(tmp_path):
+    """Another program's SQLite file, one table of its own."""
+    database = tmp_path / "theirs.db"
+    with sqlite3.connect(database) as db:
+        db.execute("create table foo (a integer)")
+    return database
+
+
+def test_another_programs_database_is_refused_before_any_work(tmp_path, foreign):
+    before = foreign.read_bytes()
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2",
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{foreign}"})  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: MLflow tracking store sqlite:///{foreign}: {foreign} is another program's "
+        "database (tables foo); nothing was written to it: name another file"
+    )
+    assert foreign.read_bytes() == before and "Total Item" not in done.stdout
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_the_commands_refuse_another_programs_database_and_leave_it(
+    tmp_path, foreign, capsys, command
+):
+    before = foreign.read_bytes()
+    uri = f"sqlite:///{foreign}"
+    arguments = ["--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    main = {"compare": compare_main, "report": report_main}[command]
+    assert main(["some-run-id", *arguments] if command == "report" else arguments) == 2
+    assert "is another program's database (tables foo)" in one_line(capsys)
+    assert foreign.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "make, status, message",
+    [
+        (lambda p: p.write_text("not a database, a text file of more than a hundred bytes " * 3),
+         2, "is not a SQLite database"),
+        (lambda p: p.mkdir(), 2, "is a directory"),
+        (lambda p: None, 2, "no tracking store at"),
+    ],
+    ids=["text", "folder", "none"],
+)  # fmt: skip
+def test_compare_with_a_store_that_is_no_store_is_one_line(tmp_path, capsys, make, status,
+                                                           message):  # fmt: skip
+    store = tmp_path / "mlflow.db"
+    make(store)
+    arguments = ["--tracking-uri", f"sqlite:///{store}", "--out", str(tmp_path / "out")]
+    assert compare_main(arguments) == status
+    assert message in one_line(capsys)
+
+
+def test_a_folder_as_the_store_is_refused_before_any_work(tmp_path):
+    (tmp_path / "store").mkdir()
+    uri = f"sqlite:///{tmp_path / 'store'}"
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", env={"MLFLOW_TRACKING_URI": uri})
+    assert (done.returncode, done.stderr.strip()) == (
+        2, f"error: MLflow tracking store {uri}: {tmp_path / 'store'} is a directory"
+    )  # fmt: skip
+    assert "Total Item" not in done.stdout
+
+
+def test_a_read_only_store_is_one_line_with_the_right_advice(blank_store, tmp_path, caplog):
+    """SQLite treats a file whose write version (header byte 18) is above 2 as read-only,
+    whoever runs: a read-only store without root's privileges in the way. MLflow logged two
+    SQLAlchemy tracebacks (89 lines) before our line, and we advised deleting the store."""
+    uri = copy_store(blank_store, tmp_path)
+    database = tmp_path / "mlflow.db"
+    header = bytearray(database.read_bytes())
+    header[18] = 3
+    database.write_bytes(bytes(header))
+    with caplog.at_level(logging.DEBUG), pytest.raises(RunnerError) as refused:
+        open_store(uri, "gridbench")
+    assert str(refused.value).endswith(
+        "; it cannot be written (a read-only file, folder or file system)"
+    )
+    assert "delete" not in str(refused.value)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("text", ['{"items": 4, "runtimes', "[1, 2]", '{"items": 4}'])
+def test_a_summary_that_is_not_one_is_one_line(tmp_path, capsys, text):
+    """A truncated or list-shaped summary.json: tracebacks from report and sync."""
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("mode: sequential\n")
+    (job / "summary.json").write_text(text)
+    assert report_main([str(tmp_path / "sweep")]) == 2
+    assert f"{job / 'summary.json'}" in one_line(capsys)
+    assert sync_main([str(job)]) == 2
+    assert one_line(capsys).startswith(f"error: {job / 'summary.json'} ")
+    assert not list((tmp_path / "sweep").glob("report.*"))
