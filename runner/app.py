@@ -225,7 +225,7 @@ def commit(tracked: Optional[Recording], summary: dict, run_dir: Path, lost: str
             summary.update(tracked=False, tracking_error=lost)
             if tracked is not None and tracked.run_id is not None:
                 summary["mlflow_run_id"] = tracked.run_id  # sync completes that very run
-        write_summary(run_dir / "summary.json", summary)  # last: only a complete run has it
+        write_summary(run_dir / "summary.json", summary, stoppable=False)  # last: the mark
         hold_stops_from_now()
 
 

@@ -61,10 +61,6 @@ def release_stops() -> None:
     _holding[0] = 0
 
 
-def stops_held() -> bool:
-    return _holding[0] > 0
-
-
 def exit_stopped(stop: BaseException) -> NoReturn:
     """End the process as a stop ends it: one line, 143 for SIGTERM, 130 for Ctrl-C."""
     terminated = isinstance(stop, Terminated)

@@ -6,20 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import InputError, held_stops, raise_if_stopped, stops_held
+from runner.errors import InputError, held_stops, raise_if_stopped
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
 @contextmanager
-def atomic(path: Path) -> Iterator[Path]:
+def atomic(path: Path, stoppable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds.
-    A Ctrl-C while the file is made waits until the cleanup below is sure to run."""
+    A Ctrl-C while the file is made waits until the cleanup below is sure to run, then
+    ends the write, unless it is not ``stoppable`` (a run's commit decides for itself)."""
     with held_stops():
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
     try:
-        if not stops_held():  # inside a held block (a run's commit) the block decides
+        if stoppable:
             raise_if_stopped()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the product private
         yield Path(tmp)

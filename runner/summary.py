@@ -269,6 +269,6 @@ def read_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    with atomic(path) as tmp:
+def write_summary(path: Path, summary: dict[str, Any], stoppable: bool = True) -> None:
+    with atomic(path, stoppable) as tmp:
         tmp.write_text(json.dumps(redacted(summary), indent=2) + "\n")

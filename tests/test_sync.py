@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,21 +57,37 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, 
     assert summary["tracked"] is False and summary["tracking_error"]
     assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
 
-    later = copy_store(blank_store, tmp_path, "later.db")  # wherever the user logs it
-    done = sync(run_dir, base=later)
-    assert done.returncode == 0, done.stderr
-    client = mlflow.MlflowClient(later)
+    assert summary["mlflow_run_id"]  # begun on the server before it went
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(run_dir, elsewhere)
+
+    # the server back on its store, where the run stayed RUNNING: that very run is completed
+    store = f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}"
+    back, where_it_began = start_mlflow_server(store, tmp_path / "first")
+    try:
+        done = sync(run_dir, base=where_it_began)
+        assert done.returncode == 0, done.stderr
+        again = sync(run_dir, base=where_it_began)
+        assert again.returncode == 2 and "is already tracked" in again.stderr
+    finally:
+        stop(back)
+    client = mlflow.MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
     assert run.data.metrics["items"] == 6000
     assert run.data.metrics["accuracy"] == summary["accuracy"]
     assert run.data.params["grid.rows"] == "20" and run.data.params["backend"] == "eager"
-    assert run.info.start_time == int(summary["started_at"] * 1000)
-    assert {"mask.png", "summary.json"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
     synced = json.loads((run_dir / "summary.json").read_text())
     assert synced["tracked"] is True and synced["mlflow_run_id"] == run.info.run_id
 
-    again = sync(run_dir, base=later)
-    assert again.returncode == 2 and "is already tracked" in again.stderr
+    later = copy_store(blank_store, tmp_path, "later.db")  # a store it never began in
+    done = sync(elsewhere, base=later)
+    assert done.returncode == 0, done.stderr
+    client = mlflow.MlflowClient(later)
+    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.info.run_id != summary["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.info.start_time == int(summary["started_at"] * 1000)
+    assert run.data.metrics["items"] == 6000
 
 
 @pytest.mark.parametrize(

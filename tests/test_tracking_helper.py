@@ -4,6 +4,7 @@ deaf to Ctrl-C, and a run it holds ended KILLED when the main process vanishes."
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -69,8 +70,13 @@ def test_errors_come_back_as_what_they_were(tmp_path, helper):
     with pytest.raises(InputError, match="no such directory"):
         helper.ask("begin", missing, "x", "a run", {}, {})
     (tmp_path / "mlflow.db").write_text("not a database")
-    with pytest.raises(RunnerError, match="cannot be used"):
+    with pytest.raises(InputError, match="is not a SQLite database"):
         helper.ask("begin", f"sqlite:///{tmp_path / 'mlflow.db'}", "x", "a run", {}, {})
+    with sqlite3.connect(tmp_path / "half.db") as db:  # MLflow's, half-made: it fails there
+        db.execute("create table experiments (experiment_id integer)")
+    with pytest.raises(RunnerError, match="cannot be used") as failed:
+        helper.ask("begin", f"sqlite:///{tmp_path / 'half.db'}", "x", "a run", {}, {})
+    assert not isinstance(failed.value, InputError)
     helper.ask("end", "KILLED")  # nothing open: nothing to end, and the helper still answers
 
 
