@@ -36,7 +36,7 @@ from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import stop_helpers, usable_start_method
 from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
-from runner.files import atomic, check_writable, discard_run_dir
+from runner.files import atomic, check_writable, clear_products, discard_run_dir
 from runner.phases import begin
 from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
@@ -145,6 +145,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
+        clear_products(run_dir)  # a run dir given again: nothing old beside the new
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         with mlflow_run(cfg, parent_of_job(), job_tags, leaves_a_core(cfg, job)) as tracked:
             summary = classify_and_write(cfg, job, load_s, run_dir, tracked)

@@ -31,6 +31,7 @@ from runner.execution.parallel import START_METHODS
 from runner.execution.precision import PRECISIONS, nativeness
 from runner.execution.ray_mode import INSTALL_HINT, ray_available
 from runner.execution.strategies import STRATEGIES
+from runner.files import unique_dir
 from runner.tracking.store import URI_HINT, known_scheme
 
 SPLITS = ("train", "test")
@@ -205,6 +206,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("installed_backends", installed_backends)
         OmegaConf.register_new_resolver("preset_backends", preset_backends)
         OmegaConf.register_new_resolver("preset_precisions", preset_precisions)
+        OmegaConf.register_new_resolver("unique_dir", unique_dir)
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     ConfigStore.instance().store(
         group="hydra/launcher", name="ray_cluster_schema", node=RayClusterLauncher

@@ -1,5 +1,6 @@
 """Writing run products so that none is ever seen half-written."""
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -9,6 +10,10 @@ from pathlib import Path
 from runner.errors import InputError, held_stops, raise_if_stopped
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+# what a run writes, the mark of a complete run first: a reused run directory loses them
+# in this order before the new run writes, so no old product is taken for a new one
+RUN_PRODUCTS = ("summary.json", "predictions.npz", "mask.png", "mask_preview.png",
+                "errors.png", "timeline.png", "trace.json")  # fmt: skip
 
 
 @contextmanager
@@ -27,6 +32,27 @@ def atomic(path: Path, stoppable: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def clear_products(run_dir: Path) -> None:
+    """The products an earlier run left in ``run_dir`` (a ``hydra.run.dir`` given twice)."""
+    for name in RUN_PRODUCTS:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+@functools.cache
+def unique_dir(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``... if a run has it: made now with an exclusive
+    ``mkdir``, so two runs started in the same second never share a directory. Once per
+    path in a process, however often Hydra resolves it."""
+    candidate, number = Path(path), 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return str(candidate)
+        except FileExistsError:
+            number += 1
+            candidate = Path(f"{path}-{number}")
 
 
 def discard_run_dir(run_dir: Path, job_name: str, keep: Path) -> None:

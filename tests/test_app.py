@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
@@ -14,7 +15,7 @@ from runner import REPO_ROOT
 from runner.app import ONNX_CACHE
 from runner.errors import InputError
 from runner.execution.onnx_graph import graph_of
-from runner.files import check_writable
+from runner.files import check_writable, unique_dir
 from tests.conftest import WEIGHTS, run_app
 
 SMALL = ("grid.rows=6", "grid.columns=10", "data.offset=59990")  # 60 cells, wraps
@@ -173,3 +174,15 @@ def test_a_default_run_never_imports_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("torch imported: False")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["tracked"] is True
+
+
+def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path):
+    """The default run dir is the second the run started: two runs then wrote one folder,
+    one's products overwritten and the other's MLflow record carrying the wrong config."""
+    assert "${unique_dir:" in (REPO_ROOT / "conf" / "config.yaml").read_text()
+    path = str(tmp_path / "runs" / "10-30-45")
+    first = unique_dir(path)
+    unique_dir.cache_clear()  # as another process would see it
+    second = unique_dir(path)
+    assert (first, second) == (path, f"{path}-2") and Path(second).is_dir()
+    assert unique_dir(path) == second  # Hydra resolves it more than once: one answer

@@ -71,6 +71,11 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
         else f"sqlite:///{tmp_path / 'mlflow.db'}"
     )
     env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
+    reused = phase in ("workers", "classify", "mask", "logging")  # stopped after it began
+    if reused:  # a run dir given again: the old run's products go before the new one writes
+        (tmp_path / "run").mkdir()
+        for old in ("summary.json", "predictions.npz", "mask.png"):
+            (tmp_path / "run" / old).write_text("from an earlier run")
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -90,6 +95,10 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
     assert not list((tmp_path / "run").glob(".*.tmp")), "a product was left half-written"
     if phase != "logging":  # products come just before logging, each written whole
         assert not (tmp_path / "run" / "mask.png").exists()
+    if reused:
+        assert not (tmp_path / "run" / "predictions.npz").exists() or phase in ("mask", "logging")
+        for old in (tmp_path / "run").iterdir():
+            assert not old.is_file() or old.read_bytes() != b"from an earlier run", old
     if (tmp_path / "mlflow.db").exists():
         client = mlflow.MlflowClient(store)
         experiment = client.get_experiment_by_name("gridbench")

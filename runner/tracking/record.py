@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from runner.config import flatten
 from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
+from runner.files import RUN_PRODUCTS
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
@@ -50,7 +51,7 @@ METRICS = (
 )
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
 LOAD_METRICS["load_1m"] = "load_1m"
-ARTIFACTS = ("mask.png", "mask_preview.png", "errors.png", "timeline.png", "trace.json")
+ARTIFACTS = RUN_PRODUCTS[2:]  # the pictures and the trace (the summary is logged apart)
 TAG_KEYS = ("mode", "threads", "batch_size", "grid", "stable", *ENVIRONMENT_KEYS, *GPU_KEYS)
 
 
