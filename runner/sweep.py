@@ -6,16 +6,17 @@ the sweep directory.
 
 import atexit
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.analysis.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
-from runner.errors import flat
+from runner.errors import InputError, RunnerError, flat
 from runner.redact import redact
 
 FAILURES_FILE = "failures.txt"
@@ -66,6 +67,67 @@ def earlier_job_alike(cfg: DictConfig) -> Optional[str]:
         return claim.read_text().strip() or "?"
 
 
+_ABSENT = object()
+
+
+def job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
+    """Each job's overrides and config. The first is composed as the basic sweeper composes
+    it; the others, where they differ from it in plain settings only (as a sweep's jobs
+    do), are it with those settings changed: composing each took 80 ms, 12 s for the
+    hardware preset."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    jobs = BasicSweeper.split_arguments(
+        parser.parse_overrides([*params, *config.hydra.overrides.task]), None
+    )[0]
+    first: Optional[DictConfig] = None
+    for overrides in jobs:
+        changed = [o for o in parser.parse_overrides(overrides) if o.input_line not in jobs[0]]
+        plain = first is not None and all(
+            not o.is_add()
+            and not o.is_delete()
+            and OmegaConf.select(first, o.key_or_group, default=_ABSENT) is not _ABSENT
+            for o in changed
+        )
+        if plain:
+            job = first.copy()
+            for override in changed:
+                OmegaConf.update(job, override.key_or_group, override.value(), merge=True)
+        else:
+            job = loader.load_sweep_config(config, overrides)
+            with open_dict(job):
+                del job["hydra"]  # what the job's task function gets
+            first = first or job
+        yield overrides, job
+
+
+def check_every_job(config: DictConfig) -> None:
+    """Refuse a sweep with a job whose config is bad before the first job runs: ``-m
+    batch_size=1,0`` ran job 0 and then failed; the hardware preset with ``grid.rows=0``
+    launched 192 jobs for 144 errors. A pair a backend cannot run is skipped, not refused,
+    as the job would skip it."""
+    from runner.config import UnsupportedPair, validate
+    from runner.tracking.store import check_place, tracking_uri
+
+    for number, (overrides, job) in enumerate(job_configs(config)):
+        try:
+            validate(job)
+            if job.mlflow.enabled:
+                check_place(tracking_uri(job))
+        except UnsupportedPair:
+            continue
+        except InputError as error:
+            raise InputError(
+                f"job {number} of the sweep ({redact(' '.join(overrides))}): {error}; "
+                "no job was run"
+            )
+
+
 def record_failure(sweep_dir: Path, job: str, message: str) -> None:
     """One line per failed job; appends of a short line are atomic across processes."""
     with (sweep_dir / FAILURES_FILE).open("a") as handle:
@@ -90,6 +152,16 @@ class SweepTracking(Callback):
         self.link = ""  # the parent run's page in MLflow's UI
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra turns a callback's exception into a warning and goes on: a bad job or a
+        store that cannot be used ends the sweep here, in one line, before any job."""
+        try:
+            check_every_job(config)  # before any job, any file and any MLflow run
+            self._open_parent(config)
+        except RunnerError as error:
+            print(f"error: {redact(flat(error, 2000))}", file=sys.stderr, flush=True)
+            sys.exit(error.exit_code)
+
+    def _open_parent(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = redact(" ".join(config.hydra.overrides.task)) or "(no overrides)"
