@@ -14,13 +14,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Optional
 
 import numpy as np
 
 from runner import REPO_ROOT
-from runner.errors import RunnerError, flat, last_line
+from runner.errors import RunnerError, catch_stop_signals, flat, last_line
 from runner.execution.backends import Spec, build
 from runner.execution.classify import (
     Job,
@@ -97,8 +99,41 @@ class Classifier:
         return classify_part(self.classify_batch, self.images, first, stop, offset, batch_size)
 
 
+@contextmanager
+def _ray_in_its_own_session() -> Iterator[None]:
+    """The embedded Ray's processes (GCS, raylet, and the actors the raylet starts) in a
+    session of their own. A SIGTERM to the run's process group killed them under the
+    driver, which aborted (exit 134, a C++ dump, actors left defunct); now only the driver
+    hears it and shuts them down. They still die with it (Ray's parent-death signal)."""
+    from ray._private import services
+
+    popen = services.ConsolePopen
+    if os.name != "posix":  # no sessions: Windows has no process groups to signal
+        yield
+        return
+
+    class OwnSession(popen):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = popen
+
+
 def _connect(address: Optional[str], cpus: int) -> None:
-    """Join the cluster at ``address``, or start an embedded Ray with ``cpus`` CPUs."""
+    """Join the cluster at ``address``, or start an embedded Ray with ``cpus`` CPUs. Ray
+    sets a SIGTERM handler of its own (``sys.exit(15)``): ours is put back."""
+    try:
+        _start_or_join(address, cpus)
+    finally:
+        catch_stop_signals()
+
+
+def _start_or_join(address: Optional[str], cpus: int) -> None:
     import ray
 
     runtime_env = {"py_modules": [str(REPO_ROOT / "runner")]}
@@ -109,13 +144,14 @@ def _connect(address: Optional[str], cpus: int) -> None:
         probe(address)
         ray.init(address=address, **settings)
         return
-    ray.init(
-        address="local",
-        num_cpus=cpus,
-        include_dashboard=False,
-        object_store_memory=OBJECT_STORE_BYTES,
-        **settings,
-    )
+    with _ray_in_its_own_session():
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            **settings,
+        )
 
 
 def run_ray(job: Job) -> Result:
