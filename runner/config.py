@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import REPO_ROOT
+from runner.credentials import PASSWORD, USERNAME, split_userinfo
 from runner.errors import ConfigError
 from runner.execution.backends import (
     BACKENDS,
@@ -32,6 +33,7 @@ from runner.execution.precision import PRECISIONS, nativeness
 from runner.execution.ray_mode import INSTALL_HINT, ray_available
 from runner.execution.strategies import STRATEGIES
 from runner.files import unique_dir
+from runner.redact import redact
 from runner.tracking.store import URI_HINT, known_scheme
 
 SPLITS = ("train", "test")
@@ -300,6 +302,13 @@ def validate(cfg: DictConfig) -> None:
     _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
     uri = cfg.mlflow.tracking_uri
     _require(uri is None or known_scheme(uri), "mlflow.tracking_uri", uri, URI_HINT)
+    _require(
+        uri is None or split_userinfo(uri)[1] is None,  # the command line's are taken out
+        "mlflow.tracking_uri",
+        redact(str(uri)),
+        "a user name or password in a config file reaches every run's .hydra files: give "
+        f"them on the command line or in {USERNAME} and {PASSWORD}",
+    )
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     _require(not from_env or known_scheme(from_env), "MLFLOW_TRACKING_URI", from_env, URI_HINT)
     if cfg.mode != "sequential" and not cfg.parallel.allow_any_workers:

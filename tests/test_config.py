@@ -87,6 +87,7 @@ def test_overrides_compose_and_flatten():
         ("stability.max_s=0", "stability.max_s"),
         ("round=-1", "round"),
         ("mlflow.tracking_uri=ftp://x/y", "mlflow.tracking_uri"),
+        ("mlflow.tracking_uri=http://u:pw@h", "mlflow.tracking_uri"),  # as from a config file
         ("+batchsize=256", "batchsize"),
         ("+grid.colums=3", "grid.colums"),
     ],
@@ -98,7 +99,7 @@ def test_bad_values_are_refused_naming_the_key(override, key):
         validate(cfg)
     assert refused.value.key == key
     assert str(refused.value).startswith(f"{key}=")
-    assert "\n" not in str(refused.value)
+    assert "\n" not in str(refused.value) and "pw" not in str(refused.value)
 
 
 def test_repeats_is_a_count_or_auto():
