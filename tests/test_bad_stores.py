@@ -13,7 +13,7 @@ from runner.analysis.report import main as report_main
 from runner.errors import RunnerError
 from runner.tracking.store import open_store
 from runner.tracking.sync import main as sync_main
-from tests.conftest import copy_store, run_app
+from tests.conftest import copy_store, free_port, run_app
 
 
 def one_line(capsys) -> str:
@@ -115,3 +115,11 @@ def test_a_summary_that_is_not_one_is_one_line(tmp_path, capsys, text):
     assert sync_main([str(job)]) == 2
     assert one_line(capsys).startswith(f"error: {job / 'summary.json'} ")
     assert not list((tmp_path / "sweep").glob("report.*"))
+
+
+def test_report_against_a_server_that_is_not_there_is_an_outage(tmp_path, capsys):
+    """It exited 2, as for bad input; a server that does not answer is an outage: 1."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert report_main(["0123abcd", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 1
+    assert one_line(capsys).startswith(f"error: no MLflow run 0123abcd in {uri}: ")
+    assert not (tmp_path / "o").exists()
