@@ -330,3 +330,26 @@ def test_each_jobs_config_is_the_one_hydra_composes_for_it():
             with open_dict(composed):
                 del composed["hydra"]
             assert OmegaConf.to_container(fast) == OmegaConf.to_container(composed), overrides
+
+
+def test_the_report_has_a_row_per_precision_and_machine_and_reads_as_people_read(tmp_path):
+    """Its key had no precision: fp32 at 1,000 images/s and int8 at 3,000 became one row of
+    2,002 [1,003, 3,003], printed as 2.002e+03; nor machine, which a sweep may also cover."""
+    from runner.analysis.report import rows, write_markdown
+
+    def record(job, precision, machine, speed):
+        passes = [speed * (1 + 0.001 * k) for k in range(3)]
+        return {"job": job, "mode": "sequential", "threads": 1, "batch_size": 256,
+                "backend": "onnxruntime", "precision": precision, "machine": machine,
+                "grid": [10, 100], "items": 1000, "runtimes_s": [1000 / p for p in passes],
+                "passes": passes, "accuracy": 0.99}  # fmt: skip
+
+    records = [record(0, "fp32", "a", 1000.0), record(1, "int8", "a", 3000.0),
+               record(2, "fp32", "a", 1002.0), record(3, "int8", "b", 14890.0)]  # fmt: skip
+    table = rows(records)
+    assert [(r["precision"], r["machine"], r["runs"]) for r in table] == [
+        ("fp32", "a", 2), ("int8", "a", 1), ("int8", "b", 1)]  # fmt: skip
+    assert 1000 < table[0]["throughput_ips"] < 1003 and 3000 <= table[1]["throughput_ips"] < 3010
+    write_markdown(tmp_path / "report.md", table, "sweep")
+    text = (tmp_path / "report.md").read_text()
+    assert "14,905" in text and "e+0" not in text

@@ -22,9 +22,14 @@ from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
 from runner.summary import read_summary
 
-KEY = ("mode", "threads", "batch_size", "backend", "grid", "device", "torch_threads")
+# what sets a row apart: every setting that changes the figure (precision and machine
+# too: a sweep over precision=fp32,int8 pooled both into one row, at a median of neither)
+KEY = ("mode", "threads", "batch_size", "backend", "precision", "grid", "device",
+       "torch_threads", "machine")  # fmt: skip
+DEFAULTS = {"device": "cpu", "torch_threads": 1, "precision": "fp32", "machine": ""}
 COLUMNS = (
-    "job", "mode", "threads", "batch_size", "backend", "grid", "items", "runs", "passes",
+    "job", "mode", "threads", "batch_size", "backend", "precision", "machine", "grid",
+    "items", "runs", "passes",
     "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
     "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",
     "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high",
@@ -68,6 +73,8 @@ def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
                 "threads": int(tags["threads"]),
                 "batch_size": int(tags["batch_size"]),
                 "backend": tags.get("backend", ""),
+                "precision": tags.get("precision", "fp32"),
+                "machine": tags.get("machine", ""),
                 "grid": json.loads(tags["grid"]),
                 "device": tags.get("device", "cpu"),
                 "torch_threads": int(tags.get("torch_threads", 1)),
@@ -81,8 +88,7 @@ def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    defaults = {"device": "cpu", "torch_threads": 1}
-    return tuple(tuple(record[k]) if k == "grid" else record.get(k, defaults.get(k)) for k in KEY)
+    return tuple(tuple(record[k]) if k == "grid" else record.get(k, DEFAULTS.get(k)) for k in KEY)
 
 
 def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
@@ -94,8 +100,8 @@ def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
 
 
 def _baseline(key: tuple, keys: list[tuple]) -> Optional[tuple]:
-    """The sequential configuration with the same batch size, backend, grid, device and
-    threads per process; else the threads=1 one."""
+    """The sequential configuration with the same batch size, backend, precision, grid,
+    device, threads per process and machine; else the threads=1 one."""
     same = [other for other in keys if other[2:] == key[2:]]
     for other in same:
         if other[0] == "sequential":
@@ -149,10 +155,11 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> str:
+    """Figures as people read them: 14,890 and 1.23, never 1.489e+04."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
@@ -170,8 +177,8 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
         writer.writerows(table)
 
 
-SHOWN = ("job", "mode", "threads", "batch_size", "backend", "grid", "runs", "passes",
-         "runtime_s", "accuracy")  # fmt: skip
+SHOWN = ("job", "mode", "threads", "batch_size", "backend", "precision", "grid", "runs",
+         "passes", "runtime_s", "accuracy")  # fmt: skip
 WITH_INTERVALS = ("throughput_ips", "speedup", "efficiency", "karp_flatt")
 
 
@@ -186,7 +193,8 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
         "",
         "A row per configuration, its runs (jobs) pooled; [low, high]: the 95 % interval, "
         "runs and their passes resampled. speedup: this configuration's median throughput "
-        "over that of the sequential one with the same batch size, backend and grid (or of "
+        "over that of the sequential one with the same batch size, backend, precision, grid "
+        "and machine (or of "
         "threads=1 where there is none); efficiency: speedup / threads; karp_flatt: the "
         "experimentally determined serial fraction (1/speedup - 1/threads) / "
         "(1 - 1/threads), which grows with threads where overhead does.",
@@ -200,7 +208,9 @@ def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The rows of each line of the plot (a mode, batch size and backend), by threads."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
-        label = f"{row['mode']} (batch {row['batch_size']}, {row['backend']})"
+        machine = f", {row['machine']}" if len({r["machine"] for r in table}) > 1 else ""
+        runtime = f"{row['backend']} {row['precision']}{machine}"
+        label = f"{row['mode']} (batch {row['batch_size']}, {runtime})"
         groups.setdefault(label, []).append(row)
     for members in groups.values():
         members.sort(key=lambda row: row["threads"])
