@@ -205,11 +205,12 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
 
 
 def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each line of the plot (a mode, batch size and backend), by threads."""
+    """The rows of each line of the plot (a mode, batch size, backend and precision, and the
+    machine where there are several), by threads."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
-        machine = f", {row['machine']}" if len({r["machine"] for r in table}) > 1 else ""
-        runtime = f"{row['backend']} {row['precision']}{machine}"
+        machine = f", {row.get('machine')}" if len({r.get("machine") for r in table}) > 1 else ""
+        runtime = f"{row['backend']} {row.get('precision', 'fp32')}{machine}"
         label = f"{row['mode']} (batch {row['batch_size']}, {runtime})"
         groups.setdefault(label, []).append(row)
     for members in groups.values():
