@@ -5,6 +5,7 @@ OmegaConf refuses a wrongly typed override while composing, and ``validate`` ref
 value out of range before any work starts.
 """
 
+import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -322,9 +323,14 @@ WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of t
 CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
 
 
+@functools.cache
+def _known_keys() -> frozenset[str]:
+    return frozenset(flatten(OmegaConf.structured(RunConfig)))
+
+
 def _refuse_unknown_keys(cfg: DictConfig) -> None:
     """Keys the schema does not know (added with ``+``, where a typo is silently kept)."""
-    known = set(flatten(OmegaConf.structured(RunConfig)))
+    known = _known_keys()
     for key in flatten(cfg):
         if key not in known:
             near = get_close_matches(key, known, n=1)

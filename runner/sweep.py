@@ -85,9 +85,10 @@ def job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
     jobs = BasicSweeper.split_arguments(
         parser.parse_overrides([*params, *config.hydra.overrides.task]), None
     )[0]
+    parsed = {line: parser.parse_overrides([line])[0] for job in jobs for line in job}
     first: Optional[DictConfig] = None
     for overrides in jobs:
-        changed = [o for o in parser.parse_overrides(overrides) if o.input_line not in jobs[0]]
+        changed = [parsed[line] for line in overrides if line not in jobs[0]]
         plain = first is not None and all(
             not o.is_add()
             and not o.is_delete()
@@ -114,11 +115,13 @@ def check_every_job(config: DictConfig) -> None:
     from runner.config import UnsupportedPair, validate
     from runner.tracking.store import check_place, tracking_uri
 
+    places: set[str] = set()
     for number, (overrides, job) in enumerate(job_configs(config)):
         try:
             validate(job)
-            if job.mlflow.enabled:
+            if job.mlflow.enabled and tracking_uri(job) not in places:
                 check_place(tracking_uri(job))
+                places.add(tracking_uri(job))
         except UnsupportedPair:
             continue
         except InputError as error:

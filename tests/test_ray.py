@@ -107,11 +107,15 @@ EXPECTED = {
 }
 
 
-# Ctrl-C: the lines it reaches are reached, measured, by the other modes' stop tests, so it
-# runs without coverage; a dead and a hung actor reach Ray's own error paths, measured.
+# Ctrl-C and SIGTERM: the lines they reach are reached, measured, by the other modes' stop
+# tests and the embedded Ray's start, so they run without coverage; a dead and a hung actor
+# reach Ray's own error paths, measured.
 @pytest.mark.parametrize(
     "fault",
-    [pytest.param(f, marks=pytest.mark.unmeasured) if f == "ctrl-c" else f for f in EXPECTED],
+    [
+        pytest.param(f, marks=pytest.mark.unmeasured) if f in ("ctrl-c", "sigterm") else f
+        for f in EXPECTED
+    ],  # fmt: skip
 )
 @pytest.mark.usefixtures("made_store")
 def test_ray_faults_end_the_run_cleanly(tmp_path, fault):

@@ -17,6 +17,7 @@ from runner.credentials import (
     adopt_from_overrides,
     with_userinfo,
 )
+from runner.errors import InputError
 from runner.redact import redact, redact_yaml, redacted
 from tests.conftest import run_app
 
@@ -83,10 +84,16 @@ def test_a_password_on_the_command_line_lands_nowhere(tmp_path):
 
 
 @pytest.mark.parametrize("password", ["p@ss", "pa/ss", "pa#ss", "pa?ss", "pa ss", "p%zz"])
-def test_a_password_not_percent_encoded_is_refused_without_showing_it(tmp_path, password):
+def test_a_userinfo_not_percent_encoded_is_refused_without_showing_it(password):
+    with pytest.raises(InputError, match="percent-encode it") as refused:
+        adopt(f"http://ann:secret{password}@127.0.0.1:1")
+    assert "secret" not in str(refused.value) and "ann" not in str(refused.value)
+
+
+def test_a_password_not_percent_encoded_is_refused_before_hydra_writes(tmp_path):
     """Part of it would be read as the host (a password ``Zq7@k/9`` sent the credentials
     to host ``k``): refused in one line, before Hydra writes anything."""
-    uri = f"http://ann:secret{password}@127.0.0.1:1"
+    uri = "http://ann:secretZq7@k/9:x#y@127.0.0.1:1"
     done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", f"mlflow.tracking_uri='{uri}'")
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()

@@ -291,8 +291,18 @@ def test_runner_report_rebuilds_a_sweep_from_its_directory(swept, monkeypatch):
     "overrides, job, message",
     [
         (("batch_size=1,0", *SMALL[:2]), 1, "batch_size=0: must be at least 1"),
-        (("+experiment=hardware", "grid.rows=0"), 0, "grid.rows=0: must be at least 1"),
-        (("threads=1,2", "mlflow.tracking_uri=sqlite:///FOLDER"), 0, "is a directory"),
+        pytest.param(
+            ("+experiment=hardware", "grid.rows=0"),
+            0,
+            "grid.rows=0: must be at least 1",
+            marks=pytest.mark.unmeasured,
+        ),
+        pytest.param(
+            ("threads=1,2", "mlflow.tracking_uri=sqlite:///FOLDER"),
+            0,
+            "is a directory",
+            marks=pytest.mark.unmeasured,
+        ),  # the first reaches all
     ],
     ids=["a-bad-second-job", "the-preset-with-a-bad-value", "a-folder-as-the-store"],
 )
@@ -336,13 +346,17 @@ def test_the_report_has_a_row_per_precision_and_machine_and_reads_as_people_read
     """Its key had no precision: fp32 at 1,000 images/s and int8 at 3,000 became one row of
     2,002 [1,003, 3,003], printed as 2.002e+03; nor machine, which a sweep may also cover."""
     from runner.analysis.report import rows, write_markdown
+    from runner.result import RunResult
 
     def record(job, precision, machine, speed):
-        passes = [speed * (1 + 0.001 * k) for k in range(3)]
-        return {"job": job, "mode": "sequential", "threads": 1, "batch_size": 256,
-                "backend": "onnxruntime", "precision": precision, "machine": machine,
-                "grid": [10, 100], "items": 1000, "runtimes_s": [1000 / p for p in passes],
-                "passes": passes, "accuracy": 0.99}  # fmt: skip
+        passes = tuple(speed * (1 + 0.001 * k) for k in range(3))
+        return RunResult(
+            mode="sequential", threads=1, batch_size=256, backend="onnxruntime",
+            precision=precision, device="cpu", torch_threads=1, grid=(10, 100), split="train",
+            repeats="auto", machine=machine, passes=passes,
+            runtimes_s=tuple(1000 / p for p in passes), items=1000, accuracy=0.99, busy=False,
+            round=1, job=job, started_at=0.0,
+        )  # fmt: skip
 
     records = [record(0, "fp32", "a", 1000.0), record(1, "int8", "a", 3000.0),
                record(2, "fp32", "a", 1002.0), record(3, "int8", "b", 14890.0)]  # fmt: skip

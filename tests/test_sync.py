@@ -18,8 +18,11 @@ GRID = ("grid.rows=20", "grid.columns=300", "backend=eager")  # long enough to k
 
 
 def start_server(folder):
+    """A server whose artifacts go straight to a folder, so that its store can be used
+    without it once it is gone (as sync does below)."""
     folder.mkdir()
-    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder)
+    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder, "--no-serve-artifacts",
+                               "--default-artifact-root", str(folder / "artifacts"))  # fmt: skip
 
 
 def stop(server):
@@ -61,22 +64,19 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, 
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(run_dir, elsewhere)
 
-    # the server back on its store, where the run stayed RUNNING: that very run is completed
+    # the server's store, where the run stayed RUNNING: that very run is completed
     store = f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}"
-    back, where_it_began = start_mlflow_server(store, tmp_path / "first")
-    try:
-        done = sync(run_dir, base=where_it_began)
-        assert done.returncode == 0, done.stderr
-        again = sync(run_dir, base=where_it_began)
-        assert again.returncode == 2 and "is already tracked" in again.stderr
-    finally:
-        stop(back)
+    done = sync(run_dir, base=store)
+    assert done.returncode == 0, done.stderr
+    again = sync(run_dir, base=store)
+    assert again.returncode == 2 and "is already tracked" in again.stderr
     client = mlflow.MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
     assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
     assert run.data.metrics["items"] == 6000
     assert run.data.metrics["accuracy"] == summary["accuracy"]
     assert run.data.params["grid.rows"] == "20" and run.data.params["backend"] == "eager"
+    assert {"mask.png", "summary.json"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
     synced = json.loads((run_dir / "summary.json").read_text())
     assert synced["tracked"] is True and synced["mlflow_run_id"] == run.info.run_id
 

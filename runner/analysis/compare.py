@@ -2,8 +2,9 @@
 
 Reads the finished runs of an experiment from any store (the default SQLite file or a
 server), groups them by configuration (every setting that changes the figure: mode,
-threads, batch size, backend, device, threads per process, cells, precision where runs
-carry one) and by the ``machine`` tag, and writes, benchstat-style:
+threads, batch size, backend, precision, device, threads per process, grid, split and the
+repeat policy: ``runner.result``'s key) and by the ``machine`` tag, and writes,
+benchstat-style:
 
 - per configuration and machine, the median throughput over every pass of every run with
   its 95 % interval (runs and their passes resampled: ``runner.analysis.statistics``);
@@ -30,11 +31,9 @@ from runner.analysis import statistics as stats
 from runner.errors import InputError, RunnerError, flat, run_command
 from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
+from runner.result import KEY, RunResult, is_job_run
 
-CONFIG_KEYS = ("mode", "threads", "batch_size", "backend", "device", "torch_threads", "cells",
-               "precision")  # fmt: skip
 FILES = ("compare.csv", "compare.md", "compare.png")
-UNTAGGED = "(no machine tag)"
 COMPARISON_TAG = "gridbench.comparison"  # marks compare's own runs, which it never reads
 BUSY_MARK = "†"
 
@@ -56,7 +55,7 @@ class Cell:
         return stats.median_interval(self.runs)
 
 
-def read_runs(uri: str, experiment: str) -> tuple[list[dict[str, Any]], dict[str, int], str]:
+def read_runs(uri: str, experiment: str) -> tuple[list[RunResult], dict[str, int], str]:
     """The experiment's finished job runs as records, the other runs counted by status, and
     the experiment's id."""
     from runner.tracking.store import reading_client
@@ -72,55 +71,26 @@ def read_runs(uri: str, experiment: str) -> tuple[list[dict[str, Any]], dict[str
     while True:
         page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
         for run in page:
-            tags, metrics = run.data.tags, run.data.metrics
-            if "mode" not in tags or "throughput_ips" not in metrics:
-                if run.info.status != "FINISHED" and "mode" in tags:
-                    left_out[run.info.status] = left_out.get(run.info.status, 0) + 1
-                continue  # a sweep's parent run, a comparison, a job ended before its figures
-            if run.info.status != "FINISHED":
+            if run.info.status == "FINISHED" and is_job_run(run):
+                records.append(RunResult.from_mlflow(client, run))
+            elif run.info.status != "FINISHED" and "mode" in run.data.tags:  # not a parent
                 left_out[run.info.status] = left_out.get(run.info.status, 0) + 1
-                continue
-            records.append(_record(client, run))
         token = page.token
         if not token:
             return records, left_out, found.experiment_id
 
 
-def _record(client: Any, run: Any) -> dict[str, Any]:
-    """A run's configuration, machine and pass throughputs. Each pass's runtime is a step of
-    ``repeat_runtime_s``; a run logged without them counts as the one pass of its median."""
-    tags, metrics = run.data.tags, run.data.metrics
-    items = metrics["items"]
-    history = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
-    by_step = {point.step: point.value for point in history if point.value > 0}
-    passes = [items / by_step[step] for step in sorted(by_step)] or [metrics["throughput_ips"]]
-    return {
-        "machine": tags.get("machine", UNTAGGED),
-        "mode": tags["mode"],
-        "threads": int(tags["threads"]),
-        "batch_size": int(tags["batch_size"]),
-        "backend": tags.get("backend", ""),
-        "device": tags.get("device", "cpu"),
-        "torch_threads": int(tags.get("torch_threads", 1)),
-        "cells": int(items),
-        "precision": tags.get("precision", "fp32"),
-        "passes": passes,
-        "busy": tags.get("busy") == "true",
-    }
-
-
-def compare(records: list[dict[str, Any]], baseline: Optional[str]) -> dict[str, Any]:
+def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]:
     """Per configuration and machine: the cell; per machine, its comparison to the
     baseline and the geometric mean of its ratios."""
     if not records:
         raise InputError("no finished runs to compare")
-    machines = sorted({r["machine"] for r in records})
+    machines = sorted({r.machine for r in records})
     groups: dict[tuple, dict[str, Cell]] = {}
     for record in records:
-        key = tuple(record[k] for k in CONFIG_KEYS)
-        cell = groups.setdefault(key, {}).setdefault(record["machine"], Cell())
-        cell.runs.append(record["passes"])
-        cell.busy += record["busy"]
+        cell = groups.setdefault(record.key(), {}).setdefault(record.machine, Cell())
+        cell.runs.append(list(record.passes))
+        cell.busy += record.busy
     if baseline is None:  # the machine that ran the most configurations
         baseline = max(
             machines, key=lambda m: (sum(m in g for g in groups.values()), -machines.index(m))
@@ -139,7 +109,7 @@ def compare(records: list[dict[str, Any]], baseline: Optional[str]) -> dict[str,
                 versus[machine] = stats.compare(base.runs, cell.runs)
                 if versus[machine].different is not None:  # judged: it joins the score
                     shared[machine].append(versus[machine])
-        rows.append({"config": dict(zip(CONFIG_KEYS, key, strict=True)), "machines": cells,
+        rows.append({"config": dict(zip(KEY, key, strict=True)), "machines": cells,
                      "versus": versus})  # fmt: skip
     means = {m: stats.geometric_mean(found) for m, found in shared.items() if found}
     return {"machines": machines, "baseline": baseline, "rows": rows, "geomean": means}
@@ -149,9 +119,12 @@ def label(config: dict[str, Any]) -> str:
     threads = f" x{config['torch_threads']}" if config["torch_threads"] != 1 else ""
     device = f" {config['device']}" if config["device"] != "cpu" else ""
     precision = f" {config['precision']}" if config["precision"] != "fp32" else ""
+    split = f" {config['split']}" if config["split"] != "train" else ""
+    repeats = f", repeats={config['repeats']}" if config["repeats"] != "auto" else ""
+    cells = config["grid"][0] * config["grid"][1]
     return (
         f"{config['mode']} t{config['threads']}{threads} b{config['batch_size']} "
-        f"{config['backend']}{precision}{device}, {config['cells']:,} cells"
+        f"{config['backend']}{precision}{device}, {cells:,} cells{split}{repeats}"
     )
 
 
@@ -160,7 +133,7 @@ def _p(value: Optional[float]) -> str:
 
 
 def write_csv(path: Path, table: dict[str, Any]) -> None:
-    fields = [*CONFIG_KEYS, "machine", "runs", "passes", "busy_runs", "median_ips",
+    fields = [*KEY, "machine", "runs", "passes", "busy_runs", "median_ips",
               "ci_low_ips", "ci_high_ips", "ratio", "ratio_low", "ratio_high", "p_value",
               "verdict"]  # fmt: skip
     with atomic(path) as tmp, tmp.open("w", newline="") as handle:

@@ -8,7 +8,6 @@ Made at the end of every sweep, and afterwards from MLflow alone:
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -20,16 +19,15 @@ from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
 from runner.errors import InputError, RunnerError, flat, run_command
 from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
+from runner.result import KEY as RESULT_KEY
+from runner.result import RunResult, is_job_run
 from runner.summary import read_summary
 
-# what sets a row apart: every setting that changes the figure (precision and machine
-# too: a sweep over precision=fp32,int8 pooled both into one row, at a median of neither)
-KEY = ("mode", "threads", "batch_size", "backend", "precision", "grid", "device",
-       "torch_threads", "machine")  # fmt: skip
-DEFAULTS = {"device": "cpu", "torch_threads": 1, "precision": "fp32", "machine": ""}
+# a row per result key and machine (``runner.result``): a sweep may cover machines too
+KEY = (*RESULT_KEY, "machine")
 COLUMNS = (
-    "job", "mode", "threads", "batch_size", "backend", "precision", "machine", "grid",
-    "items", "runs", "passes",
+    "job", "mode", "threads", "batch_size", "backend", "precision", "device",
+    "torch_threads", "split", "repeats", "machine", "grid", "items", "runs", "passes",
     "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
     "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",
     "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high",
@@ -38,70 +36,43 @@ PARENT_FILE = "mlflow_parent_run"
 REPORT_FILES = ("report.csv", "report.md", "speedup.png")
 
 
-def records_from_dir(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The summaries of the jobs that completed, from their run directories."""
-    records = []
-    for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name)):
-        record = read_summary(summary)
-        record["job"] = int(summary.parent.name)
-        record["passes"] = [record["items"] / seconds for seconds in record["runtimes_s"]]
-        records.append(record)
-    return records
+def records_from_dir(sweep_dir: Path) -> list[RunResult]:
+    """The results of the jobs that completed, from their run directories."""
+    found = sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name))
+    return [RunResult.from_summary(read_summary(path), int(path.parent.name)) for path in found]
 
 
-def records_from_mlflow(client: Any, parent_id: str) -> list[dict[str, Any]]:
-    """The same records rebuilt from the parent run's finished children, each pass's
-    runtime from the ``repeat_runtime_s`` history."""
+def records_from_mlflow(client: Any, parent_id: str) -> list[RunResult]:
+    """The same results read from the parent run's finished children."""
     parent = client.get_run(parent_id)
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
         max_results=10000,
     )
-    records = []
-    for run in children:
-        if run.info.status != "FINISHED":
-            continue
-        tags, metrics = run.data.tags, run.data.metrics
-        items = int(metrics["items"])
-        history = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
-        runtimes = [point.value for point in sorted(history, key=lambda point: point.step)]
-        records.append(
-            {
-                "job": int(tags.get("job", len(records))),
-                "mode": tags["mode"],
-                "threads": int(tags["threads"]),
-                "batch_size": int(tags["batch_size"]),
-                "backend": tags.get("backend", ""),
-                "precision": tags.get("precision", "fp32"),
-                "machine": tags.get("machine", ""),
-                "grid": json.loads(tags["grid"]),
-                "device": tags.get("device", "cpu"),
-                "torch_threads": int(tags.get("torch_threads", 1)),
-                "items": items,
-                "runtimes_s": runtimes or [metrics["runtime_s"]],
-                "passes": [items / s for s in runtimes] or [metrics["throughput_ips"]],
-                "accuracy": metrics["accuracy"],
-            }
-        )
-    return sorted(records, key=lambda record: record["job"])
+    records = [
+        RunResult.from_mlflow(client, run)
+        for run in children
+        if run.info.status == "FINISHED" and is_job_run(run)
+    ]
+    return sorted(records, key=lambda record: record.job)
 
 
-def _key(record: dict[str, Any]) -> tuple:
-    return tuple(tuple(record[k]) if k == "grid" else record.get(k, DEFAULTS.get(k)) for k in KEY)
+def _key(record: RunResult) -> tuple:
+    return (*record.key(), record.machine)
 
 
-def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+def _groups(records: list[RunResult]) -> dict[tuple, list[RunResult]]:
     """The jobs of each configuration (a sweep over ``round`` runs each more than once)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[RunResult]] = {}
     for record in records:
         groups.setdefault(_key(record), []).append(record)
     return groups
 
 
 def _baseline(key: tuple, keys: list[tuple]) -> Optional[tuple]:
-    """The sequential configuration with the same batch size, backend, precision, grid,
-    device, threads per process and machine; else the threads=1 one."""
+    """The sequential configuration with every other setting and the machine the same;
+    else the threads=1 one."""
     same = [other for other in keys if other[2:] == key[2:]]
     for other in same:
         if other[0] == "sequential":
@@ -113,7 +84,7 @@ def _scaled(interval: Optional[stats.Interval], by: float) -> tuple[Any, Any]:
     return (interval.low / by, interval.high / by) if interval else (None, None)
 
 
-def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rows(records: list[RunResult]) -> list[dict[str, Any]]:
     """A row per configuration: its runs pooled, with throughput, speedup against the
     baseline configuration, parallel efficiency and Karp-Flatt, each with its 95 %
     interval (both configurations' runs and passes resampled)."""
@@ -121,26 +92,26 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = list(groups)
     table = []
     for key, members in groups.items():
-        runs = [member["passes"] for member in members]
+        runs = [list(member.passes) for member in members]
         record, threads = members[0], key[1]
         interval = stats.median_interval(runs)
         row = dict(zip(KEY, key, strict=True))
         row.update(
-            job=" ".join(str(member["job"]) for member in members),
-            grid="x".join(str(n) for n in record["grid"]),
-            items=record["items"],
+            job=" ".join(str(member.job) for member in members),
+            grid="x".join(str(n) for n in record.grid),
+            items=record.items,
             runs=len(runs),
             passes=stats.passes(runs),
-            runtime_s=float(np.median([s for m in members for s in m["runtimes_s"]])),
+            runtime_s=float(np.median([s for m in members for s in m.runtimes_s])),
             throughput_ips=stats.median(runs),
             throughput_ips_low=interval.low if interval else None,
             throughput_ips_high=interval.high if interval else None,
-            accuracy=record["accuracy"],
+            accuracy=record.accuracy,
         )
         base = _baseline(key, keys)
         speedup = None
         if base is not None:
-            speedup = stats.compare([m["passes"] for m in groups[base]], runs)
+            speedup = stats.compare([list(m.passes) for m in groups[base]], runs)
         if speedup is not None:
             row["speedup"] = speedup.ratio
             row["speedup_low"], row["speedup_high"] = _scaled(speedup.interval, 1)
@@ -283,7 +254,7 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
     save_figure(figure, path, dpi=110)
 
 
-def write_report(out_dir: Path, records: list[dict[str, Any]], title: str) -> list[Path]:
+def write_report(out_dir: Path, records: list[RunResult], title: str) -> list[Path]:
     """All three files in ``out_dir``; returns their paths (none if no job completed)."""
     if not records:
         return []
