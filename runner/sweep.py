@@ -71,39 +71,39 @@ _ABSENT = object()
 
 
 def job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
-    """Each job's overrides and config. The first is composed as the basic sweeper composes
-    it; the others, where they differ from it in plain settings only (as a sweep's jobs
-    do), are it with those settings changed: composing each took 80 ms, 12 s for the
-    hardware preset."""
+    """Each job's overrides and config: the sweep's own config (its fixed overrides applied)
+    with the job's swept settings set, where they are plain settings (as a sweep's are);
+    else composed as the basic sweeper composes it (80 ms a job: 12 s for the preset)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create(config_loader=loader)
+    task = list(config.hydra.overrides.task)
+    fixed = set(task)  # applied to ``config`` already
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
-    jobs = BasicSweeper.split_arguments(
-        parser.parse_overrides([*params, *config.hydra.overrides.task]), None
-    )[0]
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides([*params, *task]), None)[0]
     parsed = {line: parser.parse_overrides([line])[0] for job in jobs for line in job}
-    first: Optional[DictConfig] = None
+    base = config.copy()
+    with open_dict(base):
+        del base["hydra"]  # what a job's task function gets
     for overrides in jobs:
-        changed = [parsed[line] for line in overrides if line not in jobs[0]]
-        plain = first is not None and all(
+        swept = [parsed[line] for line in overrides if line not in fixed]
+        plain = all(
             not o.is_add()
             and not o.is_delete()
-            and OmegaConf.select(first, o.key_or_group, default=_ABSENT) is not _ABSENT
-            for o in changed
+            and OmegaConf.select(base, o.key_or_group, default=_ABSENT) is not _ABSENT
+            for o in swept
         )
         if plain:
-            job = first.copy()
-            for override in changed:
+            job = base.copy()
+            for override in swept:
                 OmegaConf.update(job, override.key_or_group, override.value(), merge=True)
         else:
             job = loader.load_sweep_config(config, overrides)
             with open_dict(job):
-                del job["hydra"]  # what the job's task function gets
-            first = first or job
+                del job["hydra"]
         yield overrides, job
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from runner.analysis.compare import main as compare_main
 from runner.analysis.report import main as report_main
-from runner.errors import RunnerError
-from runner.tracking.store import open_store
+from runner.errors import InputError, RunnerError
+from runner.tracking.store import check_place, open_store
 from runner.tracking.sync import main as sync_main
 from tests.conftest import copy_store, free_port, run_app
 
@@ -75,14 +75,13 @@ def test_compare_with_a_store_that_is_no_store_is_one_line(tmp_path, capsys, mak
     assert message in one_line(capsys)
 
 
-def test_a_folder_as_the_store_is_refused_before_any_work(tmp_path):
+def test_a_folder_as_the_store_is_bad_input_found_without_mlflow(tmp_path):
+    """Found after the work before; ``check_place`` runs in the main process before it (a
+    sweep's case runs the app: test_sweep's ``a-folder-as-the-store``)."""
     (tmp_path / "store").mkdir()
     uri = f"sqlite:///{tmp_path / 'store'}"
-    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2", env={"MLFLOW_TRACKING_URI": uri})
-    assert (done.returncode, done.stderr.strip()) == (
-        2, f"error: MLflow tracking store {uri}: {tmp_path / 'store'} is a directory"
-    )  # fmt: skip
-    assert "Total Item" not in done.stdout
+    with pytest.raises(InputError, match=f"^MLflow tracking store {uri}: .* is a directory$"):
+        check_place(uri)
 
 
 def test_a_read_only_store_is_one_line_with_the_right_advice(blank_store, tmp_path, caplog):
