@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +10,9 @@ import mlflow
 import pytest
 
 from runner import REPO_ROOT
-from tests.conftest import copy_store, start_mlflow_server
+from runner.tracking.store import open_store
+from runner.tracking.sync import _begun_run
+from tests.conftest import start_mlflow_server
 from tests.test_interrupts import wait_for
 
 GRID = ("grid.rows=20", "grid.columns=300", "backend=eager")  # long enough to kill a server
@@ -38,7 +39,7 @@ def sync(*run_dirs, base):
     )  # fmt: skip
 
 
-def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, blank_store):
+def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path):
     first, base = start_server(tmp_path / "first")
     markers = tmp_path / "phases"
     markers.mkdir()
@@ -61,8 +62,6 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, 
     assert summary["items"] == 6000 and (run_dir / "mask.png").is_file()
 
     assert summary["mlflow_run_id"]  # begun on the server before it went
-    elsewhere = tmp_path / "elsewhere"
-    shutil.copytree(run_dir, elsewhere)
 
     # the server's store, where the run stayed RUNNING: that very run is completed
     store = f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}"
@@ -80,14 +79,17 @@ def test_a_server_killed_mid_run_loses_nothing_and_sync_logs_it_later(tmp_path, 
     synced = json.loads((run_dir / "summary.json").read_text())
     assert synced["tracked"] is True and synced["mlflow_run_id"] == run.info.run_id
 
-    later = copy_store(blank_store, tmp_path, "later.db")  # a store it never began in
-    done = sync(elsewhere, base=later)
-    assert done.returncode == 0, done.stderr
-    client = mlflow.MlflowClient(later)
-    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
-    assert run.info.run_id != summary["mlflow_run_id"] and run.info.status == "FINISHED"
-    assert run.info.start_time == int(summary["started_at"] * 1000)
-    assert run.data.metrics["items"] == 6000
+
+def test_a_run_begun_elsewhere_or_ended_is_not_reopened(made_store):
+    """sync completes the run its logging left RUNNING only where it is that run: in
+    another store, or ended, a new run is made (as the original start time shows)."""
+    client, experiment_id = open_store(made_store, "gridbench")
+    assert _begun_run(made_store, "gridbench", "0123456789abcdef")[1] is None
+    assert _begun_run(made_store, "gridbench", None)[1] is None
+    running = client.create_run(experiment_id).info.run_id
+    assert _begun_run(made_store, "gridbench", running)[1] == running
+    client.set_terminated(running, "FINISHED")
+    assert _begun_run(made_store, "gridbench", running)[1] is None
 
 
 @pytest.mark.parametrize(
