@@ -260,13 +260,13 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
     global job_started
     job_started = True
-    release_stops()  # the last job of a sweep held them from its commit
+    release_stops()  # the previous job of a sweep held them from its commit on
     catch_stop_signals()
     if cfg.mlflow.enabled:
         start_helper()  # MLflow loads on another core while this one loads data and model
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        raise_if_stopped()  # a stop during the last job of a sweep ends the sweep here
+        raise_if_stopped()  # a stop between two jobs of a sweep ends the sweep here
         run(cfg, run_dir)
     except BaseException as raised:
         error = stop_requested() or raised  # a Ctrl-C explains whatever failed after it
