@@ -209,7 +209,9 @@ def register() -> None:
         OmegaConf.register_new_resolver("installed_backends", installed_backends)
         OmegaConf.register_new_resolver("preset_backends", preset_backends)
         OmegaConf.register_new_resolver("preset_precisions", preset_precisions)
-        OmegaConf.register_new_resolver("unique_dir", unique_dir)
+        # cached in the config: a joblib job resolves its sweep's dir again in its worker,
+        # from a copy of the sweep's config that carries the cache, so they agree
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     ConfigStore.instance().store(
         group="hydra/launcher", name="ray_cluster_schema", node=RayClusterLauncher

@@ -81,12 +81,19 @@ def stops_caught():
         signal.signal(sig, handler)
 
 
-def run_app(tmp_path: Path, *overrides: str, multirun: bool = False, env: dict | None = None):
+def run_app(
+    tmp_path: Path,
+    *overrides: str,
+    multirun: bool = False,
+    env: dict | None = None,
+    sweep_dir: str | None = None,
+):
     """Run ``python -m runner`` from an unrelated cwd, its products and store in tmp_path."""
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **(env or {})}
     env = {**os.environ, **env}
     args = [sys.executable, "-m", "runner", *(["-m"] if multirun else [])]
-    args += [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args += [f"hydra.run.dir={tmp_path / 'run'}",
+             f"hydra.sweep.dir={sweep_dir or tmp_path / 'sweep'}"]  # fmt: skip
     return subprocess.run(
         [*args, *overrides],
         cwd=tmp_path,

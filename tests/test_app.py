@@ -179,7 +179,8 @@ def test_a_default_run_never_imports_torch(tmp_path):
 def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path):
     """The default run dir is the second the run started: two runs then wrote one folder,
     one's products overwritten and the other's MLflow record carrying the wrong config."""
-    assert "${unique_dir:" in (REPO_ROOT / "conf" / "config.yaml").read_text()
+    config = (REPO_ROOT / "conf" / "config.yaml").read_text()
+    assert config.count("dir: ${unique_dir:") == 2  # a run's, and a sweep's
     path = str(tmp_path / "runs" / "10-30-45")
     first = unique_dir(path)
     unique_dir.cache_clear()  # as another process would see it

@@ -112,7 +112,10 @@ def test_sweep_is_grouped_and_reported(swept, tmp_path):
 
 @pytest.mark.usefixtures("made_store")
 def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
-    """More jobs than joblib workers, so a worker runs a job after another in one process."""
+    """More jobs than joblib workers, so a worker runs a job after another in one process.
+    The sweep dir is taken (another sweep of that second): it gets ``-2``, and the workers,
+    which resolve their config again, agree on it (the resolver's cache travels with it)."""
+    (tmp_path / "sweep").mkdir()
     done = run_app(
         tmp_path,
         "grid.rows=5",
@@ -123,8 +126,10 @@ def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
         "batch_size=4,8",
         "mode=parallel",
         multirun=True,
+        sweep_dir=f"${{unique_dir:{tmp_path / 'sweep'}}}",
     )
     assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("sweep*")) == ["sweep", "sweep-2"]
     client, parents, children = store(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     jobs = sorted((run.data.tags["threads"], run.data.tags["batch_size"]) for run in children)
@@ -132,7 +137,9 @@ def test_four_jobs_two_at_once_with_the_joblib_launcher(tmp_path):
     for run in children:
         assert run.info.status == "FINISHED" and run.data.metrics["items"] == 40
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"mask.png"}
-    assert len(read_csv(tmp_path / "sweep" / "report.csv")) == 4
+    assert len(read_csv(tmp_path / "sweep-2" / "report.csv")) == 4
+    assert sorted(p.name for p in (tmp_path / "sweep-2").iterdir() if p.name.isdigit()) == [
+        "0", "1", "2", "3"]  # fmt: skip
 
 
 @pytest.mark.usefixtures("made_store")
