@@ -119,9 +119,10 @@ def check_every_job(config: DictConfig) -> None:
     for number, (overrides, job) in enumerate(job_configs(config)):
         try:
             validate(job)
-            if job.mlflow.enabled and tracking_uri(job) not in places:
-                check_place(tracking_uri(job))
-                places.add(tracking_uri(job))
+            uri = tracking_uri(job)
+            if job.mlflow.enabled and uri not in places:
+                check_place(uri)
+                places.add(uri)
         except UnsupportedPair:
             continue
         except InputError as error:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from runner import REPO_ROOT
-from runner.credentials import with_userinfo
+from runner.credentials import adopt, adopt_from_environment, with_userinfo
 from runner.errors import InputError, RunnerError, flat
 from runner.files import check_writable
 from runner.phases import begin
@@ -115,13 +115,13 @@ def check_ours(uri: str) -> None:
 def command_uri(given: Optional[str]) -> str:
     """The store a command (compare, report) reads: ``--tracking-uri``, else
     ``MLFLOW_TRACKING_URI``, else the project's; credentials taken out, the scheme checked."""
-    from runner.credentials import adopt, adopt_from_environment
-
     adopt_from_environment()
-    uri = adopt(given, "--tracking-uri") if given else None
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if given:
+        uri, source = adopt(given, "--tracking-uri"), "--tracking-uri"
+    else:
+        uri, source = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, "MLFLOW_TRACKING_URI"
     if not known_scheme(uri):
-        raise InputError(f"--tracking-uri {uri}: {URI_HINT}")
+        raise InputError(f"{source} {uri}: {URI_HINT}")
     return uri
 
 
