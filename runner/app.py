@@ -193,7 +193,7 @@ def classify_and_write(
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
     draw(cfg, job, labels, result, summary, run_dir)
-    summary.update(started_at=started_at, tracked=tracked is not None)
+    summary.update(started_at=started_at, tracked=tracked is not None, **_place_in_sweep())
     lost = ""
     if tracked is not None:
         try:
@@ -207,6 +207,18 @@ def classify_and_write(
             f"{run_dir}: log them later with `python -m runner.sync {run_dir}`"
         )
     return summary
+
+
+def _place_in_sweep() -> dict[str, Any]:
+    """The job's number, and its sweep as ``date/time`` (its directory): the runs of one
+    round of one sweep share their conditions (``RunResult.unit``)."""
+    if not HydraConfig.initialized():
+        return {"job": 0, "sweep": ""}
+    sweep_dir = sweep_dir_of_job()
+    return {
+        "job": int(HydraConfig.get().job.get("num", 0)),
+        "sweep": f"{sweep_dir.parent.name}/{sweep_dir.name}" if sweep_dir else "",
+    }
 
 
 def commit(tracked: Optional[Recording], summary: dict, run_dir: Path, lost: str) -> None:

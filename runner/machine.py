@@ -160,6 +160,31 @@ def _onnxruntime_version() -> str:
         return ""
 
 
+@cache
+def software() -> dict[str, str]:
+    """What a result's figures also depend on besides the hardware: gridbench's commit
+    (``+dirty`` with uncommitted changes) and OpenVINO's version (torch's, ONNX Runtime's
+    and Python's are in ``fingerprint``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        openvino = version("openvino")
+    except PackageNotFoundError:
+        openvino = ""
+    return {"gridbench": _commit(), "openvino": openvino}
+
+
+def _commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+dirty",
+                               "--abbrev=12", "--exclude=*"], capture_output=True, text=True,
+                              timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 def gpu_names(query: str = "name") -> str:
     """The NVIDIA GPUs ``nvidia-smi`` lists (without waking CUDA in this process): their
     names, or another ``--query-gpu`` field of each (``compute_cap``)."""

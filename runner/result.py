@@ -1,23 +1,30 @@
-"""A run's result as every reader sees it: one typed record, one key.
+"""A run's result as every reader sees it: one typed, versioned record, one key.
 
-A run writes its figures into ``summary.json`` and MLflow carries them (tags, params,
-metrics, the pass history); ``from_summary`` and ``from_mlflow`` read either back into a
-``RunResult``, and the sweep report and ``compare`` take nothing else. Its ``key`` is every
-setting that changes the figure: only results with one key (and one machine) are pooled.
-The two readers had drifted apart: the report's key lacked the precision, so fp32 and
-int8 runs became one row at a median of neither.
+A run writes its figures into ``summary.json``; ``from_summary`` makes the record of them,
+and MLflow carries that record whole (the ``gridbench.result`` tag, each pass's runtime a
+step of ``repeat_runtime_s``), so ``from_mlflow`` gives back exactly what the run wrote.
+The sweep report, ``compare``, ``sync`` and ``export`` take nothing else, and a result file
+(``runner.result_file``) is a list of these records. Its ``key`` is every setting that
+changes the figure: only results with one key (and one machine) are pooled. The readers
+had drifted apart before: the report's key lacked the precision, so fp32 and int8 runs
+became one row at a median of neither.
 """
 
 import json
-from dataclasses import dataclass, fields
-from typing import Any
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from runner.errors import InputError
 
 SCHEMA_VERSION = 1
-# what makes two runs measure different things; ``repeats``: the repeat policy, since
-# ``auto`` passes once untimed before the clock and a count does not
+RESULT_TAG = "gridbench.result"  # the record as JSON, but its passes (the metric history)
+# what makes two runs measure different things; ``repeats``: the repeat policy, as
+# configured ("auto" stops when the median settles, a count does not)
 KEY = ("mode", "threads", "batch_size", "backend", "precision", "device", "torch_threads",
-       "grid", "split", "repeats")  # fmt: skip
+       "grid", "split", "offset", "repeats")  # fmt: skip
 UNTAGGED = "(no machine tag)"
+SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class RunResult:
     torch_threads: int  # threads per process
     grid: tuple[int, int]
     split: str
+    offset: int
     repeats: str  # "auto" or a count, as configured
     machine: str
     passes: tuple[float, ...]  # images/s of each timed pass
@@ -41,6 +49,13 @@ class RunResult:
     round: int
     job: int
     started_at: float
+    cores: int = 0  # the logical cores the run could use: "all cores" is threads == cores
+    sweep: str = ""  # the sweep it ran in (its directory's date/time), "" for a single run
+    weights: str = ""  # sha256 of the weights file, 12 hex digits
+    data: str = ""  # the split's digest (``runner.data.dataset_facts``)
+    software: dict[str, str] = field(default_factory=dict)  # SOFTWARE's versions
+    hardware: dict[str, Any] = field(default_factory=dict)  # ``runner.machine.fingerprint``
+    load: dict[str, Any] = field(default_factory=dict)  # ``runner.execution.load``
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -49,14 +64,60 @@ class RunResult:
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def date(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.started_at)) + " UTC"
+
+    @property
+    def unit(self) -> tuple[str, int]:
+        """The pass over every configuration this run shares its conditions with: its
+        sweep's round (a single run is a unit of its own)."""
+        return (self.sweep, self.round) if self.sweep else (f"{self.started_at}", self.job)
+
+    @property
+    def scope(self) -> str:
+        """``single-core`` (sequential, one thread), ``multi-core`` (a worker per core the
+        run could use, one thread each), or "" for any other configuration."""
+        if self.torch_threads != 1 or self.device != "cpu":
+            return ""
+        if self.mode == "sequential" and self.threads == 1:
+            return "single-core"
+        if self.mode == "parallel" and self.cores > 1 and self.threads == self.cores:
+            return "multi-core"
+        return ""
+
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"schema": SCHEMA_VERSION, **asdict(self)}
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any], job: int = 0) -> "RunResult":
-        """From a run's ``summary.json`` (checked by ``runner.summary.read_summary``)."""
+    def from_dict(cls, data: Any, where: str) -> "RunResult":
+        """A record as ``to_dict`` wrote it; InputError naming ``where`` otherwise."""
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: a run's record is a JSON object, not {type(data).__name__}")
+        schema = data.get("schema")
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise InputError(
+                f"{where}: record schema {schema!r}, this gridbench reads up to {SCHEMA_VERSION}:"
+                " update gridbench"
+            )
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        try:
+            values["grid"] = tuple(int(n) for n in values["grid"])
+            values["passes"] = tuple(float(v) for v in values["passes"])
+            values["runtimes_s"] = tuple(float(v) for v in values["runtimes_s"])
+            record = cls(**values)
+            _check_types(record)
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{where}: not a run's record ({type(error).__name__}: {error})")
+        return record
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], job: Optional[int] = None) -> "RunResult":
+        """From a run's ``summary.json`` (checked by ``runner.summary.read_summary``); ``job``
+        where the summary does not say (written before it did)."""
         items = int(summary["items"])
         runtimes = tuple(float(s) for s in summary["runtimes_s"])
+        load = summary.get("load") or {}
         return cls(
             mode=summary["mode"],
             threads=int(summary["threads"]),
@@ -67,49 +128,98 @@ class RunResult:
             torch_threads=int(summary.get("torch_threads", 1)),
             grid=tuple(summary["grid"]),
             split=summary.get("split", "train"),
+            offset=int(summary.get("offset", 0)),
             repeats=str(summary.get("repeats_setting", 1)),
             machine=summary.get("machine", UNTAGGED),
             passes=tuple(items / s for s in runtimes),
             runtimes_s=runtimes,
             items=items,
             accuracy=float(summary["accuracy"]),
-            busy=bool((summary.get("load") or {}).get("busy", False)),
+            busy=bool(load.get("busy", False)),
             round=int(summary.get("round", 0)),
-            job=job,
+            job=int(summary.get("job", job or 0)) if job is None else job,
             started_at=float(summary.get("started_at", 0.0)),
+            cores=int(summary.get("cores") or 0),
+            sweep=summary.get("sweep", ""),
+            weights=summary.get("weights_digest", ""),
+            data=(summary.get("dataset") or {}).get("digest", ""),
+            software={name: str(summary[name]) for name in SOFTWARE if summary.get(name)},
+            hardware={k: summary[k] for k in HARDWARE if k in summary},
+            load=dict(load),
         )
 
     @classmethod
     def from_mlflow(cls, client: Any, run: Any) -> "RunResult":
-        """From a job's MLflow run: each pass's runtime is a step of ``repeat_runtime_s``;
-        a run logged without them counts as the one pass of its median."""
-        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-        items = int(metrics["items"])
+        """From a job's MLflow run: the record it carries, each pass's runtime a step of
+        ``repeat_runtime_s``. A run logged before records were is read from its tags and
+        metrics; one without a history counts as the one pass of its median."""
         history = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
         by_step = {point.step: point.value for point in history if point.value > 0}
         runtimes = tuple(by_step[step] for step in sorted(by_step))
-        passes = tuple(items / s for s in runtimes) or (metrics["throughput_ips"],)
-        return cls(
-            mode=tags["mode"],
-            threads=int(tags["threads"]),
-            batch_size=int(tags["batch_size"]),
-            backend=tags.get("backend", ""),
-            precision=tags.get("precision", "fp32"),
-            device=tags.get("device", "cpu"),
-            torch_threads=int(tags.get("torch_threads", 1)),
-            grid=tuple(json.loads(tags["grid"])) if "grid" in tags else (items, 1),
-            split=params.get("data.split", "train"),
-            repeats=params.get("repeats", "1"),
-            machine=tags.get("machine", UNTAGGED),
-            passes=passes,
-            runtimes_s=runtimes or (metrics.get("runtime_s", items / passes[0]),),
-            items=items,
-            accuracy=metrics.get("accuracy", float("nan")),
-            busy=tags.get("busy") == "true",
-            round=int(metrics.get("round", 0)),
-            job=int(tags.get("job", 0)),
-            started_at=run.info.start_time / 1000,
-        )
+        carried = run.data.tags.get(RESULT_TAG)
+        if carried:
+            data = json.loads(carried)
+            data["runtimes_s"] = runtimes
+            data["passes"] = tuple(data["items"] / s for s in runtimes)
+            return cls.from_dict(data, f"MLflow run {run.info.run_id}")
+        return _from_mlflow_tags(run, runtimes)
+
+    def carried(self) -> str:
+        """The record as the ``gridbench.result`` tag holds it: the passes are the run's
+        metric history, which a tag (at most 8,000 characters) could not always hold."""
+        data = self.to_dict()
+        del data["passes"], data["runtimes_s"]
+        return json.dumps(data, sort_keys=True)
+
+
+# the machine's identity as a record keeps it: what ``runner.machine.fingerprint`` gives
+# but its software versions (``software``)
+HARDWARE = ("cpu", "cpu_id", "isa", "logical_cores", "physical_cores", "memory_gb", "gpus",
+            "os", "precision_flags", "gpu_capability")  # fmt: skip
+TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precision": str,
+         "device": str, "torch_threads": int, "split": str, "offset": int, "repeats": str,
+         "machine": str, "items": int, "accuracy": (int, float), "busy": bool, "round": int,
+         "job": int, "started_at": (int, float), "cores": int, "sweep": str, "weights": str,
+         "data": str, "software": dict, "hardware": dict, "load": dict}  # fmt: skip
+
+
+def _check_types(record: RunResult) -> None:
+    for name, kind in TYPES.items():
+        if not isinstance(getattr(record, name), kind):
+            raise TypeError(f"{name} is {getattr(record, name)!r}")
+    if len(record.grid) != 2 or not record.passes or len(record.passes) != len(record.runtimes_s):
+        raise ValueError("grid, passes or runtimes_s malformed")
+    if not all(p > 0 for p in record.passes):
+        raise ValueError("a pass without a positive throughput")
+
+
+def _from_mlflow_tags(run: Any, runtimes: tuple[float, ...]) -> RunResult:
+    tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+    items = int(metrics["items"])
+    passes = tuple(items / s for s in runtimes) or (metrics["throughput_ips"],)
+    return RunResult(
+        mode=tags["mode"],
+        threads=int(tags["threads"]),
+        batch_size=int(tags["batch_size"]),
+        backend=tags.get("backend", ""),
+        precision=tags.get("precision", "fp32"),
+        device=tags.get("device", "cpu"),
+        torch_threads=int(tags.get("torch_threads", 1)),
+        grid=tuple(json.loads(tags["grid"])) if "grid" in tags else (items, 1),
+        split=params.get("data.split", "train"),
+        offset=int(params.get("data.offset", 0)),
+        repeats=params.get("repeats", "1"),
+        machine=tags.get("machine", UNTAGGED),
+        passes=passes,
+        runtimes_s=runtimes or (metrics.get("runtime_s", items / passes[0]),),
+        items=items,
+        accuracy=metrics.get("accuracy", float("nan")),
+        busy=tags.get("busy") == "true",
+        round=int(metrics.get("round", 0)),
+        job=int(tags.get("job", 0)),
+        started_at=run.info.start_time / 1000,
+        cores=int(tags.get("cores") or 0),
+    )
 
 
 def is_job_run(run: Any) -> bool:

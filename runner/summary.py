@@ -1,6 +1,8 @@
 """A run's figures: the summary dict, its console lines, and the files that hold them."""
 
+import hashlib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.execution.parallel import usable_start_method
 from runner.execution.precision import nativeness
 from runner.files import atomic
-from runner.machine import MACHINE_KEYS, fingerprint, machine_name
+from runner.machine import MACHINE_KEYS, fingerprint, machine_name, software
 from runner.redact import redacted
 
 ENVIRONMENT_KEYS = (
@@ -65,7 +67,7 @@ def summarize(
         "throughput_ips": items / runtime,
         **_throughput_interval(cfg, items, result.runtimes_s),
         "load": result.load,  # what else used the CPU while the clock ran
-        "warmup_pass_s": result.warmup_pass_s,  # repeats=auto: the untimed first pass
+        "warmup_pass_s": result.warmup_pass_s,  # repeats other than 1: the untimed first pass
         "latency_p50_ms": float(p50),
         "latency_p90_ms": float(p90),
         "latency_p99_ms": float(p99),
@@ -89,7 +91,15 @@ def summarize(
         "cores": available_cores(),
         "machine": cfg.machine.name or machine_name(fingerprint()),
         **fingerprint(),
+        **software(),
+        "weights_digest": file_digest(repo_path(cfg.weights)),
     }
+
+
+@cache
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, 12 hex digits: which weights a result was measured with."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def _precision_facts(cfg: DictConfig) -> dict[str, Any]:

@@ -209,6 +209,7 @@ class SweepTracking(Callback):
         _release_joblib_workers()
         if written:
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
+            _print_scores(records, sweep_dir)
         if self.link:
             print(f"MLflow: {self.link}", flush=True)  # the parent run: the report, its jobs
         if failed:
@@ -220,3 +221,20 @@ class SweepTracking(Callback):
         if self.parent_id:
             parent_id, self.parent_id = self.parent_id, None
             self.client.set_terminated(parent_id, status)
+
+
+def _print_scores(records: list, sweep_dir: Path) -> None:
+    """The sweep's single- and multi-core scores beside every reference machine's (the
+    hardware preset's last lines), also kept as ``scores.md``; a reference file that cannot
+    be read is said, the sweep's results stand."""
+    from runner.analysis.compare import beside_references
+
+    try:
+        lines = beside_references(records, "this sweep")
+    except RunnerError as error:
+        print(f"note: no scores: {flat(error, 300)}", flush=True)
+        return
+    if lines:
+        text = "\n".join(["Scores beside the reference machines (references/):", "", *lines])
+        (sweep_dir / "scores.md").write_text(text + "\n")
+        print(text, flush=True)

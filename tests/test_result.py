@@ -2,22 +2,24 @@
 runs whose key (every setting that changes the figure) and machine are the same."""
 
 import dataclasses
+import json
 
 import pytest
 
 from runner.analysis.compare import compare
 from runner.analysis.report import rows
-from runner.result import KEY, RunResult
+from runner.errors import InputError
+from runner.result import KEY, SCHEMA_VERSION, RunResult
 
 BASE = RunResult(
     mode="sequential", threads=1, batch_size=256, backend="onnxruntime", precision="fp32",
-    device="cpu", torch_threads=1, grid=(10, 100), split="train", repeats="auto",
+    device="cpu", torch_threads=1, grid=(10, 100), split="train", offset=0, repeats="auto",
     machine="a", passes=(1000.0, 1001.0, 999.0), runtimes_s=(1.0, 0.999, 1.001),
     items=1000, accuracy=0.99, busy=False, round=1, job=0, started_at=0.0,
 )  # fmt: skip
 OTHER = {"mode": "parallel", "threads": 2, "batch_size": 1, "backend": "eager",
          "precision": "int8", "device": "cuda", "torch_threads": 2, "grid": (20, 50),
-         "split": "test", "repeats": "5"}  # fmt: skip
+         "split": "test", "offset": 7, "repeats": "5"}  # fmt: skip
 
 
 @pytest.mark.parametrize("field", KEY)
@@ -53,3 +55,29 @@ def test_a_result_reads_the_same_from_its_summary():
     assert read.key() == BASE.key()
     assert read.passes == pytest.approx(BASE.passes, rel=1e-3)
     assert read.to_dict()["schema"] == 1
+
+
+def test_a_record_round_trips_and_bad_records_are_refused_in_one_line():
+    facts = {"software": {"torch": "2.14.1"}, "load": {"busy": False}, "hardware": {"cpu": "X"}}
+    record = dataclasses.replace(BASE, **facts, weights="abc", data="def", cores=2)
+    assert RunResult.from_dict(json.loads(json.dumps(record.to_dict())), "here") == record
+    carried = json.loads(record.carried())
+    assert "passes" not in carried and carried["machine"] == "a"  # passes: the metric history
+    newer = {**record.to_dict(), "schema": SCHEMA_VERSION + 1}
+    with pytest.raises(InputError, match="update gridbench"):
+        RunResult.from_dict(newer, "f.json")
+    for broken in ({k: v for k, v in record.to_dict().items() if k != "mode"},
+                   {**record.to_dict(), "threads": "two"}, {**record.to_dict(), "passes": []},
+                   {**record.to_dict(), "passes": [-1.0, 2, 3]}, [1, 2]):  # fmt: skip
+        with pytest.raises(InputError, match="^f.json, run 3: "):
+            RunResult.from_dict(broken, "f.json, run 3")
+
+
+def test_the_scope_names_single_and_multi_core_runs_only():
+    assert BASE.scope == "single-core"
+    all_cores = dataclasses.replace(BASE, mode="parallel", threads=4, cores=4)
+    assert all_cores.scope == "multi-core"
+    for other in (dataclasses.replace(all_cores, threads=2),  # not every core
+                  dataclasses.replace(BASE, torch_threads=2),  # threads within the process
+                  dataclasses.replace(BASE, device="cuda")):  # fmt: skip
+        assert other.scope == ""

@@ -1,5 +1,6 @@
 """The statistics on synthetic samples whose answers are known: equal distributions,
-shifted ones, a single sample, ties; the Amdahl fit and its interval."""
+shifted ones, a single sample, ties, the coverage of the intervals at the hardware
+preset's sizes, scores over rounds that share a shift; the Amdahl fit and its interval."""
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_a_slower_machine_reads_below_one():
 
 
 def test_variation_between_runs_widens_the_interval():
-    """The two-level bootstrap sees what passes of one run cannot: the same passes, spread
+    """The interval over runs sees what passes of one run cannot: the same passes, spread
     over runs whose levels differ, give a wider interval than one run of them all."""
     rng = np.random.default_rng(4)
     runs = machine(rng, 1000, runs=4, passes=5, between=0.10, within=0.005)
@@ -62,7 +63,7 @@ def test_passes_of_one_run_cannot_be_judged_against_another_run():
 def test_fewer_than_three_passes_give_no_interval():
     assert stats.median_interval([[1000.0]]) is None
     assert stats.median_interval([[1000.0, 1010.0]]) is None
-    assert stats.median_interval([[1000.0], [1010.0]]) is None
+    assert stats.median_interval([[1000.0], [1010.0]]) is not None  # two runs: over runs
     assert stats.median_interval([[1000.0, 990.0, 1010.0]]) is not None
     assert stats.compare([[1.0]], [[2.0]]).verdict() == "n/a"
 
@@ -81,16 +82,76 @@ def test_the_same_data_gives_the_same_interval():
     assert stats.median_interval(runs) == stats.median_interval([list(r) for r in runs])
 
 
-def test_the_geometric_mean_of_ratios_and_its_interval():
-    rng = np.random.default_rng(7)
-    faster = [stats.compare(machine(rng, c), machine(rng, 1.25 * c)) for c in (100, 1e3, 1e4)]
-    mean, interval = stats.geometric_mean(faster)
-    expected = np.exp(np.mean(np.log([c.ratio for c in faster])))
-    assert mean == pytest.approx(expected)
-    assert interval.low > 1.0 and interval.holds(mean)
-    same = [stats.compare(machine(rng, c), machine(rng, c)) for c in (100, 1e3, 1e4, 1e5)]
-    assert stats.geometric_mean(same)[1].holds(1.0)
-    assert stats.geometric_mean([]) is None
+def test_intervals_cover_at_the_presets_sizes():
+    """Runs differing by 8 % and passes by 5 % (as on these VMs), four runs of five passes
+    (the hardware preset): the interval holds the true median in 93-97 % of trials (the
+    two-level bootstrap held it in 73-78 %)."""
+    rng = np.random.default_rng(8)
+    trials = 2000
+    held = sum(
+        stats.median_interval(machine(rng, 1000, runs=4, passes=5, between=0.08, within=0.05))
+        .holds(1000)
+        for _ in range(trials)
+    )  # fmt: skip
+    assert 0.93 <= held / trials <= 0.97
+
+
+def sweep(rng, levels, rounds=4, shift=0.02, between=0.03, within=0.05, passes=5, factor=1.0):
+    """A machine's rounds: each round's shift shared by every configuration (a slow
+    minute), each run's own level around it, its passes around that; per round and
+    configuration, the run's median pass."""
+    units = {}
+    for number in range(rounds):
+        shared = np.exp(rng.normal(0, shift))
+        units[number] = {
+            config: float(np.median(factor * level * shared * np.exp(
+                rng.normal(0, between) + rng.normal(0, within, passes))))
+            for config, level in enumerate(levels)
+        }  # fmt: skip
+    return units
+
+
+def scored(a, b, scale):
+    (_, a_logs), (_, b_logs) = stats.unit_scores(a, scale), stats.unit_scores(b, scale)
+    return stats.compare_scores(a_logs, b_logs), stats.score(b_logs)
+
+
+def test_a_shared_shift_per_round_is_not_called_a_difference():
+    """18 configurations, a 2 % shift per round shared by all, no true difference: the
+    score's interval excludes 1.0 in at most 10 % of trials (with the configurations drawn
+    as if independent it did in 20 of 60)."""
+    rng = np.random.default_rng(9)
+    levels = np.exp(rng.uniform(np.log(100), np.log(20000), 18))
+    scale = dict(enumerate(levels))
+    trials = [scored(sweep(rng, levels), sweep(rng, levels), scale)[0] for _ in range(400)]
+    assert all(t.interval is not None for t in trials)
+    assert sum(not t.interval.holds(1.0) for t in trials) / len(trials) <= 0.10
+    assert sum(bool(t.different) for t in trials) / len(trials) <= 0.10
+
+
+def test_a_true_difference_of_a_third_is_found_by_the_score():
+    rng = np.random.default_rng(10)
+    levels = np.exp(rng.uniform(np.log(100), np.log(20000), 18))
+    scale = dict(enumerate(levels))
+    trials = [scored(sweep(rng, levels), sweep(rng, levels, factor=1.3), scale)
+              for _ in range(200)]  # fmt: skip
+    assert sum(bool(t.different) for t, _ in trials) / len(trials) >= 0.95
+    assert sum(t.interval.holds(1.3) for t, _ in trials) / len(trials) >= 0.90
+    value, interval = trials[0][1]  # b's own score on a's scale: 1.3 within its interval
+    assert interval.holds(1.3) and value == pytest.approx(1.3, rel=0.05)
+
+
+def test_unit_scores_take_the_configurations_every_round_ran():
+    """A round that lacks one of the configurations is left out, so that every round's
+    mean is over the same configurations; one round gives a score without an interval."""
+    units = {1: {"a": 2.0, "b": 8.0}, 2: {"a": 2.0, "b": 8.0}, 3: {"a": 2.0}}
+    configs, logs = stats.unit_scores(units, {"a": 1.0, "b": 2.0, "c": 5.0})
+    assert configs == ["a", "b"] and len(logs) == 2
+    assert stats.score(logs) == (pytest.approx(np.sqrt(2.0 * 4.0)), stats.Interval(
+        pytest.approx(np.sqrt(8.0)), pytest.approx(np.sqrt(8.0))))  # fmt: skip
+    assert stats.score(logs[:1])[1] is None
+    assert stats.unit_scores(units, {"z": 1.0}) == ([], pytest.approx(np.array([])))
+    assert stats.compare_scores(logs[:1], logs).verdict() == "n/a"
 
 
 def test_amdahl_fit_recovers_the_serial_fraction_with_an_interval():

@@ -1,37 +1,44 @@
-"""``python -m runner.compare``: is one machine faster than another, and by how much?
+"""``python -m runner.compare [SOURCE ...]``: is one machine faster than another, and by how much?
 
-Reads the finished runs of an experiment from any store (the default SQLite file or a
-server), groups them by configuration (every setting that changes the figure: mode,
-threads, batch size, backend, precision, device, threads per process, grid, split and the
-repeat policy: ``runner.result``'s key) and by the ``machine`` tag, and writes,
-benchstat-style:
+Reads finished runs from each SOURCE, a result file (``runner.export``) or a tracking
+store's URI (none: the default store), and with ``--references`` the shipped files of
+``references/``; groups them by configuration (every setting that changes the figure:
+``runner.result``'s key) and by the ``machine`` tag, and writes, benchstat-style:
 
-- per configuration and machine, the median throughput over every pass of every run with
-  its 95 % interval (runs and their passes resampled: ``runner.analysis.statistics``);
-- per machine against the baseline, the ratio of medians with its interval, the p-value
-  of a t-test on the runs' log medians, and a verdict: the ratio where both say it
-  differs, ``~`` where not, ``n/a`` where a side has too few runs to judge;
-- a last row per machine: the geometric mean of its ratios over the configurations it and
-  the baseline both ran enough runs of to judge, with its interval: one score per machine.
+- first the scores (``runner.analysis.scores``): per machine and precision, single-core
+  and multi-core, x 1,000 of the reference machine's fp32, with their intervals and each
+  machine's against the baseline's;
+- per configuration and machine, the figure (the geometric mean of the runs' medians)
+  with its 95 % interval (``runner.analysis.statistics``);
+- per machine against the baseline, the ratio with its interval, the p-value of a t-test
+  on the runs' log medians, and a verdict: the ratio where it differs, ``~`` where not,
+  ``n/a`` where a side has too few runs to judge;
+- a last row per machine: the geometric mean of its ratios over the configurations both
+  ran, judged over rounds.
 
 ``compare.csv``, ``compare.md`` and ``compare.png`` go to ``outputs/compare/`` and, as a run
-of its own tagged with what it compared, to the store, beside the runs it read.
+of its own tagged with what it compared, to the first store among the sources.
 """
 
 import argparse
 import csv
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
+from runner import result_file
+from runner.analysis import scores
 from runner.analysis import statistics as stats
+from runner.analysis.scores import verdict_text
 from runner.errors import InputError, RunnerError, flat, run_command
 from runner.files import atomic, output_dir
 from runner.pictures.plots import pyplot, save_figure
-from runner.result import KEY, RunResult, is_job_run
+from runner.result import KEY, RunResult
 
 FILES = ("compare.csv", "compare.md", "compare.png")
 COMPARISON_TAG = "gridbench.comparison"  # marks compare's own runs, which it never reads
@@ -55,34 +62,9 @@ class Cell:
         return stats.median_interval(self.runs)
 
 
-def read_runs(uri: str, experiment: str) -> tuple[list[RunResult], dict[str, int], str]:
-    """The experiment's finished job runs as records, the other runs counted by status, and
-    the experiment's id."""
-    from runner.tracking.store import reading_client
-
-    client = reading_client(uri)
-    try:
-        found = client.get_experiment_by_name(experiment)
-    except Exception as error:
-        raise RunnerError(f"tracking store {uri} cannot be read: {flat(error, 300)}")
-    if found is None:
-        raise InputError(f"no experiment {experiment!r} in {uri}")
-    records, left_out, token = [], {}, None
-    while True:
-        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
-        for run in page:
-            if run.info.status == "FINISHED" and is_job_run(run):
-                records.append(RunResult.from_mlflow(client, run))
-            elif run.info.status != "FINISHED" and "mode" in run.data.tags:  # not a parent
-                left_out[run.info.status] = left_out.get(run.info.status, 0) + 1
-        token = page.token
-        if not token:
-            return records, left_out, found.experiment_id
-
-
 def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]:
     """Per configuration and machine: the cell; per machine, its comparison to the
-    baseline and the geometric mean of its ratios."""
+    baseline and the geometric mean of its ratios, judged over rounds."""
     if not records:
         raise InputError("no finished runs to compare")
     machines = sorted({r.machine for r in records})
@@ -99,20 +81,43 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         raise InputError(
             f"baseline machine {baseline!r} has no finished runs (machines: {', '.join(machines)})"
         )
-    rows, shared = [], {m: [] for m in machines if m != baseline}
+    rows = []
     for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
         cells = groups[key]
         base = cells.get(baseline)
-        versus = {}
-        for machine, cell in cells.items():
-            if base is not None and machine != baseline:
-                versus[machine] = stats.compare(base.runs, cell.runs)
-                if versus[machine].different is not None:  # judged: it joins the score
-                    shared[machine].append(versus[machine])
+        versus = {
+            machine: stats.compare(base.runs, cell.runs)
+            for machine, cell in cells.items()
+            if base is not None and machine != baseline
+        }
         rows.append({"config": dict(zip(KEY, key, strict=True)), "machines": cells,
                      "versus": versus})  # fmt: skip
-    means = {m: stats.geometric_mean(found) for m, found in shared.items() if found}
-    return {"machines": machines, "baseline": baseline, "rows": rows, "geomean": means}
+    return {"machines": machines, "baseline": baseline, "rows": rows,
+            "geomean": _geometric_means(records, groups, baseline)}  # fmt: skip
+
+
+def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Cell]],
+                     baseline: str) -> dict[str, stats.Comparison]:  # fmt: skip
+    """Each machine's geometric mean of its figures over the baseline's, on the
+    configurations both ran, with a t interval and test over the two machines' rounds."""
+    scale = {key: cells[baseline].median for key, cells in groups.items() if baseline in cells}
+    by_machine: dict[str, stats.Units] = {}
+    for record in records:
+        by_machine.setdefault(record.machine, {}).setdefault(record.unit, {}).setdefault(
+            record.key(), []
+        ).append([float(np.median(record.passes))])
+    units = {m: {u: {k: stats.median(r) for k, r in found.items()} for u, found in per.items()}
+             for m, per in by_machine.items()}  # fmt: skip
+    means = {}
+    for machine in units:
+        if machine == baseline:
+            continue
+        shared = {k: v for k, v in scale.items() if machine in groups[k]}
+        base_configs, base_logs = stats.unit_scores(units[baseline], shared)
+        configs, logs = stats.unit_scores(units[machine], shared)
+        if configs and set(configs) == set(base_configs):
+            means[machine] = stats.compare_scores(base_logs, logs)
+    return means
 
 
 def label(config: dict[str, Any]) -> str:
@@ -152,11 +157,9 @@ def write_csv(path: Path, table: dict[str, Any]) -> None:
                     "ci_high_ips": interval.high if interval else "",
                     **_ratio_columns(against, base),
                 })  # fmt: skip
-        for machine, (mean, interval) in table["geomean"].items():
-            writer.writerow({"mode": "geometric mean", "machine": machine, "ratio": mean,
-                             "ratio_low": interval.low if interval else "",
-                             "ratio_high": interval.high if interval else "",
-                             "verdict": _mean_verdict(mean, interval)})  # fmt: skip
+        for machine, mean in table["geomean"].items():
+            writer.writerow({"mode": "geometric mean", "machine": machine,
+                             **_ratio_columns(mean, False)})  # fmt: skip
 
 
 def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[str, Any]:
@@ -174,24 +177,6 @@ def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[
     }
 
 
-def _mean_verdict(mean: float, interval: Optional[stats.Interval]) -> str:
-    if interval is None:
-        return "n/a"
-    if interval.holds(1.0):
-        return "~"
-    return f"{mean:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
-
-
-def _mean_text(mean: float, interval: Optional[stats.Interval]) -> str:
-    """The verdict, and where it is ``~`` or ``n/a`` the figures it was made of."""
-    verdict = _mean_verdict(mean, interval)
-    if verdict == "n/a":
-        return f"n/a ({mean:.2f}x)"
-    if verdict == "~":
-        return f"~ ({mean:.2f}x [{interval.low:.2f}, {interval.high:.2f}])"
-    return verdict
-
-
 def _figure(cell: Cell) -> str:
     """``4,233 ±0.7 % (2x5)``: median, the interval's half-width, runs x passes."""
     interval = cell.interval
@@ -200,18 +185,24 @@ def _figure(cell: Cell) -> str:
     return f"{cell.median:,.0f}{spread} ({shape}){BUSY_MARK if cell.busy else ''}"
 
 
-def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int]) -> None:
+def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
+                   opening: list[str]) -> None:  # fmt: skip
+    """The scores and machines (``opening``), then a row per configuration."""
     machines, baseline = table["machines"], table["baseline"]
     others = [m for m in machines if m != baseline]
     ordered = [baseline, *others]
     lines = [
         "# Machines compared",
         "",
-        "Median throughput in images/s over every pass of every run, ± the half-width of its "
-        "95 % interval (runs x passes); each machine against "
-        f"`{baseline}`, the baseline: the ratio of medians and its 95 % interval where "
-        "a t-test on the runs (p < 0.05) and the interval both say they differ, `~` "
-        "where they do not, `n/a` where a side has fewer than two runs to judge by.",
+        *opening,
+        "",
+        "## Per configuration",
+        "",
+        "Throughput in images/s (the geometric mean of the runs' medians; one run: its "
+        "median pass), ± the half-width of its 95 % interval (runs x passes); each machine "
+        f"against `{baseline}`, the baseline: the ratio and its 95 % interval where "
+        "a t-test on the runs' log medians says they differ (p < 0.05), `~` "
+        "where it does not, `n/a` where a side has fewer than two runs to judge by.",
         "",
         "| configuration | " + " | ".join(f"`{m}`" for m in ordered)
         + "".join(f" | `{m}` vs `{baseline}` | p" for m in others) + " |",
@@ -227,7 +218,7 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int]) 
         cells = [""] * len(ordered)
         for machine in others:
             mean = table["geomean"].get(machine)
-            cells += [_mean_text(*mean), ""] if mean else ["", ""]
+            cells += [verdict_text(mean), _p(mean.p_value)] if mean else ["", ""]
         lines.append("| **geometric mean** | " + " | ".join(cells) + " |")
     only_one = sum(len(row["machines"]) == 1 for row in table["rows"])
     busy = sum(cell.busy for row in table["rows"] for cell in row["machines"].values())
@@ -267,12 +258,13 @@ def plot(path: Path, table: dict[str, Any]) -> None:
                 above.append(value[2] - value[0])
                 alike.append(others and row["versus"][machine].verdict() in ("~", "n/a"))
         if others and machine in table["geomean"]:
-            mean, interval = table["geomean"][machine]
+            mean = table["geomean"][machine]
+            interval = mean.interval or stats.Interval(mean.ratio, mean.ratio)
             ys.append(len(rows) - 0.3 + step * (number + 0.5))
-            xs.append(mean)
-            below.append(mean - (interval.low if interval else mean))
-            above.append((interval.high if interval else mean) - mean)
-            alike.append(_mean_verdict(mean, interval) in ("~", "n/a"))
+            xs.append(mean.ratio)
+            below.append(mean.ratio - interval.low)
+            above.append(interval.high - mean.ratio)
+            alike.append(mean.verdict() in ("~", "n/a"))
         drawn = ax.errorbar(xs, ys, xerr=[below, above], fmt="o", capsize=3, label=machine)
         hollow = [(x, y) for x, y, same in zip(xs, ys, alike, strict=True) if same]
         if hollow:  # not called different: an open dot
@@ -309,14 +301,14 @@ def _plotted(row: dict[str, Any], machine: str, ratios: bool) -> Optional[tuple[
     return cell.median, interval.low, interval.high
 
 
-def log_comparison(uri: str, experiment_id: str, table: dict[str, Any], out: Path,
-                   experiment: str) -> str:  # fmt: skip
+def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str) -> str:
     """The comparison as a run of its own in the experiment it compared: its files as
     artifacts, each machine's geometric mean as a metric, tagged with what was compared.
     Returns the run's link."""
     from runner.tracking.store import reading_client, run_link
 
     client = reading_client(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
     machines = ",".join(table["machines"])
     run = client.create_run(
         experiment_id,
@@ -326,8 +318,8 @@ def log_comparison(uri: str, experiment_id: str, table: dict[str, Any], out: Pat
     )  # fmt: skip
     run_id = run.info.run_id
     try:
-        for machine, (mean, _) in table["geomean"].items():
-            client.log_metric(run_id, f"geomean_ratio.{_metric_name(machine)}", mean)
+        for machine, mean in table["geomean"].items():
+            client.log_metric(run_id, f"geomean_ratio.{_metric_name(machine)}", mean.ratio)
         for name in FILES:
             client.log_artifact(run_id, str(out / name))
     except BaseException:
@@ -346,6 +338,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runner.compare", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help="a result file or a store's URI (none: the default)")  # fmt: skip
+    parser.add_argument("--references", action="store_true",
+                        help="add the reference machines' files of references/")  # fmt: skip
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
     parser.add_argument("--experiment", default="gridbench")
     parser.add_argument(
@@ -362,25 +358,131 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from runner.tracking.store import OUTPUTS, command_uri
 
-    uri = command_uri(args.tracking_uri)
-    records, left_out, experiment_id = read_runs(uri, args.experiment)
+    sources = args.sources or [command_uri(args.tracking_uri)]
+    found = [_read_source(source, args.experiment) for source in sources]
+    if args.references:
+        found += [(f"{path}", *_read_file(path)) for path in result_file.reference_files()]
+    result_file.check_one_workload((where, records) for where, records, _ in found)
+    records = _distinct_machines(found)
+    left_out: dict[str, int] = {}
+    for _, _, counts in found:
+        for status, n in counts.items():
+            left_out[status] = left_out.get(status, 0) + n
     table = compare(records, args.baseline)
+    opening = [*score_lines(records, table["baseline"]), "", *machine_lines(records, table)]
     out = output_dir(args.out or OUTPUTS / "compare")
     csv_path, md_path, png_path = (out / name for name in FILES)
     write_csv(csv_path, table)
-    write_markdown(md_path, table, left_out)
+    write_markdown(md_path, table, left_out, opening)
     plot(png_path, table)
     print(md_path.read_text(), end="")
-    if args.no_log:
+    store = next((s for s in sources if not result_file.is_file_source(s)), None)
+    if args.no_log or store is None:
         return 0
+    uri = command_uri(store) if args.sources else store
     try:
-        link = log_comparison(uri, experiment_id, table, out, args.experiment)
+        link = log_comparison(uri, table, out, args.experiment)
     except Exception as error:
         raise RunnerError(
             f"the comparison is in {out} but could not be logged to {uri}: {flat(error, 300)}"
         )
     print(f"Comparison run: {link}")
     return 0
+
+
+def _read_file(path: Path) -> tuple[list[RunResult], dict[str, int]]:
+    return result_file.read(path)[1], {}
+
+
+def _read_source(source: str, experiment: str) -> tuple[str, list[RunResult], dict[str, int]]:
+    """A result file's runs, or a store's (its URI checked as ``--tracking-uri`` is)."""
+    from runner.tracking.store import command_uri
+
+    if result_file.is_file_source(source):
+        return (source, *_read_file(Path(source)))
+    uri = command_uri(source)
+    return (uri, *result_file.read_store(uri, experiment))
+
+
+def _distinct_machines(found: list[tuple[str, list[RunResult], Any]]) -> list[RunResult]:
+    """Every source's records; a machine tag that an earlier source has too is named with
+    its source (``tag [file.json.gz]``): this machine's runs and its reference made on
+    another day are two rows, not one pool."""
+    records: list[RunResult] = []
+    taken: set[str] = set()
+    for where, mine, _ in found:
+        renamed = {m: f"{m} [{Path(where).name}]" for m in {r.machine for r in mine} & taken}
+        records += [replace(r, machine=renamed.get(r.machine, r.machine)) for r in mine]
+        taken |= {r.machine for r in mine} | set(renamed.values())
+    return records
+
+
+def score_lines(records: list[RunResult], baseline: str) -> list[str]:
+    """The score table: against the reference machine's shipped fp32 where its file is in
+    ``references/``, else against the baseline's own fp32."""
+    scale_records, scale_machine = _scale(records, baseline)
+    rows = scores.table(records, scale_records, baseline)
+    if not rows:
+        return ["## Scores", "", "No single-core or multi-core configuration to score "
+                "(sequential with one thread, or a worker per core)."]  # fmt: skip
+    return ["## Scores", "", *scores.markdown(rows, scale_machine, baseline)]
+
+
+def beside_references(records: list[RunResult], label: str) -> list[str]:
+    """A sweep's scores beside every reference machine's, as Markdown lines; none where the
+    sweep ran no configuration to score. Its machine, where a reference has its tag, is
+    named ``tag [label]``."""
+    if not any(record.scope for record in records):
+        return []
+    found = [(f"{p}", *_read_file(p)) for p in result_file.reference_files()]
+    found.append((label, records, {}))
+    result_file.check_one_workload((where, mine) for where, mine, _ in found)
+    merged = _distinct_machines(found)
+    machines = {r.machine for r in merged}
+    reference = scores.REFERENCE_MACHINE
+    baseline = reference if reference in machines else merged[-1].machine
+    scale_records, scale_machine = _scale(merged, baseline)
+    rows = scores.table(merged, scale_records, baseline)
+    return scores.markdown(rows, scale_machine, baseline) if rows else []
+
+
+def _scale(records: list[RunResult], baseline: str) -> tuple[list[RunResult], str]:
+    for path in result_file.reference_files():
+        if path.name.startswith(scores.REFERENCE_MACHINE + "."):
+            return result_file.read(path)[1], scores.REFERENCE_MACHINE
+    return [r for r in records if r.machine == baseline], baseline
+
+
+def machine_lines(records: list[RunResult], table: dict[str, Any]) -> list[str]:
+    """Each machine: its CPU, cores, the software it ran and when; software that differs
+    from the baseline's is marked, compared all the same."""
+    lines = ["## Machines", "", "| machine | CPU | cores | software | runs | dates |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    software = {m: _software(records, m) for m in table["machines"]}
+    for machine in [table["baseline"], *(m for m in table["machines"] if m != table["baseline"])]:
+        mine = [r for r in records if r.machine == machine]
+        hardware = mine[0].hardware
+        cpu = f"{hardware.get('cpu', '?')} {hardware.get('cpu_id', '')} {hardware.get('isa', '')}"
+        differs = software[machine] != software[table["baseline"]]
+        dates = sorted(r.date[:10] for r in mine)
+        lines.append(
+            f"| `{machine}` | {cpu.strip()} | {mine[0].cores or '?'} | "
+            f"{software[machine] or '?'}{SOFTWARE_MARK if differs else ''} | {len(mine)} | "
+            f"{dates[0]}{f' to {dates[-1]}' if dates[-1] != dates[0] else ''} |"
+        )
+    if any(software[m] != software[table["baseline"]] for m in table["machines"]):
+        note = "software other than the baseline's, compared all the same."
+        lines += ["", f"{SOFTWARE_MARK.strip()}: {note}"]
+    return lines
+
+
+SOFTWARE_MARK = " ‡"
+
+
+def _software(records: list[RunResult], machine: str) -> str:
+    versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r.software.items()) if v)
+                       for r in records if r.machine == machine})  # fmt: skip
+    return "; ".join(v for v in versions if v)
 
 
 if __name__ == "__main__":

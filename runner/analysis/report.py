@@ -162,8 +162,9 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "A row per configuration, its runs (jobs) pooled; [low, high]: the 95 % interval, "
-        "runs and their passes resampled. speedup: this configuration's median throughput "
+        "A row per configuration, its runs (jobs) pooled: throughput is the geometric mean "
+        "of their medians; [low, high]: the 95 % t interval over runs (one run: its passes "
+        "resampled). speedup: this configuration's throughput "
         "over that of the sequential one with the same batch size, backend, precision, grid "
         "and machine (or of "
         "threads=1 where there is none); efficiency: speedup / threads; karp_flatt: the "

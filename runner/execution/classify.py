@@ -70,7 +70,7 @@ class Result:
     compute_s: float = 0.0  # CUDA: the forward passes of every repeat, by CUDA events
     timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
     load: dict = field(default_factory=dict)  # what else used the CPU (runner.execution.load)
-    warmup_pass_s: Optional[float] = None  # repeats=auto: the untimed first pass
+    warmup_pass_s: Optional[float] = None  # repeats other than 1: the untimed first pass
 
     @property
     def runtime_s(self) -> float:
@@ -153,20 +153,22 @@ class Timed:
     compute_s: float
     tasks: list[Task]
     load: dict
-    warmup_pass_s: Optional[float]  # repeats=auto: the untimed first pass
+    warmup_pass_s: Optional[float]  # repeats other than 1: the untimed first pass
 
 
 AUTO_MIN_PASSES = 5
 
 
-def enough_passes(job: Job, runtimes_s: list[float]) -> bool:
+def enough_passes(job: Job, runtimes_s: list[float], elapsed_s: Optional[float] = None) -> bool:
     """A fixed count reached; or for ``repeats=auto``, at least five passes and then the
-    95 % interval of the median throughput within the target, or the time spent."""
+    95 % interval of the median throughput within the target, or ``stability.max_s`` spent
+    (``elapsed_s``: since the first timed pass began, this judging included; the sum of the
+    passes where not given)."""
     if job.repeats is not None:
         return len(runtimes_s) >= job.repeats
     if len(runtimes_s) < AUTO_MIN_PASSES:
         return False
-    if sum(runtimes_s) >= job.stability_max_s:
+    if (sum(runtimes_s) if elapsed_s is None else elapsed_s) >= job.stability_max_s:
         return True
     from runner.analysis.statistics import median, median_interval
 
@@ -178,23 +180,26 @@ def enough_passes(job: Job, runtimes_s: list[float]) -> bool:
 def repeat(job: Job, classify_grid: Callable[[Advance], Part]) -> Timed:
     """Run ``classify_grid`` until ``enough_passes``, timing each pass, under the progress
     bar (which ``classify_grid`` advances as its ranges come back), watching what else
-    uses the CPU meanwhile. With ``repeats=auto`` a first pass goes before them, untimed:
-    in the hardware preset the first pass of 46 % of runs was over 5 % slower than the
-    median of the rest (a shape first seen at the grid's last batch, TorchScript's
+    uses the CPU meanwhile. A run of more than one pass (``repeats=auto`` or a count over
+    1) passes once untimed before them, so that both policies measure the same warm
+    passes: in the hardware preset the first pass of 46 % of runs was over 5 % slower than
+    the median of the rest (a shape first seen at the grid's last batch, TorchScript's
     profiling runs, caches), which is the tool's doing, not the machine's."""
     from runner.execution.load import Watch
 
     runtimes, passes = [], []
     label = f"{job.threads} worker(s)" if job.threads > 1 else "classifying"
-    total = job.cells * job.repeats if job.repeats else None  # auto: not known beforehand
+    # auto: not known beforehand; a count over 1 and its untimed pass
+    total = job.cells * (job.repeats + (job.repeats > 1)) if job.repeats else None
     with progress_bar(job.progress, total, label) as advance:
         warmup_pass_s = None
-        if job.repeats is None:  # pyperf's way: a process's first pass is a warm-up
+        if job.repeats != 1:  # pyperf's way: a process's first pass is a warm-up
             started = time.perf_counter()
             classify_grid(advance)
             warmup_pass_s = time.perf_counter() - started
         watch = Watch()
-        while not enough_passes(job, runtimes):
+        first = time.perf_counter()
+        while not enough_passes(job, runtimes, time.perf_counter() - first):
             started = time.perf_counter()
             passes.append(classify_grid(advance))
             runtimes.append(time.perf_counter() - started)

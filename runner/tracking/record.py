@@ -16,6 +16,7 @@ from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped,
 from runner.files import RUN_PRODUCTS
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
+from runner.result import RESULT_TAG, RunResult
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
 from runner.tracking.helper import stop as stop_helper
@@ -145,6 +146,7 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     ``run_dir`` and Hydra's config files as text."""
     summary = redacted(summary)
     tags = {key: str(summary[key]) for key in TAG_KEYS if key in summary}
+    tags[RESULT_TAG] = RunResult.from_summary(summary).carried()
     tags["mlflow.note.content"] = "```\n" + "\n".join(console_lines(summary)) + "\n```"
     load = summary.get("load") or {}
     if load:

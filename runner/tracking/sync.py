@@ -1,4 +1,11 @@
-"""``python -m runner.tracking.sync RUN_DIR [RUN_DIR ...]``: log runs whose tracking failed.
+"""``python -m runner.tracking.sync RUN_DIR|FILE ...``: log runs whose tracking failed, or a
+result file's runs.
+
+A result file (``runner.export``, or one of ``references/``) puts its runs into a store
+(``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the project's), each a FINISHED run
+tagged with its machine, its start time and figures as recorded, so that another machine's
+results show in the MLflow UI beside this one's and ``compare`` reads them from the store.
+A run already there (the same record, by its digest) is not logged twice.
 
 A run whose MLflow logging failed (a server gone mid-run) keeps its products and a
 ``summary.json`` that says ``"tracked": false``. This logs such a run to the store the
@@ -11,17 +18,20 @@ directory that is not a run, did not complete, or is already tracked is refused.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config import flatten, register
 from runner.credentials import adopt_from_environment
 from runner.errors import InputError, RunnerError, flat, run_command
 from runner.redact import redact, redacted
+from runner.result import RESULT_TAG
 from runner.summary import read_summary, write_summary
 from runner.tracking.record import results
 from runner.tracking.store import (
@@ -87,19 +97,73 @@ def _begun_run(uri: str, experiment: str, run_id: Optional[str]) -> tuple[Any, O
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("sources", nargs="+", type=Path, metavar="RUN_DIR|FILE")
+    parser.add_argument("--tracking-uri", help="for a FILE: the store (default: as a run's)")
+    parser.add_argument("--experiment", default="gridbench", help="for a FILE")
     args = parser.parse_args(argv)
     register()
-    return run_command(lambda: _sync(args.run_dirs))
+    return run_command(lambda: _sync(args))
 
 
-def _sync(run_dirs: list[Path]) -> int:
+def _sync(args: argparse.Namespace) -> int:
+    from runner import result_file
+
     adopt_from_environment()
-    for run_dir in run_dirs:  # all checked first: nothing is logged for a bad list
+    files = [path for path in args.sources if path.is_file()]
+    run_dirs = [path for path in args.sources if not path.is_file()]
+    read = {path: result_file.read(path)[1] for path in files}  # all checked first:
+    for run_dir in run_dirs:  # nothing is logged for a bad list
         pending(run_dir.resolve())
+    for path, records in read.items():
+        new = import_records(records, args.tracking_uri, args.experiment, path.name)
+        print(f"{path}: {new} run(s) logged, {len(records) - new} there already", flush=True)
     for run_dir in run_dirs:
         print(f"{run_dir}: logged as MLflow run {sync(run_dir.resolve())}", flush=True)
     return 0
+
+
+RECORD_ID_TAG = "gridbench.result_id"
+
+
+def import_records(records: list[Any], given_uri: Optional[str], experiment: str,
+                   source: str) -> int:  # fmt: skip
+    """Each record not in the store yet as a FINISHED run of its own; how many were new."""
+    import hashlib
+
+    from mlflow.entities import Metric, Param
+
+    from runner.tracking.store import command_uri
+
+    client, experiment_id = open_store(command_uri(given_uri), experiment)
+    new = 0
+    for record in records:
+        digest = hashlib.sha256(record.carried().encode()).hexdigest()[:16]
+        there = client.search_runs([experiment_id], f"tags.`{RECORD_ID_TAG}` = '{digest}'")
+        if there:
+            continue
+        tags = {"mode": record.mode, "threads": str(record.threads), "machine": record.machine,
+                "batch_size": str(record.batch_size), "backend": record.backend,
+                "precision": record.precision, "device": record.device,
+                "torch_threads": str(record.torch_threads), "grid": json.dumps(list(record.grid)),
+                "busy": str(record.busy).lower(), "cores": str(record.cores),
+                "job": str(record.job), RESULT_TAG: record.carried(), RECORD_ID_TAG: digest,
+                "gridbench.imported_from": source, "mlflow.source.name": "runner.sync"}  # fmt: skip
+        started_ms = int(record.started_at * 1000)
+        name = (f"{record.machine}: {record.mode}-t{record.threads}-b{record.batch_size} "
+                f"{record.backend} {record.precision}")  # fmt: skip
+        run = client.create_run(experiment_id, start_time=started_ms, tags=tags, run_name=name)
+        figures = {"throughput_ips": float(np.median(record.passes)), "items": record.items,
+                   "accuracy": record.accuracy, "round": record.round,
+                   "runtime_s": float(np.median(record.runtimes_s))}  # fmt: skip
+        metrics = [Metric(k, float(v), started_ms, 0) for k, v in figures.items()]
+        metrics += [Metric("repeat_runtime_s", seconds, started_ms, step)
+                    for step, seconds in enumerate(record.runtimes_s)]  # fmt: skip
+        params = [Param(k, str(getattr(record, k))) for k in ("repeats", "split", "offset")]
+        client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        end_ms = started_ms + int(1000 * sum(record.runtimes_s))
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
+        new += 1
+    return new
 
 
 if __name__ == "__main__":

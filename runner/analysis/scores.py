@@ -1,0 +1,161 @@
+"""Single-core and multi-core scores: one figure per machine and precision, on one scale.
+
+Geekbench's way: a score is throughput relative to a reference machine, x 1,000. Here
+the reference is the fp32 of one machine whose result file ships in ``references/``
+(``REFERENCE_MACHINE``), so that machine's fp32 scores 1,000 and every precision of every
+machine reads on the same scale (``int8 1,800``: 1.8x the reference's fp32).
+
+- **single-core**: sequential mode, one thread; **multi-core**: parallel mode with a
+  worker per logical core the run could use, one thread each (``RunResult.scope``), so a
+  2-core and a 16-core machine compare.
+- A score is the geometric mean, over the backends and batch sizes both machines ran, of
+  each configuration's throughput over the reference's fp32 on it. Its 95 % interval and
+  its test against another machine's take the round of a sweep as the unit
+  (``statistics.unit_scores``): the configurations of a round share its minutes.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from runner.analysis import statistics as stats
+from runner.result import RunResult
+
+REFERENCE_MACHINE = "amd-epyc-f25m17-2c-avx512f-1bb547"  # chosen once; see the README
+SCALE = 1000.0
+SCOPES = ("single-core", "multi-core")
+
+
+def config_of(record: RunResult) -> tuple:
+    """What a score pairs across machines and precisions: all but the machine's own
+    thread count, mode and precision."""
+    return (record.scope, record.batch_size, record.backend, record.grid, record.split,
+            record.offset, record.repeats)  # fmt: skip
+
+
+def scale_of(records: list[RunResult]) -> dict[tuple, float]:
+    """The reference's fp32 figure of each scored configuration (all its runs pooled)."""
+    runs: dict[tuple, list[list[float]]] = {}
+    for record in records:
+        if record.scope and record.precision == "fp32":
+            runs.setdefault(config_of(record), []).append(list(record.passes))
+    return {config: stats.median(found) for config, found in runs.items()}
+
+
+def units_of(records: list[RunResult]) -> stats.Units:
+    """Per round of a sweep, per configuration: its run's median pass (several runs of one
+    configuration in one round: the geometric mean of their medians)."""
+    runs: dict[Any, dict[tuple, list[list[float]]]] = {}
+    for record in records:
+        runs.setdefault(record.unit, {}).setdefault(config_of(record), []).append(
+            [float(np.median(record.passes))]
+        )
+    return {unit: {c: stats.median(r) for c, r in found.items()} for unit, found in runs.items()}
+
+
+@dataclass(frozen=True)
+class Score:
+    value: float  # x 1,000 of the reference's fp32
+    interval: Optional[stats.Interval]
+    configs: int  # the configurations it is the mean over
+    units: int  # the rounds it is the mean over
+
+    def text(self) -> str:
+        """``1,840 [1,790, 1,890]``, or the value alone where there is no interval."""
+        spread = self.interval and f" [{self.interval.low:,.0f}, {self.interval.high:,.0f}]"
+        return f"{self.value:,.0f}{spread or ''}"
+
+
+def score(records: list[RunResult], scale: dict[tuple, float]) -> Optional[Score]:
+    """The score of one machine's runs of one precision and scope; None where it ran no
+    configuration the scale has."""
+    configs, logs = stats.unit_scores(units_of(records), scale)
+    if not len(logs):
+        return None
+    value, interval = stats.score(logs)
+    scaled = interval and stats.Interval(interval.low * SCALE, interval.high * SCALE)
+    return Score(value * SCALE, scaled, len(configs), len(logs))
+
+
+def against(baseline: list[RunResult], other: list[RunResult],
+            scale: dict[tuple, float]) -> Optional[stats.Comparison]:  # fmt: skip
+    """``other``'s score over ``baseline``'s, both on the configurations both ran, their
+    rounds the samples; None where they share none."""
+    shared = set(scale) & {config_of(r) for r in baseline} & {config_of(r) for r in other}
+    common = {config: scale[config] for config in shared}
+    base_configs, base_logs = stats.unit_scores(units_of(baseline), common)
+    configs, logs = stats.unit_scores(units_of(other), common)
+    if not configs or set(configs) != set(base_configs):
+        return None
+    return stats.compare_scores(base_logs, logs)
+
+
+def table(records: list[RunResult], scale_records: list[RunResult],
+          baseline: Optional[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """A row per machine and precision: each scope's score and, for machines but the
+    baseline, its comparison with the baseline's score of that precision and scope."""
+    scale = scale_of(scale_records)
+    groups: dict[tuple[str, str, str], list[RunResult]] = {}
+    for record in records:
+        if record.scope:
+            groups.setdefault((record.machine, record.precision, record.scope), []).append(record)
+    rows = []
+    for machine, precision in sorted({(m, p) for m, p, _ in groups}, key=_order):
+        row: dict[str, Any] = {"machine": machine, "precision": precision}
+        for scope in SCOPES:
+            mine = groups.get((machine, precision, scope), [])
+            row[scope] = score(mine, scale) if mine else None
+            base = groups.get((baseline, precision, scope), [])
+            if machine != baseline and mine and base:
+                row[f"{scope} vs"] = against(base, mine, scale)
+        rows.append(row)
+    return rows
+
+
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
+
+
+def _order(pair: tuple[str, str]) -> tuple:
+    machine, precision = pair
+    rank = PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 9
+    return machine, rank, precision
+
+
+def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[str]) -> list[str]:
+    """The score table as Markdown lines, with what it means under it."""
+    versus = f" | vs `{baseline}`" if baseline and any(_compared(rows)) else ""
+    header = "| machine | precision | single-core" + versus + " | multi-core" + versus + " |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        cells = [f"`{row['machine']}`", row["precision"]]
+        for scope in SCOPES:
+            found = row.get(scope)
+            cells.append(found.text() if found else "")
+            if versus:
+                cells.append(verdict_text(row.get(f"{scope} vs")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Scores: throughput over `{scale_machine}`'s fp32 on the same backend and batch "
+        "size, x 1,000, the geometric mean over the configurations both ran; "
+        "single-core: sequential, one thread; multi-core: a worker per core. "
+        "[low, high]: 95 % t interval over the sweep's rounds"
+        + (f"; vs `{baseline}`: the ratio of scores and its interval where a t-test over "
+           "rounds says they differ (p < 0.05), `~` where not, `n/a` where a side has one "
+           "round." if versus else "."),
+    ]  # fmt: skip
+    return lines
+
+
+def _compared(rows: list[dict[str, Any]]) -> list[bool]:
+    return [f"{scope} vs" in row for row in rows for scope in SCOPES]
+
+
+def verdict_text(found: Optional[stats.Comparison]) -> str:
+    """The verdict, and where it is ``~`` or ``n/a`` the ratio it was made of."""
+    if found is None:
+        return ""
+    if found.verdict() in ("~", "n/a"):
+        return f"{found.verdict()} ({found.ratio:.2f}x)"
+    return found.verdict()

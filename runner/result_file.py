@@ -1,0 +1,136 @@
+"""Results that travel: a file of run records, and the sources ``compare`` reads side by side.
+
+A result file is one JSON object (gzip where its name ends in ``.gz``), readable without
+MLflow: ``{"format": "gridbench-results", "schema": 1, "made": {...}, "runs": [record, ...]}``,
+each record ``runner.result.RunResult.to_dict``. The Phoronix Test Suite and pyperf carry
+results the same way, as a file per run that any machine can merge and compare. A source
+is such a file or a tracking store's URI; its runs are the same records either way, so a
+comparison from a file gives the verdicts of the store it was exported from.
+"""
+
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Optional
+
+from runner.errors import InputError, RunnerError, flat
+from runner.files import atomic
+from runner.result import SCHEMA_VERSION, RunResult, is_job_run
+
+FORMAT = "gridbench-results"
+REFERENCES = Path(__file__).resolve().parent.parent / "references"
+
+
+def write(path: Path, records: list[RunResult], made: dict[str, Any]) -> None:
+    """Every record in one file, whole or not at all (written beside, then renamed)."""
+    document = {"format": FORMAT, "schema": SCHEMA_VERSION, "made": made,
+                "runs": [record.to_dict() for record in records]}  # fmt: skip
+    data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    with atomic(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def read(path: Path) -> tuple[dict[str, Any], list[RunResult]]:
+    """A result file's ``made`` facts and records; InputError in one line where it is not
+    one (or truncated, or of a newer schema)."""
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        document = json.loads(data)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as error:
+        raise InputError(f"{path} is not a result file: {flat(error, 200)}")
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InputError(f'{path} is not a result file (no "format": "{FORMAT}")')
+    schema = document.get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        raise InputError(
+            f"{path} is of result schema {schema!r}; this gridbench reads up to "
+            f"{SCHEMA_VERSION}: update gridbench to read it"
+        )
+    runs = document.get("runs")
+    if not isinstance(runs, list):
+        raise InputError(f"{path} is not a result file: no list of runs")
+    records = [RunResult.from_dict(run, f"{path}, run {n}") for n, run in enumerate(runs)]
+    return document.get("made") or {}, records
+
+
+def is_file_source(source: str) -> bool:
+    """A result file given by path (a store is given by URI: ``sqlite:///``, ``http://``)."""
+    return "://" not in source and Path(source).is_file()
+
+
+def read_store(uri: str, experiment: str) -> tuple[list[RunResult], dict[str, int]]:
+    """The experiment's finished job runs as records, and the other job runs counted by
+    status."""
+    from runner.tracking.store import reading_client
+
+    client = reading_client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as error:
+        raise RunnerError(f"tracking store {uri} cannot be read: {flat(error, 300)}")
+    if found is None:
+        raise InputError(f"no experiment {experiment!r} in {uri}")
+    records, left_out, token = [], {}, None
+    while True:
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            if run.info.status == "FINISHED" and is_job_run(run):
+                records.append(RunResult.from_mlflow(client, run))
+            elif run.info.status != "FINISHED" and "mode" in run.data.tags:  # not a parent
+                left_out[run.info.status] = left_out.get(run.info.status, 0) + 1
+        token = page.token
+        if not token:
+            return records, left_out
+
+
+def reference_files() -> list[Path]:
+    """The shipped result files of the machines the team measured, one per machine tag."""
+    return sorted(REFERENCES.glob("*.json.gz")) + sorted(REFERENCES.glob("*.json"))
+
+
+def check_one_workload(sources: Iterable[tuple[str, list[RunResult]]]) -> None:
+    """Runs compared must have classified the same images with the same weights: a source
+    whose weights or data digest differ from the first source's is refused, naming it.
+    (Records made before digests were kept carry none and are not judged.)"""
+    seen: dict[str, tuple[str, str]] = {}  # "weights" or a split: its digest, and where
+    for where, records in sources:
+        for record in records:
+            for what, digest in (("weights", record.weights), (record.split, record.data)):
+                if not digest:
+                    continue
+                first = seen.setdefault(what, (digest, where))
+                if first[0] != digest:
+                    name = "weights" if what == "weights" else f"{what} data"
+                    raise InputError(
+                        f"{where} measured another workload: {name} {digest}, where "
+                        f"{first[1]} has {first[0]}: the figures do not compare"
+                    )
+
+
+def made_now(what: str) -> dict[str, Any]:
+    """The ``made`` facts of a file written now: the tool's commit, the date, what it holds."""
+    from runner.machine import software
+
+    return {"by": f"gridbench {software()['gridbench'] or '(no git)'}",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "what": what}  # fmt: skip
+
+
+def machines_of(records: list[RunResult], wanted: Optional[list[str]]) -> list[RunResult]:
+    """The records of the ``wanted`` machines (all where None); InputError naming a machine
+    that has none."""
+    if not wanted:
+        return records
+    have = {record.machine for record in records}
+    missing = [name for name in wanted if name not in have]
+    if missing:
+        machines = ", ".join(sorted(have))
+        raise InputError(f"no finished runs of machine {', '.join(missing)} (machines: {machines})")
+    return [record for record in records if record.machine in wanted]
