@@ -3,12 +3,13 @@
     python bench/trust.py --out outputs/trust/aa          # A/A: the same machine twice
     python bench/trust.py --out outputs/trust/ab --hog    # A/B: B beside a CPU hog
 
-Runs the hardware preset under two machine names, interleaved round by round (a's round
-1, b's round 1, a's round 2, ...), into one fresh store; with ``--hog`` a process spins
-on one core (pinned where the OS allows) for the whole of each of b's rounds. Then
-compares b against a and prints: how many configurations were called different, the
-geometric mean with its interval, and for A/B every configuration where b is 1.3x slower
-or more with its verdict and p-value, and the wall time of each sweep.
+Runs the whole hardware preset as machine a, then again as b, into one fresh store: not
+interleaved, since two machines are never measured in the same minutes (interleaving
+round by round hid the shift a round shares); with ``--hog`` a process spins on one core
+(pinned where the OS allows) for the whole of b's sweep. Then compares b against a and
+prints: the scores' verdicts, how many configurations were called different, the
+geometric mean with its interval, every configuration where b is 1.3x slower or more with
+its verdict and p-value, and the wall time of each sweep.
 """
 
 import argparse
@@ -31,16 +32,15 @@ def hog() -> subprocess.Popen:
     return process
 
 
-def sweep(out: Path, name: str, round_: int, store: str) -> float:
+def sweep(out: Path, name: str, store: str) -> float:
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", "+experiment=hardware", f"round={round_}",
-         f"machine.name={name}", f"hydra.sweep.dir={out / 'sweeps' / f'{name}-{round_}'}",
-         f"mlflow.tracking_uri={store}"],
+        [sys.executable, "-m", "runner", "-m", "+experiment=hardware", f"machine.name={name}",
+         f"hydra.sweep.dir={out / 'sweeps' / name}", f"mlflow.tracking_uri={store}"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     if done.returncode:
-        sys.exit(f"the {name} sweep of round {round_} failed: {done.stderr.strip()[-500:]}")
+        sys.exit(f"the {name} sweep failed: {done.stderr.strip()[-500:]}")
     return time.perf_counter() - began
 
 
@@ -48,31 +48,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--hog", action="store_true", help="b runs beside a CPU hog")
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=False)
     store = f"sqlite:///{out / 'mlflow.db'}"
-    walls: dict[str, list[float]] = {"a": [], "b": []}
-    for round_ in range(1, args.rounds + 1):
-        for name in ("a", "b"):
-            spinning = hog() if args.hog and name == "b" else None
-            try:
-                walls[name].append(sweep(out, name, round_, store))
-            finally:
-                if spinning:
-                    spinning.kill()
-                    spinning.wait()
+    walls = {"a": sweep(out, "a", store)}
+    spinning = hog() if args.hog else None
+    try:
+        walls["b"] = sweep(out, "b", store)
+    finally:
+        if spinning:
+            spinning.kill()
+            spinning.wait()
     subprocess.run([sys.executable, "-m", "runner.compare", "--tracking-uri", store,
                     "--baseline", "a", "--out", str(out / "compare")], cwd=REPO,
                    check=True, capture_output=True)  # fmt: skip
+    print(f"sweep wall (s), a: {walls['a']:.0f}; b: {walls['b']:.0f}")
+    markdown = (out / "compare" / "compare.md").read_text()
+    print(markdown.split("## Scores")[1].split("Scores:")[0].strip())
     with (out / "compare" / "compare.csv").open() as handle:
         rows = [row for row in csv.DictReader(handle) if row["machine"] == "b"]
     configs = [row for row in rows if row["mode"] != "geometric mean"]
     called = [row for row in configs if row["verdict"] not in ("~", "n/a")]
-    print(f"rounds of each: {args.rounds}; sweep wall (s), a: "
-          f"{', '.join(f'{w:.0f}' for w in walls['a'])}; b: "
-          f"{', '.join(f'{w:.0f}' for w in walls['b'])}")  # fmt: skip
     print(f"configurations: {len(configs)}; called different: {len(called)} "
           f"({100 * len(called) / len(configs):.0f} %); n/a: "
           f"{sum(row['verdict'] == 'n/a' for row in configs)}")  # fmt: skip

@@ -7,13 +7,16 @@ import subprocess
 import sys
 
 import mlflow
-import numpy as np
 import pytest
 from PIL import Image
 
 from runner import REPO_ROOT
+from runner.analysis import statistics as stats
 from runner.analysis.compare import FILES
 from runner.analysis.compare import main as compare_main
+from runner.export import main as export_main
+from runner.result_file import read as read_file
+from runner.tracking.sync import main as sync_main
 from tests.conftest import copy_store, run_app
 
 TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",
@@ -35,6 +38,8 @@ def two_machines(tmp_path_factory, blank_store):
                        f"backend={backends}", f"precision={precisions}",
                        f"machine.name={machine}", multirun=True, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr
+        assert "Scores beside the reference machines (references/):" in done.stdout
+        assert (store / machine / "sweep" / "scores.md").is_file()
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("gridbench")
     failed = client.create_run(experiment.experiment_id, tags={"mode": "sequential"})
@@ -84,7 +89,7 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert by["onnxruntimeint8", "a"]["ratio"] == ""  # a's int8 is not b's fp32: not compared
     a, b = (passes_of(client, experiment, m, "onnxruntime", "fp32") for m in "ab")
     assert len(a) == len(b) == 2 and all(len(run) == 2 for run in a + b)  # 2 rounds x 2
-    ratio = float(np.median(np.concatenate(a))) / float(np.median(np.concatenate(b)))
+    ratio = stats.median(a) / stats.median(b)  # the geometric means of the runs' medians
     assert float(by[("onnxruntimefp32", "a")]["ratio"]) == pytest.approx(ratio)
     assert by[("onnxruntimefp32", "b")]["verdict"] == "baseline"
     assert by[("eagerfp32", "a")]["ratio"] == ""  # one machine only: listed, not compared
@@ -116,6 +121,47 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert logged.data.tags["machines"] == "a,b" and logged.data.tags["baseline"] == "b"
     assert logged.data.metrics["geomean_ratio.a"] == pytest.approx(ratio)
     assert {f.path for f in client.list_artifacts(logged.info.run_id)} == set(FILES)
+
+
+def test_runs_carry_their_whole_record(two_machines, tmp_path):
+    """What the run wrote reaches the store whole: the workload, the software, the
+    hardware, the sweep's round; exported to a file, read back the same."""
+    uri = two_machines[0]
+    path = tmp_path / "a.json.gz"
+    assert export_main(["--tracking-uri", uri, "--out", str(path), "--machine", "a"]) == 0
+    made, records = read_file(path)
+    assert made["by"].startswith("gridbench ") and {r.machine for r in records} == {"a"}
+    assert len(records) == 6  # onnxruntime fp32 and int8, eager fp32, in two rounds each
+    for record in records:
+        assert len(record.weights) == 12 and len(record.data) == 12 and record.cores >= 1
+        assert {"gridbench", "torch", "onnxruntime", "python"} <= set(record.software)
+        assert record.hardware["cpu"] and record.hardware["isa"]
+        assert record.sweep and record.round in (1, 2) and "busy" in record.load
+        assert record.scope == "single-core" and len(record.passes) == 2
+    assert len({record.unit for record in records}) == 2
+
+
+def test_a_file_and_the_store_it_came_from_give_one_comparison(two_machines, tmp_path):
+    """Exported, or put into another store by sync, the same runs give the same tables."""
+    uri = two_machines[0]
+    exported, copied = tmp_path / "all.json", f"sqlite:///{tmp_path / 'copy.db'}"
+    assert export_main(["--tracking-uri", uri, "--out", str(exported)]) == 0
+    assert sync_main([str(exported), "--tracking-uri", copied]) == 0
+    assert sync_main([str(exported), "--tracking-uri", copied]) == 0  # nothing twice
+    tables = {}
+    for name, source in (("store", uri), ("file", str(exported)), ("copy", copied)):
+        out = tmp_path / name
+        assert compare_main([source, "--baseline", "b", "--out", str(out), "--no-log"]) == 0
+        markdown = (out / "compare.md").read_text()
+        assert "No configuration to score" in markdown  # the reference ran another grid
+        left_out = "\nLeft out: 1 FAILED.\n" if name == "store" else "\nLeft out: none.\n"
+        tables[name] = markdown.replace(left_out, ""), (out / "compare.csv").read_text()
+    assert tables["store"] == tables["file"] == tables["copy"]  # but the store's FAILED run
+    runs = mlflow.MlflowClient(copied).search_runs(
+        [mlflow.MlflowClient(copied).get_experiment_by_name("gridbench").experiment_id]
+    )
+    assert len(runs) == len(read_file(exported)[1])
+    assert {run.data.tags["machine"] for run in runs} == {"a", "b"}  # the UI's machine tag
 
 
 def test_the_default_baseline_is_the_machine_that_ran_most(two_machines, tmp_path):

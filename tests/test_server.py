@@ -17,6 +17,8 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.analysis.compare import main as compare_main
+from runner.export import main as export_main
+from runner.result_file import read as read_file
 from tests.conftest import run_app, start_mlflow_server
 from tests.test_compare import COMPARISONS, TINY
 
@@ -127,6 +129,11 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     assert row.count(" (2x2)") == 2  # each machine: two runs of two passes
     (logged,) = client.search_runs([experiment.experiment_id], COMPARISONS)  # beside the runs
     assert logged.data.tags["baseline"] == "a" and logged.data.tags["experiment"] == "gridbench"
+    exported = tmp_path / "server.json"  # a file made to be shared: nothing secret in it
+    assert export_main(["--tracking-uri", with_password, "--out", str(exported)]) == 0
+    assert ADMIN_PASSWORD not in exported.read_text() and len(read_file(exported)[1]) == 4
+    for job in client.search_runs([experiment.experiment_id], "tags.mode = 'sequential'"):
+        assert ADMIN_PASSWORD not in str(job.data.tags) + str(job.data.params)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     assert compare_main(["--tracking-uri", server, "--out", str(tmp_path / "no")]) == 1
     assert not (tmp_path / "no").exists()

@@ -414,7 +414,8 @@ def _distinct_machines(found: list[tuple[str, list[RunResult], Any]]) -> list[Ru
         renamed = {m: f"{m} [{Path(where).name}]" for m in {r.machine for r in mine} & taken}
         records += [replace(r, machine=renamed.get(r.machine, r.machine)) for r in mine]
         taken |= {r.machine for r in mine} | set(renamed.values())
-    return records
+    # one order whatever the source's: a file and its store then sum the same floats
+    return sorted(records, key=lambda r: (r.machine, r.started_at, r.job))
 
 
 def score_lines(records: list[RunResult], baseline: str) -> list[str]:
@@ -423,8 +424,9 @@ def score_lines(records: list[RunResult], baseline: str) -> list[str]:
     scale_records, scale_machine = _scale(records, baseline)
     rows = scores.table(records, scale_records, baseline)
     if not rows:
-        return ["## Scores", "", "No single-core or multi-core configuration to score "
-                "(sequential with one thread, or a worker per core)."]  # fmt: skip
+        return ["## Scores", "", "No configuration to score: a score needs sequential runs "
+                "with one thread, or parallel ones with a worker per core, of a configuration "
+                f"(backend, batch size, grid) that `{scale_machine}`'s fp32 ran."]  # fmt: skip
     return ["## Scores", "", *scores.markdown(rows, scale_machine, baseline)]
 
 

@@ -109,7 +109,8 @@ def table(records: list[RunResult], scale_records: list[RunResult],
             base = groups.get((baseline, precision, scope), [])
             if machine != baseline and mine and base:
                 row[f"{scope} vs"] = against(base, mine, scale)
-        rows.append(row)
+        if any(row[scope] for scope in SCOPES):  # else no configuration the scale has
+            rows.append(row)
     return rows
 
 

@@ -1,0 +1,156 @@
+"""Result files and scores, on records whose answers are known: the file's bad input, other
+workloads refused, other software flagged, reference machines, single- and multi-core
+scores on one machine's fp32 scale."""
+
+import dataclasses
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from runner import result_file
+from runner.analysis import scores
+from runner.analysis.compare import main as compare_main
+from runner.result import SCHEMA_VERSION, RunResult
+
+SOFTWARE = {"gridbench": "abc", "torch": "2.14.1", "onnxruntime": "1.32.0"}
+
+
+def records(machine, factor=1.0, rounds=4, seed=0, precisions=("fp32", "int8"), **changes):
+    """A hardware preset's runs of a 2-core machine: sequential and parallel t2, batch 1
+    and 256, two backends, fp32 and int8 (1.5x fp32), all ``factor`` x as fast as the
+    reference's; each round a shared shift of 2 %, runs 3 %, passes 5 %."""
+    rng = np.random.default_rng(seed)
+    made = []
+    for number in range(1, rounds + 1):
+        shift = np.exp(rng.normal(0, 0.02))
+        for mode, threads in (("sequential", 1), ("parallel", 2)):
+            for batch in (1, 256):
+                for backend in ("onnxruntime", "openvino"):
+                    for precision in precisions:
+                        level = factor * 1000 * threads * (3 if batch == 256 else 1) * (
+                            1.5 if precision == "int8" else 1) * shift * np.exp(
+                            rng.normal(0, 0.03))  # fmt: skip
+                        passes = tuple(level * np.exp(rng.normal(0, 0.05, 5)))
+                        made.append(dataclasses.replace(RunResult(
+                            mode=mode, threads=threads, batch_size=batch, backend=backend,
+                            precision=precision, device="cpu", torch_threads=1, grid=(10, 100),
+                            split="train", offset=0, repeats="auto", machine=machine,
+                            passes=passes, runtimes_s=tuple(1000 / p for p in passes),
+                            items=1000, accuracy=0.99, busy=False, round=number,
+                            job=len(made), started_at=1.8e9 + len(made), cores=2,
+                            sweep=f"2027-01-01/{seed}", weights="w" * 12, data="d" * 12,
+                            software=dict(SOFTWARE), hardware={"cpu": "CPU " + machine},
+                            load={"busy": False}), **changes))  # fmt: skip
+    return made
+
+
+def write(path, made):
+    result_file.write(path, made, result_file.made_now("test"))
+    return str(path)
+
+
+def test_a_file_round_trips_plain_and_gzipped(tmp_path):
+    made = records("a", rounds=1)
+    for name in ("a.json", "a.json.gz"):
+        write(tmp_path / name, made)
+        assert result_file.read(tmp_path / name)[1] == made
+    assert (tmp_path / "a.json.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert json.loads((tmp_path / "a.json").read_text())["schema"] == SCHEMA_VERSION
+
+
+def broken_files():
+    runs = [r.to_dict() for r in records("a", rounds=1)]
+    good = json.loads(json.dumps({"format": "gridbench-results", "schema": 1, "runs": runs}))
+    whole = gzip.compress(json.dumps(good).encode())
+    return {
+        "not.json": (b"hello", "is not a result file"),
+        "other.json": (b'{"benchmarks": []}', "is not a result file (no \"format\""),
+        "cut.json.gz": (whole[: len(whole) // 2], "is not a result file"),
+        "newer.json": (json.dumps({**good, "schema": 99}).encode(), "update gridbench"),
+        "run.json": (json.dumps({**good, "runs": [{"schema": 1, "mode": 3}]}).encode(),
+                     "run 0: not a run's record"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["not.json", "other.json", "cut.json.gz", "newer.json",
+                                  "run.json"])  # fmt: skip
+def test_what_is_not_a_result_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, name):
+    data, message = broken_files()[name]
+    (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    assert compare_main([str(tmp_path / name), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not out.exists()
+
+
+def test_another_workload_is_refused_and_other_software_flagged(tmp_path, capsys):
+    a = write(tmp_path / "a.json", records("a"))
+    other_weights = write(tmp_path / "w.json", records("w", weights="x" * 12))
+    out = tmp_path / "out"
+    assert compare_main([a, other_weights, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "w.json measured another workload: weights xxxxxxxxxxxx" in error
+    assert not out.exists()
+    newer = [dataclasses.replace(r, software={**SOFTWARE, "torch": "2.15.0"})
+             for r in records("n", seed=1)]  # fmt: skip
+    assert compare_main([a, write(tmp_path / "n.json", newer), "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| `n` | CPU n")]
+    assert "torch 2.15.0 ‡" in row and "software other than the baseline's" in markdown
+
+
+def score_rows(markdown):
+    lines = markdown.split("## Scores")[1].split("## Machines")[0].splitlines()
+    return {tuple(c.strip() for c in line.split("|")[1:3]): line for line in lines
+            if line.startswith("| `")}  # fmt: skip
+
+
+def test_scores_on_the_reference_machines_fp32_scale(tmp_path, monkeypatch):
+    """The reference's fp32 scores 1,000 on its own scale; a machine 1.3x as fast, about
+    1,300 and called faster; int8 (1.5x fp32 here) reads about 1,500 on the same scale. The
+    reference comes from references/ with --references, and sets the scale without it."""
+    references = tmp_path / "references"
+    references.mkdir()
+    monkeypatch.setattr(result_file, "REFERENCES", references)
+    monkeypatch.setattr(scores, "REFERENCE_MACHINE", "ref")
+    write(references / "ref.json.gz", records("ref", seed=1))
+    fast = write(tmp_path / "fast.json", records("fast", 1.3, seed=2))
+    out = tmp_path / "out"
+    assert compare_main([fast, "--references", "--baseline", "ref", "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    assert markdown.index("## Scores") < markdown.index("## Per configuration")
+    rows = score_rows(markdown)
+    assert set(rows) == {("`ref`", "fp32"), ("`ref`", "int8"), ("`fast`", "fp32"),
+                         ("`fast`", "int8")}  # fmt: skip
+    for (machine, precision), line in rows.items():
+        single, versus, multi, multi_versus = (c.strip() for c in line.split("|")[3:7])
+        value = float(single.split(" [")[0].replace(",", ""))
+        low, high = (float(v.replace(",", "")) for v in single[:-1].split(" [")[1].split(", "))
+        expected = (1.3 if machine == "`fast`" else 1.0) * (1.5 if precision == "int8" else 1)
+        assert value == pytest.approx(1000 * expected, rel=0.06) and low < value < high
+        if machine == "`fast`":
+            assert versus.startswith("1.3") and multi_versus.startswith("1.3")
+    alone = tmp_path / "alone"  # without --references: the reference still sets the scale
+    assert compare_main([fast, "--out", str(alone), "--no-log"]) == 0
+    assert "over `ref`'s fp32" in (alone / "compare.md").read_text()
+    fast_alone = score_rows((alone / "compare.md").read_text())[("`fast`", "fp32")]
+    assert fast_alone.split("|")[3] == rows[("`fast`", "fp32")].split("|")[3]
+
+
+def test_this_machine_and_its_reference_are_two_rows(tmp_path, monkeypatch, capsys):
+    """A machine's runs and its reference file of the same tag are not pooled: the later
+    source is named with its file."""
+    references = tmp_path / "references"
+    references.mkdir()
+    monkeypatch.setattr(result_file, "REFERENCES", references)
+    write(references / "a.json.gz", records("a", seed=3))
+    today = write(tmp_path / "today.json", records("a", seed=4))
+    out = tmp_path / "out"
+    assert compare_main([today, "--references", "--baseline", "a", "--out", str(out)]) == 0
+    rows = score_rows((out / "compare.md").read_text())
+    assert {machine for machine, _ in rows} == {"`a`", "`a [a.json.gz]`"}
+    same = rows[("`a [a.json.gz]`", "fp32")]
+    assert "| ~ (" in same  # no true difference: the score reads ~
