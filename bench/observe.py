@@ -1,6 +1,7 @@
 """Benchmark: what watching a run costs, the progress bar and the timeline's records.
 
-    python bench/observe.py            # writes its section of BENCHMARKS.md
+    python bench/observe.py            # prints, and writes outputs/bench/observe.md
+    python bench/observe.py --write    # the same, and updates its section of BENCHMARKS.md
     python bench/observe.py --quick    # fewer repeats, prints only
 
 In one process, on the default backend at batch 1 (where a per-range cost weighs most),
@@ -50,6 +51,7 @@ def judge(before: list[float], after: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats, do not write the file")
+    parser.add_argument("--write", action="store_true", help="also update BENCHMARKS.md")
     args = parser.parse_args()
     repeats = 2 if args.quick else 7
     torch.set_num_threads(1)
@@ -110,6 +112,7 @@ def main() -> None:
     if not args.quick:
         replace_section(
             "observe",
+            args.write,
             [f"Measured {time.strftime('%Y-%m-%d')} by `python bench/observe.py` on: {machine}, "
              f"medians of {repeats} interleaved repeats.", "", *lines],
         )  # fmt: skip

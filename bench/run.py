@@ -1,6 +1,7 @@
 """Benchmark: the speed and memory targets, each against a baseline measured in the same run.
 
-    python bench/run.py            # every scenario, writes BENCHMARKS.md
+    python bench/run.py            # every scenario: prints, and writes outputs/bench/*.md
+    python bench/run.py --write    # the same, and updates BENCHMARKS.md (the team's figures)
     python bench/run.py --quick    # fewer repeats, prints only
     python bench/run.py --pairs    # only backends x precisions (and compile's start-up)
 
@@ -184,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, do not write the file")
     parser.add_argument("--pairs", action="store_true", help="only backends x precisions")
+    parser.add_argument("--write", action="store_true", help="also update BENCHMARKS.md")
     args = parser.parse_args()
     repeats = 1 if args.quick else 5
     processes = 1 if args.quick else 3
@@ -195,7 +197,7 @@ def main() -> None:
         flags = fingerprint()["precision_flags"]
         print("\n" + machine + "\n" + "\n".join(pairs))
         if not args.quick:
-            replace_section("pairs", [
+            replace_section("pairs", args.write, [
                 f"Measured {time.strftime('%Y-%m-%d')} by `python bench/run.py --pairs` on: "
                 f"{machine}; precision flags: {flags}.", "",
                 f"Medians of {repeats} passes in one process (1 where the precision is emulated);"
@@ -295,6 +297,7 @@ def main() -> None:
     if not args.quick:
         replace_section(
             "bench",
+            args.write,
             [
                 f"Measured {time.strftime('%Y-%m-%d')} by `python bench/run.py` on: {machine}.",
                 "",
@@ -308,17 +311,25 @@ def main() -> None:
         )
 
 
-def replace_section(name: str, lines: list[str]) -> None:
-    """Rewrite the part of BENCHMARKS.md between ``<!-- name:start -->`` and its end marker,
-    keeping the hand-written analysis around it."""
-    path = ROOT / "BENCHMARKS.md"
+def replace_section(name: str, write: bool, lines: list[str]) -> Path:
+    """The figures as ``outputs/bench/<name>.md``; with ``write``, also the part of
+    BENCHMARKS.md between ``<!-- name:start -->`` and its end marker, keeping the
+    hand-written analysis around it (a user measuring their machine leaves the tracked
+    file as it was). Returns the file written under outputs/."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start not in text:
-        text += f"\n{start}\n{end}\n"
-    head, rest = text.split(start, 1)
-    path.write_text(head + "\n".join([start, *lines, end]) + rest.split(end, 1)[1])
-    print(f"wrote {path}")
+    mine = ROOT / "outputs" / "bench" / f"{name}.md"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text("\n".join([*lines, ""]))
+    print(f"wrote {mine}")
+    if write:
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        if start not in text:
+            text += f"\n{start}\n{end}\n"
+        head, rest = text.split(start, 1)
+        path.write_text(head + "\n".join([start, *lines, end]) + rest.split(end, 1)[1])
+        print(f"wrote {path}")
+    return mine
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ def summarize(
         "gflops": flops_per_image * items / runtime / 1e9,
         "startup_s": result.startup_s,
         "load_s": load_s,
-        "worker_busy": busy,  # per worker: time classifying over the passes' duration
-        "busy_min": min(busy.values(), default=0.0),
+        # per worker: time classifying over the passes' duration ("busy" is other work's)
+        "worker_utilization": busy,
+        "utilization_min": min(busy.values(), default=0.0),
         "tail_s": result.timeline.tail_s(),
         "warmup_batches": cfg.warmup,
         "backend": cfg.backend,
@@ -176,14 +177,15 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         "thread(s) per process)",
         *_precision_lines(summary),
         f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
-        f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms",
+        f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms"
+        + _per_image(summary),
         *_gpu_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
-    if "busy_min" in summary:  # summaries written before the timeline have none
+    if "utilization_min" in summary:  # summaries written before the timeline have none
         lines.append(
-            f"Workers: busy {summary['busy_min'] * 100:.0f} % of the time or more, tail "
+            f"Workers: at work {summary['utilization_min'] * 100:.0f} % of the time or more, tail "
             f"{summary['tail_s']:.3f} sec; {summary['errors']} misclassified (errors.png)"
         )
     lines += _warnings(summary)
@@ -192,6 +194,14 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
     if summary["threads"] > (summary["cores"] or 1):
         lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
     return lines
+
+
+def _per_image(summary: dict[str, Any]) -> str:
+    """A batch of many images: its p50 per image too, the figure batch 1 gives directly."""
+    batch = min(summary["batch_size"], summary["items"])
+    if batch <= 1:
+        return ""
+    return f" for {batch} images (p50 {summary['latency_p50_ms'] / batch:.4f} ms per image)"
 
 
 def _precision_word(summary: dict[str, Any]) -> str:

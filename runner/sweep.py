@@ -5,6 +5,7 @@ the sweep directory.
 """
 
 import atexit
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.analysis.report import PARENT_FILE, records_from_dir, records_from_mlflow, write_report
+from runner.analysis.report import (
+    PARENT_FILE,
+    STORE_FILE,
+    console_table,
+    records_from_dir,
+    records_from_mlflow,
+    rows,
+    write_report,
+)
 from runner.errors import InputError, RunnerError, flat
 from runner.redact import redact
 
@@ -168,8 +177,8 @@ class SweepTracking(Callback):
     def _open_parent(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = redact(" ".join(config.hydra.overrides.task)) or "(no overrides)"
-        self.title = f"sweep {sweep_dir.name}: {overrides}"
+        forget_earlier_sweep(sweep_dir)
+        self.title = short_title(sweep_dir, list(config.hydra.overrides.task))
         if not config.mlflow.enabled:
             return
         from runner.tracking.store import open_store, run_link, tracking_uri
@@ -179,11 +188,15 @@ class SweepTracking(Callback):
         run = self.client.create_run(  # not the active run: jobs here open their own
             experiment_id,
             run_name=self.title,
-            tags={"sweep_dir": str(sweep_dir), "sweep": overrides},
+            tags={
+                "sweep_dir": str(sweep_dir),
+                "sweep": redact(" ".join(config.hydra.overrides.task)),
+            },  # fmt: skip
         )
         self.parent_id = run.info.run_id
         self.link = run_link(uri, experiment_id, self.parent_id)
         (sweep_dir / PARENT_FILE).write_text(self.parent_id + "\n")
+        (sweep_dir / STORE_FILE).write_text(redact(uri) + "\n")  # for `runner.report DIR`
         atexit.register(self._finish, "KILLED")  # the sweep ended early (Ctrl-C, a crash)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -208,6 +221,8 @@ class SweepTracking(Callback):
         self._finish("FAILED" if failed else "FINISHED")
         _release_joblib_workers()
         if written:
+            width = shutil.get_terminal_size().columns
+            print("\n".join(console_table(rows(records), width)), flush=True)
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
             _print_scores(records, sweep_dir)
         if self.link:
@@ -221,6 +236,22 @@ class SweepTracking(Callback):
         if self.parent_id:
             parent_id, self.parent_id = self.parent_id, None
             self.client.set_terminated(parent_id, status)
+
+
+def forget_earlier_sweep(sweep_dir: Path) -> None:
+    """A sweep directory given again (``hydra.sweep.dir=``) loses what the earlier sweep
+    left that would speak for this one: its failures (the sweep would fail on them) and
+    its claimed configurations (jobs would be skipped as run)."""
+    (sweep_dir / FAILURES_FILE).unlink(missing_ok=True)
+    shutil.rmtree(sweep_dir / CLAIMS_DIR, ignore_errors=True)
+
+
+def short_title(sweep_dir: Path, overrides: list[str], width: int = 80) -> str:
+    """``sweep 14-02-11: mode=sequential,parallel threads=1,2``: what was swept, without
+    where it was recorded or written (hydra.*, mlflow.*), cut at ``width``."""
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "mlflow."))]
+    title = f"sweep {sweep_dir.name}: {redact(' '.join(shown)) or '(no overrides)'}"
+    return title if len(title) <= width else title[: width - 1] + "…"
 
 
 def _print_scores(records: list, sweep_dir: Path) -> None:

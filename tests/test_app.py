@@ -35,6 +35,9 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert any(line.startswith("Total Runtime: ") and "sec (median of 3" in line for line in lines)
     assert any(line.startswith("Accuracy: ") and line.endswith("%") for line in lines)
     assert any(line.startswith("Note: the grid wraps") for line in lines)
+    latency = next(line for line in lines if line.startswith("Batch latency: "))
+    assert " for 8 images (p50 " in latency and latency.endswith(" ms per image)")
+    assert any(line.startswith("Workers: at work ") for line in lines)  # "busy": other work
 
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -51,7 +54,7 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     run = runs[0]
     assert "mlflow.parentRunId" not in run.data.tags and "sweep_dir" not in run.data.tags
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "parallel-t2-b8-6x10"
+    assert run.info.run_name == "parallel-t2-b8-onnxruntime-fp32-6x10"
     assert run.data.params["grid.rows"] == "6" and run.data.params["mode"] == "parallel"
     assert run.data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
     assert run.data.metrics["items"] == 60

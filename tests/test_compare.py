@@ -121,6 +121,24 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     assert logged.data.tags["machines"] == "a,b" and logged.data.tags["baseline"] == "b"
     assert logged.data.metrics["geomean_ratio.a"] == pytest.approx(ratio)
     assert {f.path for f in client.list_artifacts(logged.info.run_id)} == set(FILES)
+    assert logged.data.tags["mlflow.note.content"].startswith("## Scores")  # its description
+
+
+def test_compare_takes_the_machines_and_sweeps_it_is_given(two_machines, tmp_path, capsys):
+    uri, client, experiment = two_machines
+    out = tmp_path / "a"
+    assert compare_main([uri, "--machines", "a", "--out", str(out), "--no-log"]) == 0
+    assert "| configuration | `a` |\n" in (out / "compare.md").read_text()
+    b_sweep = client.search_runs([experiment.experiment_id], "tags.machine = 'b'")[0]
+    parent = client.get_run(b_sweep.data.tags["mlflow.parentRunId"])
+    for given in (parent.data.tags["sweep_dir"], parent.info.run_id):
+        out = tmp_path / given[-8:].replace("/", "_")
+        assert compare_main([uri, "--sweep", given, "--out", str(out), "--no-log"]) == 0
+        assert "| configuration | `b` |\n" in (out / "compare.md").read_text()
+    for wrong, message in ((["--machines", "c"], "no finished runs of machine c"),
+                           (["--sweep", "nope"], "--sweep nope: no such sweep")):  # fmt: skip
+        assert compare_main([uri, *wrong, "--out", str(tmp_path / "no")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "no").exists()
 
 
 def test_runs_carry_their_whole_record(two_machines, tmp_path):

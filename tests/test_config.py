@@ -182,3 +182,16 @@ def test_workers_that_would_not_fit_in_memory_are_refused(monkeypatch):
     validate(compose_run("mode=parallel", "threads=2"))
     with pytest.raises(ConfigError, match="MB per worker in the memory available"):
         validate(compose_run("mode=parallel", "threads=3"))
+
+
+def test_run_names_and_params_say_what_ran():
+    """The runs list tells an int8 run from an fp32 one, and a sequential run's params
+    say one worker ran, whatever ``threads`` it was given."""
+    from runner.tracking.store import run_name, run_params
+
+    cfg = compose_run("mode=sequential", "threads=2", "precision=int8", "batch_size=256")
+    assert run_name(cfg) == "sequential-t1-b256-onnxruntime-int8-200x300"
+    assert run_params(cfg)["threads"] == 1 and run_params(cfg)["precision"] == "int8"
+    parallel = compose_run("mode=parallel", "threads=2", "backend=openvino")
+    assert run_name(parallel) == "parallel-t2-b1-openvino-fp32-200x300"
+    assert run_params(parallel)["threads"] == 2

@@ -72,8 +72,8 @@ def test_the_hardware_preset_sweeps_up_to_this_machines_cores(monkeypatch):
     native = [p for p in ("bf16", "fp16") if config.nativeness(p, "cpu", config_flags(), "").native]
     assert params.precision.split(",") == ["fp32", "int8", *native]
     assert params.mode == "sequential,parallel" and cfg.repeats == "auto"  # overrides the config
-    assert params.round == "1,2,3" and list(params)[0] == "round"  # slowest: rounds apart
-    assert cfg.stability.max_s == 2.2 and cfg.stability.target == 0.02
+    assert params.round == "1,2,3,4" and list(params)[0] == "round"  # slowest: rounds apart
+    assert cfg.stability.max_s == 1.8 and cfg.stability.target == 0.02
     assert cfg.batch_size == 1 and cfg.mlflow.experiment == "gridbench"  # the rest is kept
     monkeypatch.setattr(config, "available_cores", lambda: 12)
     assert config.thread_counts() == "2,4,8,12"

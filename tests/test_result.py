@@ -81,3 +81,19 @@ def test_the_scope_names_single_and_multi_core_runs_only():
                   dataclasses.replace(BASE, torch_threads=2),  # threads within the process
                   dataclasses.replace(BASE, device="cuda")):  # fmt: skip
         assert other.scope == ""
+
+
+def test_the_report_says_in_words_what_cannot_be_trusted():
+    """An efficiency above 1, a Karp-Flatt value outside [0, 1], a speedup without an
+    interval, busy runs: each said in the row's notes."""
+    base = [dataclasses.replace(BASE, job=n, round=n, passes=(1000.0,), runtimes_s=(1.0,))
+            for n in (1, 2)]  # fmt: skip
+    fast = [dataclasses.replace(b, mode="parallel", threads=2, job=n + 2, busy=True,
+                                passes=(2600.0,), runtimes_s=(0.385,))
+            for n, b in enumerate(base)]  # fmt: skip
+    table = {row["mode"]: row for row in rows([*base, *fast])}
+    notes = table["parallel"]["notes"]
+    assert "efficiency above 1" in notes and "Karp-Flatt outside [0, 1]" in notes
+    assert "2 busy run(s)" in notes and table["sequential"]["notes"] == ""
+    lonely = rows([base[0], fast[0]])  # one pass a side: no interval
+    assert "speedup without an interval" in lonely[1]["notes"]

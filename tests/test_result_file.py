@@ -154,3 +154,13 @@ def test_this_machine_and_its_reference_are_two_rows(tmp_path, monkeypatch, caps
     assert {machine for machine, _ in rows} == {"`a`", "`a [a.json.gz]`"}
     same = rows[("`a [a.json.gz]`", "fp32")]
     assert "| ~ (" in same  # no true difference: the score reads ~
+
+
+def test_a_cell_of_unequal_runs_says_how_many_passes_it_has(tmp_path):
+    made = records("a", rounds=4)
+    uneven = [dataclasses.replace(r, passes=r.passes[:1], runtimes_s=r.runtimes_s[:1])
+              if r.round == 1 else r for r in made]  # fmt: skip
+    out = tmp_path / "out"
+    assert compare_main([write(tmp_path / "u.json", uneven), "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    assert "(4 runs, 16 passes)" in markdown and "(4x4)" not in markdown

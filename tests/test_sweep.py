@@ -101,6 +101,11 @@ def test_sweep_is_grouped_and_reported(swept, tmp_path):
         f"MLflow: http://127.0.0.1:5000/{link}?workflowType=machine_learning"
     )
 
+    assert "configuration" in done.stdout and "images/s" in done.stdout  # the table, printed
+    assert (sweep / "mlflow_store").read_text().strip() == f"sqlite:///{swept_store / 'mlflow.db'}"
+    assert report_main([str(sweep), "--out", str(tmp_path / "found")]) == 0  # the sweep's store
+    assert read_csv(tmp_path / "found" / "report.csv") == rows
+
     # the same report again, from MLflow alone
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{swept_store / 'mlflow.db'}"
     try:
@@ -354,7 +359,7 @@ def test_the_report_has_a_row_per_precision_and_machine_and_reads_as_people_read
         return RunResult(
             mode="sequential", threads=1, batch_size=256, backend="onnxruntime",
             precision=precision, device="cpu", torch_threads=1, grid=(10, 100), split="train",
-            repeats="auto", machine=machine, passes=passes,
+            offset=0, repeats="auto", machine=machine, passes=passes,
             runtimes_s=tuple(1000 / p for p in passes), items=1000, accuracy=0.99, busy=False,
             round=1, job=job, started_at=0.0,
         )  # fmt: skip
@@ -368,3 +373,21 @@ def test_the_report_has_a_row_per_precision_and_machine_and_reads_as_people_read
     write_markdown(tmp_path / "report.md", table, "sweep")
     text = (tmp_path / "report.md").read_text()
     assert "14,905" in text and "e+0" not in text
+
+
+def test_a_sweep_title_is_short_and_names_no_store(tmp_path):
+    secret = "mlflow.tracking_uri=http://u:pw@h:5000"
+    given = ["mode=sequential,parallel", secret, "hydra.sweep.dir=/x", "threads=1,2"]
+    title = sweep.short_title(tmp_path / "14-02-11", given)
+    assert title == "sweep 14-02-11: mode=sequential,parallel threads=1,2"
+    long = sweep.short_title(tmp_path / "t", [f"grid.rows={'1,' * 60}1"])
+    assert len(long) == 80 and long.endswith("…")
+
+
+def test_a_sweep_dir_given_again_forgets_the_earlier_sweeps_failures(tmp_path):
+    (tmp_path / sweep.CLAIMS_DIR).mkdir()
+    (tmp_path / sweep.CLAIMS_DIR / "abc").write_text("0\n")
+    (tmp_path / sweep.FAILURES_FILE).write_text("job 1: batch_size=0: must be at least 1\n")
+    sweep.forget_earlier_sweep(tmp_path)
+    assert not (tmp_path / sweep.FAILURES_FILE).exists()
+    assert not (tmp_path / sweep.CLAIMS_DIR).exists()

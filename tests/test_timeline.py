@@ -91,8 +91,8 @@ def test_a_two_worker_run_writes_its_trace_and_figures(tmp_path):
     assert len(lanes) == 2 and {e["tid"] for e in tasks} <= lanes
     assert sum(e["args"]["stop"] - e["args"]["first"] for e in tasks) == 400
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert len(summary["worker_busy"]) == 2
-    assert 0 < summary["busy_min"] <= 1 and summary["tail_s"] >= 0
+    assert len(summary["worker_utilization"]) == 2 and "busy_min" not in summary
+    assert 0 < summary["utilization_min"] <= 1 and summary["tail_s"] >= 0
     assert (run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG"
 
 

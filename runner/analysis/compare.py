@@ -178,10 +178,13 @@ def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[
 
 
 def _figure(cell: Cell) -> str:
-    """``4,233 ±0.7 % (2x5)``: median, the interval's half-width, runs x passes."""
+    """``4,233 ±0.7 % (2x5)``: the figure, its interval's half-width, runs x passes (``4
+    runs, 16 passes`` where the runs passed unequally)."""
     interval = cell.interval
     spread = f" ±{interval.relative_half_width(cell.median) * 100:.1f} %" if interval else ""
-    shape = f"{len(cell.runs)}x{stats.passes(cell.runs) // len(cell.runs)}"
+    counts = {len(run) for run in cell.runs}
+    shape = (f"{len(cell.runs)}x{counts.pop()}" if len(counts) == 1
+             else f"{len(cell.runs)} runs, {stats.passes(cell.runs)} passes")  # fmt: skip
     return f"{cell.median:,.0f}{spread} ({shape}){BUSY_MARK if cell.busy else ''}"
 
 
@@ -301,7 +304,8 @@ def _plotted(row: dict[str, Any], machine: str, ratios: bool) -> Optional[tuple[
     return cell.median, interval.low, interval.high
 
 
-def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str) -> str:
+def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str,
+                   description: str = "") -> str:  # fmt: skip
     """The comparison as a run of its own in the experiment it compared: its files as
     artifacts, each machine's geometric mean as a metric, tagged with what was compared.
     Returns the run's link."""
@@ -314,7 +318,8 @@ def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str) 
         experiment_id,
         run_name=f"compare {time.strftime('%Y-%m-%d %H:%M')}: {machines} vs {table['baseline']}",
         tags={COMPARISON_TAG: "true", "machines": machines, "baseline": table["baseline"],
-              "experiment": experiment, "mlflow.source.name": "runner.compare"},
+              "experiment": experiment, "mlflow.source.name": "runner.compare",
+              "mlflow.note.content": description},
     )  # fmt: skip
     run_id = run.info.run_id
     try:
@@ -347,6 +352,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--baseline", help="machine to compare against (default: the one that ran most)"
     )
+    parser.add_argument(
+        "--machines",
+        nargs="+",
+        metavar="MACHINE",
+        help="only these machines (their tags, as the table shows them)",
+    )
+    parser.add_argument("--sweep", action="append", metavar="DIR|RUN_ID",
+                        help="only the runs of this sweep (repeat for more)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: outputs/compare")
     parser.add_argument(
         "--no-log", action="store_true", help="write the files only, not a run in the store"
@@ -363,7 +376,8 @@ def _compare(args: argparse.Namespace) -> int:
     if args.references:
         found += [(f"{path}", *_read_file(path)) for path in result_file.reference_files()]
     result_file.check_one_workload((where, records) for where, records, _ in found)
-    records = _distinct_machines(found)
+    store = next((where for where, _, _ in found if "://" in where), None)
+    records = _chosen(_distinct_machines(found), args.machines, _sweeps(args.sweep, store))
     left_out: dict[str, int] = {}
     for _, _, counts in found:
         for status, n in counts.items():
@@ -381,7 +395,7 @@ def _compare(args: argparse.Namespace) -> int:
         return 0
     uri = command_uri(store) if args.sources else store
     try:
-        link = log_comparison(uri, table, out, args.experiment)
+        link = log_comparison(uri, table, out, args.experiment, "\n".join(opening))
     except Exception as error:
         raise RunnerError(
             f"the comparison is in {out} but could not be logged to {uri}: {flat(error, 300)}"
@@ -418,6 +432,45 @@ def _distinct_machines(found: list[tuple[str, list[RunResult], Any]]) -> list[Ru
     return sorted(records, key=lambda r: (r.machine, r.started_at, r.job))
 
 
+def _sweeps(given: Optional[list[str]], store: Optional[str]) -> Optional[set[str]]:
+    """The sweeps named by their directories (``outputs/multirun/2026-12-06/14-02-11``) or
+    their MLflow parent runs' ids (in the first store among the sources), as records name
+    them (``2026-12-06/14-02-11``)."""
+    if not given:
+        return None
+    names = set()
+    for sweep in given:
+        folder = Path(sweep)
+        if not folder.is_dir():
+            folder = Path(_parent_sweep_dir(sweep, store))
+        names.add(f"{folder.resolve().parent.name}/{folder.resolve().name}")
+    return names
+
+
+def _parent_sweep_dir(run_id: str, store: Optional[str]) -> str:
+    from runner.tracking.store import reading_client
+
+    try:
+        return reading_client(store).get_run(run_id).data.tags["sweep_dir"]
+    except Exception:
+        raise InputError(f"--sweep {run_id}: no such sweep directory, nor a sweep's parent run"
+                         f" in {store or 'the sources (files only)'}")  # fmt: skip
+
+
+def _chosen(records: list[RunResult], machines: Optional[list[str]],
+            sweeps: Optional[set[str]]) -> list[RunResult]:  # fmt: skip
+    """The records of ``machines`` and ``sweeps`` (all where None); a machine or a sweep
+    that has none is refused, naming what there is."""
+    if sweeps is not None:
+        have = {r.sweep for r in records if r.sweep}
+        missing = sorted(sweeps - have)
+        if missing:
+            raise InputError(f"--sweep: no finished runs of sweep {', '.join(missing)}"
+                             f" (sweeps: {', '.join(sorted(have)) or 'none'})")  # fmt: skip
+        records = [r for r in records if r.sweep in sweeps]
+    return result_file.machines_of(records, machines)
+
+
 def score_lines(records: list[RunResult], baseline: str) -> list[str]:
     """The score table: against the reference machine's shipped fp32 where its file is in
     ``references/``, else against the baseline's own fp32."""
@@ -441,11 +494,15 @@ def beside_references(records: list[RunResult], label: str) -> list[str]:
     result_file.check_one_workload((where, mine) for where, mine, _ in found)
     merged = _distinct_machines(found)
     machines = {r.machine for r in merged}
+    ours = machines - {r.machine for _, mine, _ in found[:-1] for r in mine}
     reference = scores.REFERENCE_MACHINE
     baseline = reference if reference in machines else merged[-1].machine
     scale_records, scale_machine = _scale(merged, baseline)
     rows = scores.table(merged, scale_records, baseline)
-    return scores.markdown(rows, scale_machine, baseline) if rows else []
+    if not any(row["machine"] in ours for row in rows):
+        return [f"No score: no configuration of the {label} is on `{scale_machine}`'s scale "
+                "(the hardware preset's are)."]  # fmt: skip
+    return scores.markdown(rows, scale_machine, baseline)
 
 
 def _scale(records: list[RunResult], baseline: str) -> tuple[list[RunResult], str]:

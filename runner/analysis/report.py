@@ -30,9 +30,11 @@ COLUMNS = (
     "torch_threads", "split", "repeats", "machine", "grid", "items", "runs", "passes",
     "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
     "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",
-    "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high",
+    "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high", "busy_runs",
+    "notes",
 )  # fmt: skip
 PARENT_FILE = "mlflow_parent_run"
+STORE_FILE = "mlflow_store"  # the store the sweep recorded to (its URI, no credentials)
 REPORT_FILES = ("report.csv", "report.md", "speedup.png")
 
 
@@ -107,6 +109,7 @@ def rows(records: list[RunResult]) -> list[dict[str, Any]]:
             throughput_ips_low=interval.low if interval else None,
             throughput_ips_high=interval.high if interval else None,
             accuracy=record.accuracy,
+            busy_runs=sum(member.busy for member in members),
         )
         base = _baseline(key, keys)
         speedup = None
@@ -121,8 +124,29 @@ def rows(records: list[RunResult]) -> list[dict[str, Any]]:
             if speedup.interval and row["karp_flatt"] is not None:  # falls as speedup grows
                 row["karp_flatt_low"] = karp_flatt(speedup.interval.high, threads)
                 row["karp_flatt_high"] = karp_flatt(speedup.interval.low, threads)
+        row["notes"] = "; ".join(_doubts(row, groups[base] if base else [], key == base))
         table.append({column: row.get(column) for column in COLUMNS})
     return sorted(table, key=lambda row: int(row["job"].split()[0]))
+
+
+def _doubts(row: dict[str, Any], baseline: list[RunResult], is_baseline: bool) -> list[str]:
+    """What a reader must know before trusting the row, in words: figures that cannot be
+    (an efficiency above 1, a Karp-Flatt value outside [0, 1]), a speedup without an
+    interval, runs that shared the CPU with other work."""
+    doubts = []
+    if row["busy_runs"]:
+        doubts.append(f"{row['busy_runs']} busy run(s): other work used the CPU")
+    if is_baseline or row.get("speedup") is None:
+        return doubts
+    if any(member.busy for member in baseline):
+        doubts.append("its baseline ran busy")
+    if row.get("speedup_low") is None:
+        doubts.append("speedup without an interval: too few passes")
+    if row["efficiency"] > 1:
+        doubts.append("efficiency above 1 cannot be: a slowed baseline or noise")
+    if row.get("karp_flatt") is not None and not 0 <= row["karp_flatt"] <= 1:
+        doubts.append("Karp-Flatt outside [0, 1]: noise larger than the overhead")
+    return doubts
 
 
 def _cell(value: Any) -> str:
@@ -151,15 +175,11 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
 SHOWN = ("job", "mode", "threads", "batch_size", "backend", "precision", "grid", "runs",
          "passes", "runtime_s", "accuracy")  # fmt: skip
 WITH_INTERVALS = ("throughput_ips", "speedup", "efficiency", "karp_flatt")
+LAST = ("notes",)
 
 
 def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
-    names = [*SHOWN, *WITH_INTERVALS]
-    lines = [f"# {title}", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in table:
-        cells = [_cell(row[key]) for key in SHOWN]
-        cells += [_with_interval(row, name) for name in WITH_INTERVALS]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [f"# {title}", "", *table_lines(table)]
     lines += [
         "",
         "A row per configuration, its runs (jobs) pooled: throughput is the geometric mean "
@@ -174,6 +194,38 @@ def write_markdown(path: Path, table: list[dict[str, Any]], title: str) -> None:
     ]
     with atomic(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def table_lines(table: list[dict[str, Any]]) -> list[str]:
+    """The report's table in Markdown, a row per configuration."""
+    names = [*SHOWN, *WITH_INTERVALS, *LAST]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in table:
+        cells = [_cell(row[key]) for key in SHOWN]
+        cells += [_with_interval(row, name) for name in WITH_INTERVALS]
+        cells += [_cell(row[key]) for key in LAST]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def console_table(table: list[dict[str, Any]], width: int) -> list[str]:
+    """The report as aligned columns for the console, each line cut at ``width``."""
+    heads = ("configuration", "runs", "images/s", "speedup", "efficiency", "notes")
+    rows = [heads]
+    machines = len({row["machine"] for row in table}) > 1
+    for row in table:
+        label = (f"{row['mode']} t{row['threads']} b{row['batch_size']} {row['backend']} "
+                 f"{row['precision']}{' ' + row['machine'] if machines else ''}")  # fmt: skip
+        figures = (_with_interval(row, "throughput_ips"), _cell(row["speedup"]),
+                   _cell(row["efficiency"]))  # fmt: skip
+        rows.append((label, str(row["runs"]), *figures, row["notes"] or ""))
+    sizes = [max(len(r[n]) for r in rows) for n in range(len(heads) - 1)]
+    lines = []
+    for r in rows:
+        text = "  ".join(cell.ljust(size) for cell, size in zip(r, sizes, strict=False))
+        text = f"{text}  {r[-1]}".rstrip()
+        lines.append(text if len(text) <= width else text[: width - 1] + "…")
+    return lines
 
 
 def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -242,10 +294,11 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
                        color=line.lines[0].get_color(),
                        label=f"Amdahl fit, serial fraction {fitted[0]:.3f}")  # fmt: skip
     right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
-    left.set(xlabel="threads (worker processes)", ylabel="images/s (median, 95 % interval)",
+    left.set(xlabel="threads (worker processes)",
+             ylabel="images/s (bar: 95 % interval, where there is one)",
              title="Throughput")  # fmt: skip
-    right.set(xlabel="threads (worker processes)", ylabel="speedup (95 % interval)",
-              title="Speedup")  # fmt: skip
+    right.set(xlabel="threads (worker processes)", title="Speedup",
+              ylabel="speedup (bar: 95 % interval, where there is one)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
@@ -278,7 +331,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "or its MLflow parent run id",
     )
     parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
-    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
+    parser.add_argument("--tracking-uri", help="default: the store the sweep recorded to (a "
+                        "sweep dir), else MLFLOW_TRACKING_URI, else the project's")  # fmt: skip
     args = parser.parse_args(argv)
     return run_command(lambda: _report(args))
 
@@ -294,7 +348,11 @@ def _report(args: argparse.Namespace) -> int:
         return 0
     from runner.tracking.store import command_uri, reading_client
 
-    uri = command_uri(args.tracking_uri)
+    recorded = given / STORE_FILE if given.is_dir() else None
+    if args.tracking_uri is None and recorded is not None and recorded.is_file():
+        uri = command_uri(recorded.read_text().strip())  # where the sweep recorded to
+    else:
+        uri = command_uri(args.tracking_uri)
     client = reading_client(uri)
     parent_id = (given / PARENT_FILE).read_text().strip() if given.is_dir() else args.sweep
     try:

@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from runner.config import flatten
 from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
 from runner.files import RUN_PRODUCTS
 from runner.phases import begin
@@ -20,7 +19,7 @@ from runner.result import RESULT_TAG, RunResult
 from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
 from runner.tracking.helper import stop as stop_helper
-from runner.tracking.store import check_place, run_name, tracking_uri
+from runner.tracking.store import check_place, run_name, run_params, tracking_uri
 
 METRICS = (
     "runtime_s",
@@ -37,7 +36,7 @@ METRICS = (
     "latency_p99_ms",
     "gflops",
     "errors",
-    "busy_min",
+    "utilization_min",
     "tail_s",
     "gpu_transfer_share",
     "throughput_ci_low_ips",
@@ -117,7 +116,7 @@ def mlflow_run(
     tags = {"mlflow.source.name": sys.argv[0], **(tags or {})}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    name, params = redact(run_name(cfg)), redacted(flatten(cfg))
+    name, params = redact(run_name(cfg)), run_params(cfg)
     try:
         started_ms = int(time.time() * 1000)
         tracker.send("begin", uri, cfg.mlflow.experiment, name, tags, params, started_ms)

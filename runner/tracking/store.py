@@ -40,8 +40,23 @@ def tracking_uri(cfg: "DictConfig") -> str:
 
 
 def run_name(cfg: "DictConfig") -> str:
-    threads = cfg.threads if cfg.mode != "sequential" else 1
-    return f"{cfg.mode}-t{threads}-b{cfg.batch_size}-{cfg.grid.rows}x{cfg.grid.columns}"
+    """What ran, as the runs list shows it: ``sequential-t1-b256-onnxruntime-int8-50x100``
+    (the workers that ran: sequential mode uses one, whatever ``threads`` says)."""
+    return (f"{cfg.mode}-t{workers_used(cfg)}-b{cfg.batch_size}-{cfg.backend}-{cfg.precision}-"
+            f"{cfg.grid.rows}x{cfg.grid.columns}")  # fmt: skip
+
+
+def workers_used(cfg: "DictConfig") -> int:
+    return cfg.threads if cfg.mode != "sequential" else 1
+
+
+def run_params(cfg: "DictConfig") -> dict[str, Any]:
+    """The run's params: the resolved config flattened, ``threads`` the workers that ran
+    (the value a sequential run ignored is not a setting it used), credentials hidden."""
+    from runner.config import flatten
+    from runner.redact import redacted
+
+    return redacted({**flatten(cfg), "threads": workers_used(cfg)})
 
 
 def artifact_location(uri: str) -> Optional[str]:

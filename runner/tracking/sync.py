@@ -27,10 +27,10 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config import flatten, register
+from runner.config import register
 from runner.credentials import adopt_from_environment
 from runner.errors import InputError, RunnerError, flat, run_command
-from runner.redact import redact, redacted
+from runner.redact import redact
 from runner.result import RESULT_TAG
 from runner.summary import read_summary, write_summary
 from runner.tracking.record import results
@@ -39,6 +39,7 @@ from runner.tracking.store import (
     end_run,
     open_store,
     run_name,
+    run_params,
     tracking_uri,
     write_results,
 )
@@ -66,7 +67,7 @@ def sync(run_dir: Path) -> str:
     client, run_id = _begun_run(uri, cfg.mlflow.experiment, summary.get("mlflow_run_id"))
     if run_id is None:
         started_ms = int(summary.get("started_at", time.time()) * 1000)
-        params = redacted(flatten(cfg))
+        params = run_params(cfg)
         client, run_id, _ = begin_run(uri, cfg.mlflow.experiment, name, {}, params, started_ms)
     summary.update(tracked=True, mlflow_run_id=run_id, synced_at=time.time())
     summary.pop("tracking_error", None)
