@@ -163,16 +163,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+# the lightest server for these pages (README, "Browsing the results")
+UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri"
+
+
 def _ui_hint(cfg: DictConfig) -> str:
     """How to serve a store that is not a server, for the link to open."""
     from runner.tracking.store import tracking_uri
 
     uri = tracking_uri(cfg)
-    return (
-        ""
-        if uri.startswith(("http://", "https://"))
-        else f" (`mlflow ui --backend-store-uri {uri}`)"
-    )
+    return "" if uri.startswith(("http://", "https://")) else f" (`{UI_COMMAND} {uri}`)"
 
 
 def classify_and_write(

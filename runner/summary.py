@@ -198,7 +198,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
 
 def _per_image(summary: dict[str, Any]) -> str:
     """A batch of many images: its p50 per image too, the figure batch 1 gives directly."""
-    batch = min(summary["batch_size"], summary["items"])
+    batch = min(summary.get("batch_size", 1), summary["items"])
     if batch <= 1:
         return ""
     return f" for {batch} images (p50 {summary['latency_p50_ms'] / batch:.4f} ms per image)"

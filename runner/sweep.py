@@ -209,9 +209,12 @@ class SweepTracking(Callback):
             else:
                 records = records_from_dir(sweep_dir)
             written = write_report(sweep_dir, records, self.title)
+            table = rows(records) if records else []
             if self.parent_id:
                 for path in written:
                     self.client.log_artifact(self.parent_id, str(path))
+                if written:
+                    self._describe_parent(table, sweep_dir / "report.md")
         except Exception as error:  # Hydra would only warn and exit 0: say it, exit 1
             self._finish("FAILED")
             cause = f"{type(error).__name__}: {flat(error, 300)}"
@@ -222,7 +225,7 @@ class SweepTracking(Callback):
         _release_joblib_workers()
         if written:
             width = shutil.get_terminal_size().columns
-            print("\n".join(console_table(rows(records), width)), flush=True)
+            print("\n".join(console_table(table, width)), flush=True)
             print(f"Sweep report: {sweep_dir / 'report.md'}", flush=True)
             _print_scores(records, sweep_dir)
         if self.link:
@@ -231,6 +234,17 @@ class SweepTracking(Callback):
             message = f"error: {len(failed)} job(s) of the sweep failed, see {failures}"
             print(message, file=sys.stderr, flush=True)
             sys.exit(1)
+
+    def _describe_parent(self, table: list[dict[str, Any]], report: Path) -> None:
+        """The parent run as a person lands on it: the report's table as its description,
+        its headline figures as metrics (the best throughput, the largest speedup)."""
+        self.client.set_tag(self.parent_id, "mlflow.note.content", report.read_text())
+        speedups = [row["speedup"] for row in table if row["speedup"] is not None]
+        headline = {"configurations": len(table),
+                    "throughput_ips_max": max(row["throughput_ips"] for row in table),
+                    **({"speedup_max": max(speedups)} if speedups else {})}  # fmt: skip
+        for name, value in headline.items():
+            self.client.log_metric(self.parent_id, name, float(value))
 
     def _finish(self, status: str) -> None:
         if self.parent_id:

@@ -153,19 +153,20 @@ def free_port() -> int:
 
 
 def start_mlflow_server(
-    store: str, folder: Path, *args: str, env: dict | None = None
+    store: str, folder: Path, *args: str, env: dict | None = None, command: str = "server"
 ) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` for ``store`` on a free port of 127.0.0.1, in its own process group,
-    its log in ``folder/server.log``; the process and its address once it answers.
+    """``mlflow server`` (or ``command``: ``ui``) for ``store`` on a free port of 127.0.0.1,
+    in its own process group, its log in ``folder/server.log``; the process and its address
+    once it answers.
 
     Without the job runner for GenAI scoring (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``): MLflow
     starts eight processes for it, each importing MLflow, for features no run here uses."""
     port = free_port()
     log = folder / "server.log"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     with log.open("w") as written:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, *args,
+            [sys.executable, "-m", "mlflow", command, "--backend-store-uri", store, *args,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=written,
             start_new_session=True,

@@ -46,6 +46,13 @@ def database():
         _connect().close()
     except psycopg2.OperationalError:
         started = subprocess.run([REPO_ROOT / ".ci" / "postgres"], capture_output=True, text=True)
+        if started.returncode and os.environ.get("CI") != "true":  # a contributor's laptop
+            why = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+            pytest.skip(
+                f"no PostgreSQL on 127.0.0.1:5432 and .ci/postgres could not start one "
+                f"({why[0]}): install PostgreSQL (Debian: apt-get install postgresql) to run "
+                "the shared-server tests; under CI=true they fail instead"
+            )
         assert started.returncode == 0, started.stdout + started.stderr
     name = f"gridbench_{secrets.token_hex(4)}"
     _execute(f"CREATE DATABASE {name}")

@@ -10,11 +10,13 @@ import time
 import urllib.request
 
 import mlflow
+import psutil
 import pytest
 from omegaconf import OmegaConf
 
 from runner import REPO_ROOT, sweep
 from runner.analysis.report import main as report_main
+from runner.app import UI_COMMAND
 from tests.conftest import (
     copy_store,
     free_port,
@@ -96,6 +98,13 @@ def test_sweep_is_grouped_and_reported(swept, tmp_path):
     assert (sweep / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
     assert {"report.csv", "report.md", "speedup.png"} <= logged
+    # where a person lands: the report as the parent's description, its headline figures
+    assert parent.data.tags["mlflow.note.content"] == (sweep / "report.md").read_text()
+    assert parent.data.metrics["configurations"] == 3
+    best = max(float(row["throughput_ips"]) for row in rows)
+    assert parent.data.metrics["throughput_ips_max"] == pytest.approx(best)
+    assert parent.data.metrics["speedup_max"] == pytest.approx(
+        max(float(row["speedup"]) for row in rows))  # fmt: skip
     link = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
     assert done.stdout.strip().splitlines()[-1] == (
         f"MLflow: http://127.0.0.1:5000/{link}?workflowType=machine_learning"
@@ -225,10 +234,18 @@ def _running_runs(tmp_path):
         return False
 
 
-def test_runs_read_back_over_the_rest_api_of_a_real_server(swept):
+def test_the_readmes_mlflow_ui_serves_the_runs_with_at_most_three_processes(swept):
+    """Over the REST API of ``mlflow ui`` as the README and the runs' hint start it: one
+    server with one worker (``mlflow ui`` alone started 15 Python processes: four web
+    workers, a job runner for GenAI scoring and its queue consumers)."""
     swept_store, _ = swept
-    server, base = start_mlflow_server(f"sqlite:///{swept_store / 'mlflow.db'}", swept_store)
+    assert f"{UI_COMMAND} sqlite:///outputs/mlflow.db" in (REPO_ROOT / "README.md").read_text()
+    name, value = UI_COMMAND.partition(" mlflow ui ")[0].split("=")
+    server, base = start_mlflow_server(f"sqlite:///{swept_store / 'mlflow.db'}", swept_store,
+                                       env={name: value}, command="ui")  # fmt: skip
     try:
+        processes = [server, *psutil.Process(server.pid).children(recursive=True)]
+        assert len(processes) <= 3, [psutil.Process(p.pid).cmdline()[:4] for p in processes]
         experiment = _get(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gridbench")
         found = _post(
             base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment"]
