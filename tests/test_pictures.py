@@ -95,8 +95,10 @@ def test_the_speedup_plot_draws_error_bars_and_the_amdahl_fit(tmp_path):
          "throughput_ips": 100 * s, "speedup": s, "speedup_low": 0.9 * s, "speedup_high": s}
         for p, s in zip(threads, amdahl(np.array(threads), 0.2), strict=True)
     ]  # fmt: skip
+    table += [{**row, "batch_size": 256, "throughput_ips": 3 * row["throughput_ips"]}
+              for row in table]  # fmt: skip
     plot(tmp_path / "speedup.png", table, "sweep")
-    assert Image.open(tmp_path / "speedup.png").size[0] > 0
+    assert Image.open(tmp_path / "speedup.png").size[0] >= 1700  # a third panel: by batch
 
 
 def start_with_stderr(stderr, tmp_path, *overrides):

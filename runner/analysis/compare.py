@@ -500,7 +500,7 @@ def beside_references(records: list[RunResult], label: str) -> list[str]:
     scale_records, scale_machine = _scale(merged, baseline)
     rows = scores.table(merged, scale_records, baseline)
     if not any(row["machine"] in ours for row in rows):
-        return [f"No score: no configuration of the {label} is on `{scale_machine}`'s scale "
+        return [f"No score: no configuration of {label} is on `{scale_machine}`'s scale "
                 "(the hardware preset's are)."]  # fmt: skip
     return scores.markdown(rows, scale_machine, baseline)
 

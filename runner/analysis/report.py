@@ -274,8 +274,9 @@ def _errors(members: list[dict[str, Any]], name: str) -> Optional[list[list[floa
 def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
     """Throughput and speedup against threads, a line per mode, with their 95 % intervals
     as error bars, the ideal speedup and, for a line of three or more thread counts, the
-    fitted Amdahl curve."""
-    figure, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    fitted Amdahl curve; then throughput against batch size, a line per mode and workers."""
+    figure, (left, right, batches) = pyplot().subplots(1, 3, figsize=(16, 4.5),
+                                                       constrained_layout=True)  # fmt: skip
     most = max(row["threads"] for row in table)
     for label, members in _lines(table).items():
         threads = [row["threads"] for row in members]
@@ -303,9 +304,33 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         axes.set_xticks(sorted({row["threads"] for row in table}))
+    _by_batch(batches, table)
     figure.suptitle("\n".join([title, *(f"Amdahl: {f}" for f in amdahl_fits(table))]),
                     fontsize=10)  # fmt: skip
     save_figure(figure, path, dpi=110)
+
+
+def _by_batch(axes: Any, table: list[dict[str, Any]]) -> None:
+    """Throughput against batch size (log scale), a line per mode, workers, runtime and
+    machine: what a bigger forward pass buys."""
+    machines = len({row.get("machine") for row in table}) > 1
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in table:
+        machine = f", {row['machine']}" if machines else ""
+        label = f"{row['mode']} t{row['threads']} {row['backend']} {row.get('precision', 'fp32')}"
+        label += machine
+        groups.setdefault(label, []).append(row)
+    for label, members in sorted(groups.items()):
+        members.sort(key=lambda row: row["batch_size"])
+        axes.errorbar([row["batch_size"] for row in members],
+                      [row["throughput_ips"] for row in members],
+                      yerr=_errors(members, "throughput_ips"), marker="o", capsize=3,
+                      label=label)  # fmt: skip
+    axes.set_xscale("log", base=2)
+    axes.set(xlabel="batch size (images per forward pass)", title="Throughput by batch size",
+             ylabel="images/s (bar: 95 % interval, where there is one)")  # fmt: skip
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
 
 
 def write_report(out_dir: Path, records: list[RunResult], title: str) -> list[Path]:
