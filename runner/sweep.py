@@ -20,6 +20,7 @@ from runner.analysis.report import (
     PARENT_FILE,
     STORE_FILE,
     console_table,
+    description,
     records_from_dir,
     records_from_mlflow,
     rows,
@@ -214,7 +215,7 @@ class SweepTracking(Callback):
                 for path in written:
                     self.client.log_artifact(self.parent_id, str(path))
                 if written:
-                    self._describe_parent(table, sweep_dir / "report.md")
+                    self._describe_parent(table, list(config.hydra.overrides.task))
         except Exception as error:  # Hydra would only warn and exit 0: say it, exit 1
             self._finish("FAILED")
             cause = f"{type(error).__name__}: {flat(error, 300)}"
@@ -235,16 +236,21 @@ class SweepTracking(Callback):
             print(message, file=sys.stderr, flush=True)
             sys.exit(1)
 
-    def _describe_parent(self, table: list[dict[str, Any]], report: Path) -> None:
+    def _describe_parent(self, table: list[dict[str, Any]], overrides: list[str]) -> None:
         """The parent run as a person lands on it: the report's table as its description,
-        its headline figures as metrics (the best throughput, the largest speedup)."""
-        self.client.set_tag(self.parent_id, "mlflow.note.content", report.read_text())
+        its headline figures as metrics (rounded as people read them: the best throughput,
+        the largest speedup), what it swept as params."""
+        self.client.set_tag(self.parent_id, "mlflow.note.content", description(table, self.title))
         speedups = [row["speedup"] for row in table if row["speedup"] is not None]
         headline = {"configurations": len(table),
-                    "throughput_ips_max": max(row["throughput_ips"] for row in table),
-                    **({"speedup_max": max(speedups)} if speedups else {})}  # fmt: skip
+                    "throughput_ips_max": round(max(row["throughput_ips"] for row in table)),
+                    **({"speedup_max": round(max(speedups), 3)} if speedups else {})}  # fmt: skip
         for name, value in headline.items():
             self.client.log_metric(self.parent_id, name, float(value))
+        swept = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+        for key, value in swept.items():
+            if not key.startswith(("hydra.", "mlflow.")):
+                self.client.log_param(self.parent_id, key, redact(value)[:6000])
 
     def _finish(self, status: str) -> None:
         if self.parent_id:

@@ -58,6 +58,7 @@ def test_single_run_writes_products_and_an_mlflow_run(tmp_path):
     assert run.data.params["grid.rows"] == "6" and run.data.params["mode"] == "parallel"
     assert run.data.metrics["accuracy"] == pytest.approx(summary["accuracy"])
     assert run.data.metrics["items"] == 60
+    assert run.data.metrics["runtime_s"] == float(f"{summary['runtime_s']:.7g}")  # as shown
     steps = client.get_metric_history(run.info.run_id, "repeat_runtime_s")
     assert sorted(m.step for m in steps) == [0, 1, 2]
     passes = sorted(m.value for m in steps)

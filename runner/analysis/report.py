@@ -208,17 +208,35 @@ def table_lines(table: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _label(row: dict[str, Any], machines: bool) -> str:
+    """``sequential t1 b256 onnxruntime fp32``, and the machine where there are several."""
+    return (f"{row['mode']} t{row['threads']} b{row['batch_size']} {row['backend']} "
+            f"{row['precision']}{' ' + row['machine'] if machines else ''}")  # fmt: skip
+
+
+def description(table: list[dict[str, Any]], title: str) -> str:
+    """The report as a sweep's parent run shows it in MLflow: its title in bold and a table
+    of six columns (the 16 of report.md are cut off there), figures as people read them."""
+    machines = len({row["machine"] for row in table}) > 1
+    lines = [f"**{title}**", "", "| configuration | runs | images/s | speedup | efficiency "
+             "| notes |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in table:
+        figures = (_with_interval(row, "throughput_ips"), _cell(row["speedup"]),
+                   _cell(row["efficiency"]))  # fmt: skip
+        cells = (_label(row, machines), str(row["runs"]), *figures, row["notes"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", "The whole report: report.md and speedup.png, under Artifacts."])
+
+
 def console_table(table: list[dict[str, Any]], width: int) -> list[str]:
     """The report as aligned columns for the console, each line cut at ``width``."""
     heads = ("configuration", "runs", "images/s", "speedup", "efficiency", "notes")
     rows = [heads]
     machines = len({row["machine"] for row in table}) > 1
     for row in table:
-        label = (f"{row['mode']} t{row['threads']} b{row['batch_size']} {row['backend']} "
-                 f"{row['precision']}{' ' + row['machine'] if machines else ''}")  # fmt: skip
         figures = (_with_interval(row, "throughput_ips"), _cell(row["speedup"]),
                    _cell(row["efficiency"]))  # fmt: skip
-        rows.append((label, str(row["runs"]), *figures, row["notes"] or ""))
+        rows.append((_label(row, machines), str(row["runs"]), *figures, row["notes"] or ""))
     sizes = [max(len(r[n]) for r in rows) for n in range(len(heads) - 1)]
     lines = []
     for r in rows:

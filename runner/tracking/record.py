@@ -139,6 +139,12 @@ def mlflow_run(
         tracker.ask("end", "FINISHED")
 
 
+def shown(value: float) -> float:
+    """A metric as the MLflow UI shows it: seven significant digits (13.50100, not
+    13.500995510999928); the exact figures are the run's record and pass history."""
+    return float(f"{float(value):.7g}")
+
+
 def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What a finished run logs, credentials hidden: its summary, metrics and tags from the
     summary (the console lines as the run page's description), the products in
@@ -150,8 +156,8 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     load = summary.get("load") or {}
     if load:
         tags["busy"] = str(load["busy"]).lower()
-    metrics = {key: float(summary[key]) for key in METRICS if key in summary}
-    metrics.update({name: float(load[key]) for key, name in LOAD_METRICS.items() if key in load})
+    metrics = {key: shown(summary[key]) for key in METRICS if key in summary}
+    metrics.update({name: shown(load[key]) for key, name in LOAD_METRICS.items() if key in load})
     found = {"dataset": summary["dataset"]} if "dataset" in summary else {}
     return {
         **found,
