@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -40,20 +41,29 @@ def _execute(statement):
         connection.close()
 
 
-@pytest.fixture(scope="module")
-def database():
+def postgres_or_skip(script: Path = REPO_ROOT / ".ci" / "postgres") -> None:
+    """PostgreSQL on 127.0.0.1:5432, started by ``script`` where none answers; where it
+    cannot start (no Debian packages, no root: a contributor's laptop) the tests that need
+    it are skipped in one line naming what to install, but never under ``CI=true``."""
     try:
         _connect().close()
+        return
     except psycopg2.OperationalError:
-        started = subprocess.run([REPO_ROOT / ".ci" / "postgres"], capture_output=True, text=True)
-        if started.returncode and os.environ.get("CI") != "true":  # a contributor's laptop
-            why = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
-            pytest.skip(
-                f"no PostgreSQL on 127.0.0.1:5432 and .ci/postgres could not start one "
-                f"({why[0]}): install PostgreSQL (Debian: apt-get install postgresql) to run "
-                "the shared-server tests; under CI=true they fail instead"
-            )
-        assert started.returncode == 0, started.stdout + started.stderr
+        pass
+    started = subprocess.run([script], capture_output=True, text=True)
+    if started.returncode and os.environ.get("CI") != "true":
+        why = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+        pytest.skip(
+            f"no PostgreSQL on 127.0.0.1:5432 and .ci/postgres could not start one "
+            f"({why[0]}): install PostgreSQL (Debian: apt-get install postgresql) to run "
+            "the shared-server tests; under CI=true they fail instead"
+        )
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
+@pytest.fixture(scope="module")
+def database():
+    postgres_or_skip()
     name = f"gridbench_{secrets.token_hex(4)}"
     _execute(f"CREATE DATABASE {name}")
     yield f"{ROLE}/{name}".replace("postgresql://", "postgresql+psycopg2://")
@@ -144,3 +154,22 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     assert compare_main(["--tracking-uri", server, "--out", str(tmp_path / "no")]) == 1
     assert not (tmp_path / "no").exists()
+
+
+def test_without_postgresql_the_server_tests_skip_in_one_line_but_not_under_ci(
+    tmp_path, monkeypatch
+):
+    """Nothing on the port (a port where nothing listens) and a start script that fails, as
+    on a laptop without Debian's packages: a skip naming what to install; under CI=true a
+    failure."""
+    monkeypatch.setattr(sys.modules[__name__], "ROLE", "postgresql://gridbench:x@127.0.0.1:9")
+    script = tmp_path / "postgres"
+    script.write_text("#!/bin/sh\necho 'initdb: command not found' >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install postgresql") as skipped:
+        postgres_or_skip(script)
+    assert "initdb: command not found" in str(skipped.value)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(AssertionError, match="initdb"):
+        postgres_or_skip(script)
