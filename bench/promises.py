@@ -1,7 +1,7 @@
-"""``python bench/promises.py``: the README's promises against bad input, run as a user would.
+"""``python bench/promises.py``: the documented promises against bad input, run as a user would.
 
 Each case runs the app or a command in a fresh process from an unrelated folder, with its
-own store and run directory, and checks what the README promises for it: the exit status,
+own store and run directory, and checks what the docs promise for it: the exit status,
 one ``error:`` line and no traceback for a failure, no password on the console or in any
 file written, nothing written to a file that is not ours, right results where the run goes
 on. Prints a line per case and the share that held; exits 1 if any broke. (The tests hold

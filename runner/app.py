@@ -163,7 +163,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-# the lightest server for these pages (README, "Browsing the results")
+# the lightest server for these pages (docs/sweeps.md, "Browsing the results")
 UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri"
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from runner.analysis import statistics as stats
 from runner.result import RunResult
 
-REFERENCE_MACHINE = "amd-epyc-f25m17-2c-avx512f-1bb547"  # chosen once; see the README
+REFERENCE_MACHINE = "amd-epyc-f25m17-2c-avx512f-1bb547"  # chosen once: docs/comparing.md
 SCALE = 1000.0
 SCOPES = ("single-core", "multi-core")
 
