@@ -104,7 +104,8 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     (mean,) = [r for r in rows if r["mode"] == "geometric mean"]
     assert mean["machine"] == "a" and float(mean["ratio"]) == pytest.approx(ratio)
     markdown = (tmp_path / "compare.md").read_text()
-    assert "| configuration | `b` | `a` | `a` vs `b` | p |" in markdown and "1 FAILED" in markdown
+    assert "Machines: A = `b` (the baseline), B = `a`." in markdown  # tags wrap in columns
+    assert "| configuration | A | B | B vs A | p |" in markdown and "1 FAILED" in markdown
     assert "2 configuration(s) ran on one machine only" in markdown
     assert "| **geometric mean** |" in markdown
     with Image.open(tmp_path / "compare.png") as picture:
@@ -128,13 +129,13 @@ def test_compare_takes_the_machines_and_sweeps_it_is_given(two_machines, tmp_pat
     uri, client, experiment = two_machines
     out = tmp_path / "a"
     assert compare_main([uri, "--machines", "a", "--out", str(out), "--no-log"]) == 0
-    assert "| configuration | `a` |\n" in (out / "compare.md").read_text()
+    assert "Machines: A = `a` (the baseline)." in (out / "compare.md").read_text()
     b_sweep = client.search_runs([experiment.experiment_id], "tags.machine = 'b'")[0]
     parent = client.get_run(b_sweep.data.tags["mlflow.parentRunId"])
     for given in (parent.data.tags["sweep_dir"], parent.info.run_id):
         out = tmp_path / given[-8:].replace("/", "_")
         assert compare_main([uri, "--sweep", given, "--out", str(out), "--no-log"]) == 0
-        assert "| configuration | `b` |\n" in (out / "compare.md").read_text()
+        assert "Machines: A = `b` (the baseline)." in (out / "compare.md").read_text()
     for wrong, message in ((["--machines", "c"], "no finished runs of machine c"),
                            (["--sweep", "nope"], "--sweep nope: no such sweep")):  # fmt: skip
         assert compare_main([uri, *wrong, "--out", str(tmp_path / "no")]) == 2

@@ -133,6 +133,11 @@ def label(config: dict[str, Any]) -> str:
     )
 
 
+def letter(number: int) -> str:
+    """A machine's column in the per-configuration table: A, B, ... Z, then M27, M28, ..."""
+    return chr(ord("A") + number) if number < 26 else f"M{number + 1}"
+
+
 def _p(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.3g}"
 
@@ -194,6 +199,7 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
     machines, baseline = table["machines"], table["baseline"]
     others = [m for m in machines if m != baseline]
     ordered = [baseline, *others]
+    short = {m: letter(n) for n, m in enumerate(ordered)}  # narrow columns: tags wrap badly
     lines = [
         "# Machines compared",
         "",
@@ -207,8 +213,11 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "a t-test on the runs' log medians says they differ (p < 0.05), `~` "
         "where it does not, `n/a` where a side has fewer than two runs to judge by.",
         "",
-        "| configuration | " + " | ".join(f"`{m}`" for m in ordered)
-        + "".join(f" | `{m}` vs `{baseline}` | p" for m in others) + " |",
+        "Machines: " + ", ".join(f"{short[m]} = `{m}`" for m in ordered)
+        .replace(f"`{baseline}`", f"`{baseline}` (the baseline)", 1) + ".",
+        "",
+        "| configuration | " + " | ".join(short[m] for m in ordered)
+        + "".join(f" | {short[m]} vs {short[baseline]} | p" for m in others) + " |",
         "|---|" + "---|" * (len(ordered) + 2 * len(others)),
     ]  # fmt: skip
     for row in table["rows"]:

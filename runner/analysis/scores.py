@@ -125,7 +125,7 @@ def _order(pair: tuple[str, str]) -> tuple:
 
 def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[str]) -> list[str]:
     """The score table as Markdown lines, with what it means under it."""
-    versus = f" | vs `{baseline}`" if baseline and any(_compared(rows)) else ""
+    versus = " | vs baseline" if baseline and any(_compared(rows)) else ""
     header = "| machine | precision | single-core" + versus + " | multi-core" + versus + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
@@ -142,9 +142,9 @@ def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[
         "size, x 1,000, the geometric mean over the configurations both ran; "
         "single-core: sequential, one thread; multi-core: a worker per core. "
         "[low, high]: 95 % t interval over the sweep's rounds"
-        + (f"; vs `{baseline}`: the ratio of scores and its interval where a t-test over "
-           "rounds says they differ (p < 0.05), `~` where not, `n/a` where a side has one "
-           "round." if versus else "."),
+        + (f"; vs baseline (`{baseline}`): the ratio of scores and its interval where a "
+           "t-test over rounds says they differ (p < 0.05), `~` where not, `n/a` where a side "
+           "has one round." if versus else "."),
     ]  # fmt: skip
     return lines
 
