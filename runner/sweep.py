@@ -285,7 +285,9 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
     except RunnerError as error:
         print(f"note: no scores: {flat(error, 300)}", flush=True)
         return
-    if lines:
+    if len(lines) == 1:  # no score: one line says why
+        print(lines[0], flush=True)
+    elif lines:
         text = "\n".join(["Scores beside the reference machines (references/):", "", *lines])
         (sweep_dir / "scores.md").write_text(text + "\n")
         print(text, flush=True)

@@ -164,3 +164,18 @@ def test_a_cell_of_unequal_runs_says_how_many_passes_it_has(tmp_path):
     assert compare_main([write(tmp_path / "u.json", uneven), "--out", str(out)]) == 0
     markdown = (out / "compare.md").read_text()
     assert "(4 runs, 16 passes)" in markdown and "(4x4)" not in markdown
+
+
+def test_a_sweep_ends_with_its_scores_beside_the_references(tmp_path, capsys):
+    """The hardware preset's last lines: its scores beside every reference machine's, kept
+    as scores.md; here the reference's own runs as another machine score as it does."""
+    from runner import sweep
+
+    _, reference = result_file.read(result_file.reference_files()[0])
+    mine = [dataclasses.replace(r, machine="mine") for r in reference]
+    sweep._print_scores(mine, tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("Scores beside the reference machines (references/):")
+    assert out == (tmp_path / "scores.md").read_text()
+    (row,) = [line for line in out.splitlines() if line.startswith("| `mine` | fp32 |")]
+    assert row.split("|")[3].strip().startswith("1,000 [") and "| ~ (1.00x) |" in row
