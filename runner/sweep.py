@@ -209,8 +209,8 @@ class SweepTracking(Callback):
                 records = records_from_mlflow(self.client, self.parent_id)
             else:
                 records = records_from_dir(sweep_dir)
-            written = write_report(sweep_dir, records, self.title)
             table = rows(records) if records else []
+            written = write_report(sweep_dir, records, self.title, table)
             if self.parent_id:
                 for path in written:
                     self.client.log_artifact(self.parent_id, str(path))

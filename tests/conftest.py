@@ -90,7 +90,7 @@ def run_app(
 ):
     """Run ``python -m runner`` from an unrelated cwd, its products and store in tmp_path."""
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **(env or {})}
-    env = {**os.environ, **env}
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}  # None: unset
     args = [sys.executable, "-m", "runner", *(["-m"] if multirun else [])]
     args += [f"hydra.run.dir={tmp_path / 'run'}",
              f"hydra.sweep.dir={sweep_dir or tmp_path / 'sweep'}"]  # fmt: skip

@@ -29,7 +29,8 @@ def two_machines(tmp_path_factory, blank_store):
     """The hardware preset, cut down to two rounds, run as machine a (two backends, fp32 and
     int8, eager's int8 skipped) and b (one, fp32)."""
     store = tmp_path_factory.mktemp("store")
-    env = {"MLFLOW_TRACKING_URI": copy_store(blank_store, store)}
+    # unmeasured (tests/conftest.py): test_sweep's sweep and test_launchers reach its lines
+    env = {"MLFLOW_TRACKING_URI": copy_store(blank_store, store), "COVERAGE_PROCESS_CONFIG": None}
     for machine, backends, precisions in (
         ("a", "onnxruntime,eager", "fp32,int8"), ("b", "onnxruntime", "fp32")
     ):  # fmt: skip

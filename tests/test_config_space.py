@@ -10,6 +10,7 @@ import random
 from functools import cache
 
 import numpy as np
+import pytest
 from hydra.errors import ConfigCompositionException
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,7 @@ def outcome(chosen: dict, invalid: set) -> str:
     return "ran"
 
 
+@pytest.mark.unmeasured  # its workers' lines: every mode's own tests reach them, measured
 @settings(max_examples=1, deadline=None, database=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(st.integers(0, 2**32 - 1))  # a seed: Hypothesis's own random draws lean to the edges

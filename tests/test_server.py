@@ -141,7 +141,8 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     out = tmp_path / "compare"
     assert compare_main(["--tracking-uri", server, "--baseline", "a", "--out", str(out)]) == 0
     markdown = (out / "compare.md").read_text()
-    assert "| configuration | A | B | B vs A | p |" in markdown and "A = `a`, B = `b`" in markdown
+    assert "| configuration | A | B | B vs A | p |" in markdown
+    assert "Machines: A = `a` (the baseline), B = `b`." in markdown
     (row,) = [line for line in markdown.splitlines() if line.startswith("| sequential")]
     assert row.count(" (2x2)") == 2  # each machine: two runs of two passes
     (logged,) = client.search_runs([experiment.experiment_id], COMPARISONS)  # beside the runs

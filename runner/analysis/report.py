@@ -351,12 +351,14 @@ def _by_batch(axes: Any, table: list[dict[str, Any]]) -> None:
     axes.legend(fontsize=8)
 
 
-def write_report(out_dir: Path, records: list[RunResult], title: str) -> list[Path]:
-    """All three files in ``out_dir``; returns their paths (none if no job completed)."""
+def write_report(out_dir: Path, records: list[RunResult], title: str,
+                 table: Optional[list[dict[str, Any]]] = None) -> list[Path]:  # fmt: skip
+    """All three files in ``out_dir`` (``table``: the records' rows, where already made);
+    returns their paths (none if no job completed)."""
     if not records:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = rows(records)
+    table = rows(records) if table is None else table
     csv_path, md_path, png_path = (out_dir / name for name in REPORT_FILES)
     write_csv(csv_path, table)
     write_markdown(md_path, table, title)
