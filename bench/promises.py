@@ -206,7 +206,7 @@ def cases() -> list[Case]:
              summary_file("[1, 2]")),
         Case("report: a server that is not there", [
             "runner.report", "0123", "--tracking-uri", "http://127.0.0.1:9"], 1),
-        Case("sync: a list as summary.json", ["runner.tracking.sync", "FOLDER/sweep/0"], 2,
+        Case("sync: a list as summary.json", ["runner.sync", "FOLDER/sweep/0"], 2,
              summary_file("[1, 2]")),
     ]  # fmt: skip
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from runner.config import backend_missing, check_pair  # noqa: E402
 from runner.errors import ConfigError  # noqa: E402
 from runner.execution.backends import BACKENDS, BUILDERS  # noqa: E402
-from runner.execution.precision import nativeness  # noqa: E402
 from runner.machine import fingerprint  # noqa: E402
+from runner.precision import nativeness  # noqa: E402
 
 
 @dataclass

@@ -14,7 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
-from runner.config import UnsupportedPair, register, repo_path, validate
+from runner.analysis.summary import console_lines, summarize, write_predictions, write_summary
+from runner.choices import usable_start_method
+from runner.config import UnsupportedPair, register, repo_path, settings_of, validate
 from runner.data import cell_images, load_split
 from runner.errors import (
     InputError,
@@ -33,7 +35,7 @@ from runner.execution.backends import GRAPH_BACKENDS
 from runner.execution.classify import Job, Result
 from runner.execution.devices import available_cores
 from runner.execution.onnx_graph import graph_of
-from runner.execution.parallel import stop_helpers, usable_start_method
+from runner.execution.parallel import stop_helpers
 from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
 from runner.files import atomic, check_writable, clear_products, discard_run_dir
@@ -43,7 +45,7 @@ from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.pictures.preview import save_preview, title
 from runner.pictures.timeline import save_timeline
 from runner.redact import redact
-from runner.summary import console_lines, summarize, write_predictions, write_summary
+from runner.settings import RunConfig
 from runner.sweep import earlier_job_alike, parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking.helper import start as start_helper
 from runner.tracking.record import Recording, mlflow_run
@@ -111,12 +113,12 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     return job, time.perf_counter() - started
 
 
-def leaves_a_core(cfg: DictConfig, job: Job) -> bool:
+def leaves_a_core(settings: RunConfig, job: Job) -> bool:
     """Whether the run's processes and threads leave a core of this machine unused, for the
     tracking helper to open the store on while the run classifies. Ray starts processes of
     its own, and jobs side by side share the cores: neither does. A run of several passes
     is a measurement: the helper must not work beside its passes, so it waits for it."""
-    if cfg.mode == "ray" or _jobs_side_by_side() or cfg.repeats != 1:
+    if settings.mode == "ray" or _jobs_side_by_side() or settings.repeats != 1:
         return False
     return job.threads * job.intra_op_threads < available_cores()
 
@@ -146,9 +148,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
         clear_products(run_dir)  # a run dir given again: nothing old beside the new
+        settings = settings_of(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
-        with mlflow_run(cfg, parent_of_job(), job_tags, leaves_a_core(cfg, job)) as tracked:
-            summary = classify_and_write(cfg, job, load_s, run_dir, tracked)
+        spare = leaves_a_core(settings, job)
+        with mlflow_run(settings, parent_of_job(), job_tags, spare) as tracked:
+            summary = classify_and_write(settings, job, load_s, run_dir, tracked)
     except InputError as error:
         _discard(run_dir)
         if isinstance(error, UnsupportedPair) and sweep_dir_of_job() is not None:
@@ -159,7 +163,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         print(line, flush=True)
     print(f"Output: {run_dir}", flush=True)
     if summary.get("mlflow_link"):
-        print(f"MLflow: {summary['mlflow_link']}{_ui_hint(cfg)}", flush=True)
+        print(f"MLflow: {summary['mlflow_link']}{_ui_hint(cfg.mlflow.tracking_uri)}", flush=True)
     return summary
 
 
@@ -167,32 +171,32 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri"
 
 
-def _ui_hint(cfg: DictConfig) -> str:
+def _ui_hint(configured_uri: Optional[str]) -> str:
     """How to serve a store that is not a server, for the link to open."""
     from runner.tracking.store import tracking_uri
 
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(configured_uri)
     return "" if uri.startswith(("http://", "https://")) else f" (`{UI_COMMAND} {uri}`)"
 
 
 def classify_and_write(
-    cfg: DictConfig, job: Job, load_s: float, run_dir: Path, tracked: Optional[Recording]
+    settings: RunConfig, job: Job, load_s: float, run_dir: Path, tracked: Optional[Recording]
 ) -> dict:
     """The run itself, inside its MLflow run: classify, then the products, summary last.
 
     If MLflow fails while logging (a server gone mid-run), the results are kept: the
     summary says ``"tracked": false`` and why, and ``python -m runner.sync`` logs the run later."""
     started_at = time.time()
-    result = STRATEGIES[cfg.mode](job)
+    result = STRATEGIES[settings.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
-    summary = summarize(cfg, result, labels, load_s, len(job.split), job.flops_per_image)
-    if cfg.precision != "fp32":
-        from runner.analysis.agreement import agreement_with_fp32
+    summary = summarize(settings, result, labels, load_s, len(job.split), job.flops_per_image)
+    if settings.precision != "fp32":
+        from runner.execution.agreement import agreement_with_fp32
 
         summary.update(agreement_with_fp32(job, labels, result, REFERENCE_CACHE, ONNX_CACHE))
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
-    draw(cfg, job, labels, result, summary, run_dir)
+    draw(settings, job, labels, result, summary, run_dir)
     summary.update(started_at=started_at, tracked=tracked is not None, **_place_in_sweep())
     lost = ""
     if tracked is not None:
@@ -243,14 +247,14 @@ def commit(tracked: Optional[Recording], summary: dict, run_dir: Path, lost: str
 
 
 def draw(
-    cfg: DictConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path
+    settings: RunConfig, job: Job, labels: Any, result: Result, summary: dict, run_dir: Path
 ) -> None:
     """The pictures and the trace: the mask in full and as a preview, the mistakes, and what
     each worker did when.
 
     The small pictures are drawn on a thread while this one writes the mask: numpy, zlib and
     Pillow let go of the GIL, so the two share the cores."""
-    images, offset, grid = job.split.images, job.offset, (cfg.grid.rows, cfg.grid.columns)
+    images, offset, grid = job.split.images, job.offset, (settings.grid.rows, settings.grid.columns)
     values = cell_values(labels, result.pred, result.prob)
 
     def plotted() -> None:
@@ -260,7 +264,7 @@ def draw(
 
     with ThreadPoolExecutor(1) as pool:
         plotting = pool.submit(plotted)
-        side = cell_side(job.cells, cfg.mask.max_pixels)
+        side = cell_side(job.cells, settings.mask.max_pixels)
         save_mask(run_dir / "mask.png", images, offset, values, grid, side)
         with atomic(run_dir / "trace.json") as tmp:
             tmp.write_text(json.dumps(result.timeline.trace()))

@@ -16,10 +16,12 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner import REPO_ROOT
+from runner.choices import MODES, PRECISIONS, RAY_HINT, SPLITS, START_METHODS
 from runner.credentials import PASSWORD, USERNAME, split_userinfo
-from runner.errors import ConfigError
+from runner.errors import ConfigError, InputError, flat
 from runner.execution.backends import (
     BACKENDS,
     BUILDERS,
@@ -29,87 +31,11 @@ from runner.execution.backends import (
     precisions_of,
 )
 from runner.execution.devices import available_cores, device_problem, gpus_of, is_cuda
-from runner.execution.parallel import START_METHODS
-from runner.execution.precision import PRECISIONS, nativeness
-from runner.execution.ray_mode import INSTALL_HINT, ray_available
-from runner.execution.strategies import STRATEGIES
 from runner.files import unique_dir
+from runner.precision import nativeness
 from runner.redact import redact
+from runner.settings import RUN_CONFIG, RunConfig, dotted, repo_path
 from runner.tracking.store import URI_HINT, known_scheme
-
-SPLITS = ("train", "test")
-
-
-@dataclass
-class GridConfig:
-    rows: int = MISSING
-    columns: int = MISSING
-
-
-@dataclass
-class DataConfig:
-    split: str = MISSING
-    offset: int = MISSING
-    dir: str = MISSING
-
-
-@dataclass
-class ParallelConfig:
-    start_method: str = MISSING
-    timeout_s: float = MISSING
-    allow_any_workers: bool = MISSING
-
-
-@dataclass
-class MaskConfig:
-    max_pixels: int = MISSING
-
-
-@dataclass
-class StabilityConfig:
-    target: float = MISSING
-    max_s: float = MISSING
-
-
-@dataclass
-class MachineConfig:
-    name: Optional[str] = MISSING
-
-
-@dataclass
-class MlflowConfig:
-    enabled: bool = MISSING
-    tracking_uri: Optional[str] = MISSING
-    experiment: str = MISSING
-
-
-@dataclass
-class RayConfig:
-    address: Optional[str] = MISSING
-
-
-@dataclass
-class RunConfig:
-    mode: str = MISSING
-    threads: int = MISSING
-    batch_size: int = MISSING
-    backend: str = MISSING
-    precision: str = MISSING
-    device: str = MISSING
-    intra_op_threads: int = MISSING
-    warmup: int = MISSING
-    repeats: Any = MISSING  # a positive integer or "auto"
-    stability: StabilityConfig = field(default_factory=StabilityConfig)
-    round: int = MISSING
-    progress: str = MISSING
-    grid: GridConfig = field(default_factory=GridConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    weights: str = MISSING
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    machine: MachineConfig = field(default_factory=MachineConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
@@ -218,11 +144,6 @@ def register() -> None:
     )
 
 
-def repo_path(path: str) -> Path:
-    """A path from the config: absolute as given, relative to the repository root."""
-    return (REPO_ROOT / os.path.expanduser(path)).resolve()
-
-
 def _require(ok: bool, key: str, value: Any, reason: str) -> None:
     if not ok:
         raise ConfigError(key, value, reason)
@@ -231,8 +152,8 @@ def _require(ok: bool, key: str, value: Any, reason: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Refuse values that typing cannot catch; raises ConfigError naming the key."""
     _refuse_unknown_keys(cfg)
-    _require(cfg.mode in STRATEGIES, "mode", cfg.mode, f"must be one of {', '.join(STRATEGIES)}")
-    _require(cfg.mode != "ray" or ray_available(), "mode", cfg.mode, INSTALL_HINT)
+    _require(cfg.mode in MODES, "mode", cfg.mode, f"must be one of {', '.join(MODES)}")
+    _require(cfg.mode != "ray" or bool(find_spec("ray")), "mode", cfg.mode, RAY_HINT)
     _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend
@@ -421,14 +342,19 @@ def _check_gpu_run(cfg: DictConfig) -> None:
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as dotted keys, as MLflow params want it."""
-    flat: dict[str, Any] = {}
+    return dotted(OmegaConf.to_container(cfg, resolve=True))
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+def settings_of(cfg: DictConfig) -> RunConfig:
+    """The composed config as the typed values every layer below the app is handed."""
+    return OmegaConf.to_object(cfg)
+
+
+def settings_of_run(run_dir: Path) -> RunConfig:
+    """The settings a run directory was made with (its ``.hydra/config.yaml``)."""
+    register()
+    try:
+        saved = OmegaConf.load(run_dir / RUN_CONFIG)
+        return settings_of(OmegaConf.merge(OmegaConf.structured(RunConfig), saved))
+    except (OSError, ValueError, OmegaConfBaseException) as error:
+        raise InputError(f"{run_dir / RUN_CONFIG} cannot be read: {flat(error, 300)}")

@@ -14,6 +14,7 @@ from typing import Optional
 
 from runner import result_file
 from runner.errors import InputError, run_command
+from runner.result import machines_of
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -33,7 +34,7 @@ def export(args: argparse.Namespace) -> int:
 
     uri = command_uri(args.tracking_uri)
     records, _ = result_file.read_store(uri, args.experiment)
-    records = result_file.machines_of(records, args.machine)
+    records = machines_of(records, args.machine)
     if not records:
         raise InputError(f"no finished runs in experiment {args.experiment!r} to export")
     check_writable(args.out.resolve().parent, "--out's directory")

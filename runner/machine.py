@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
-from runner.execution.precision import PRECISION_FLAGS
+from runner.precision import PRECISION_FLAGS
 
 ISA_LEVELS = (("amx_tile", "amx"), ("avx512f", "avx512f"), ("avx2", "avx2"), ("avx", "avx"))
 MACHINE_KEYS = (  # every fingerprint key, as a run's tags

@@ -12,6 +12,7 @@ became one row at a median of neither.
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
@@ -113,8 +114,8 @@ class RunResult:
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], job: Optional[int] = None) -> "RunResult":
-        """From a run's ``summary.json`` (checked by ``runner.summary.read_summary``); ``job``
-        where the summary does not say (written before it did)."""
+        """From a run's ``summary.json`` (checked by ``analysis.summary.read_summary``);
+        ``job`` where the summary does not say (written before it did)."""
         items = int(summary["items"])
         runtimes = tuple(float(s) for s in summary["runtimes_s"])
         load = summary.get("load") or {}
@@ -226,3 +227,35 @@ def is_job_run(run: Any) -> bool:
     """A job's run with its figures: not a sweep's parent, a comparison, or a job that
     ended before it had any."""
     return "mode" in run.data.tags and "throughput_ips" in run.data.metrics
+
+
+def check_one_workload(sources: Iterable[tuple[str, list[RunResult]]]) -> None:
+    """Runs compared must have classified the same images with the same weights: a source
+    whose weights or data digest differ from the first source's is refused, naming it.
+    (Records made before digests were kept carry none and are not judged.)"""
+    seen: dict[str, tuple[str, str]] = {}  # "weights" or a split: its digest, and where
+    for where, records in sources:
+        for record in records:
+            for what, digest in (("weights", record.weights), (record.split, record.data)):
+                if not digest:
+                    continue
+                first = seen.setdefault(what, (digest, where))
+                if first[0] != digest:
+                    name = "weights" if what == "weights" else f"{what} data"
+                    raise InputError(
+                        f"{where} measured another workload: {name} {digest}, where "
+                        f"{first[1]} has {first[0]}: the figures do not compare"
+                    )
+
+
+def machines_of(records: list[RunResult], wanted: Optional[list[str]]) -> list[RunResult]:
+    """The records of the ``wanted`` machines (all where None); InputError naming a machine
+    that has none."""
+    if not wanted:
+        return records
+    have = {record.machine for record in records}
+    missing = [name for name in wanted if name not in have]
+    if missing:
+        machines = ", ".join(sorted(have))
+        raise InputError(f"no finished runs of machine {', '.join(missing)} (machines: {machines})")
+    return [record for record in records if record.machine in wanted]

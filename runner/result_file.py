@@ -12,9 +12,8 @@ import gzip
 import json
 import time
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from runner.errors import InputError, RunnerError, flat
 from runner.files import atomic
@@ -90,28 +89,25 @@ def read_store(uri: str, experiment: str) -> tuple[list[RunResult], dict[str, in
             return records, left_out
 
 
+def read_sweep(client: Any, parent_id: str) -> list[RunResult]:
+    """The same results read from the parent run's finished children."""
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        max_results=10000,
+    )
+    records = [
+        RunResult.from_mlflow(client, run)
+        for run in children
+        if run.info.status == "FINISHED" and is_job_run(run)
+    ]
+    return sorted(records, key=lambda record: record.job)
+
+
 def reference_files() -> list[Path]:
     """The shipped result files of the machines the team measured, one per machine tag."""
     return sorted(REFERENCES.glob("*.json.gz")) + sorted(REFERENCES.glob("*.json"))
-
-
-def check_one_workload(sources: Iterable[tuple[str, list[RunResult]]]) -> None:
-    """Runs compared must have classified the same images with the same weights: a source
-    whose weights or data digest differ from the first source's is refused, naming it.
-    (Records made before digests were kept carry none and are not judged.)"""
-    seen: dict[str, tuple[str, str]] = {}  # "weights" or a split: its digest, and where
-    for where, records in sources:
-        for record in records:
-            for what, digest in (("weights", record.weights), (record.split, record.data)):
-                if not digest:
-                    continue
-                first = seen.setdefault(what, (digest, where))
-                if first[0] != digest:
-                    name = "weights" if what == "weights" else f"{what} data"
-                    raise InputError(
-                        f"{where} measured another workload: {name} {digest}, where "
-                        f"{first[1]} has {first[0]}: the figures do not compare"
-                    )
 
 
 def made_now(what: str) -> dict[str, Any]:
@@ -121,16 +117,3 @@ def made_now(what: str) -> dict[str, Any]:
     return {"by": f"gridbench {software()['gridbench'] or '(no git)'}",
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "what": what}  # fmt: skip
-
-
-def machines_of(records: list[RunResult], wanted: Optional[list[str]]) -> list[RunResult]:
-    """The records of the ``wanted`` machines (all where None); InputError naming a machine
-    that has none."""
-    if not wanted:
-        return records
-    have = {record.machine for record in records}
-    missing = [name for name in wanted if name not in have]
-    if missing:
-        machines = ", ".join(sorted(have))
-        raise InputError(f"no finished runs of machine {', '.join(missing)} (machines: {machines})")
-    return [record for record in records if record.machine in wanted]

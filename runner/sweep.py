@@ -22,12 +22,12 @@ from runner.analysis.report import (
     console_table,
     description,
     records_from_dir,
-    records_from_mlflow,
     rows,
     write_report,
 )
 from runner.errors import InputError, RunnerError, flat
 from runner.redact import redact
+from runner.result_file import read_sweep
 
 FAILURES_FILE = "failures.txt"
 
@@ -129,7 +129,7 @@ def check_every_job(config: DictConfig) -> None:
     for number, (overrides, job) in enumerate(job_configs(config)):
         try:
             validate(job)
-            uri = tracking_uri(job)
+            uri = tracking_uri(job.mlflow.tracking_uri)
             if job.mlflow.enabled and uri not in places:
                 check_place(uri)
                 places.add(uri)
@@ -184,7 +184,7 @@ class SweepTracking(Callback):
             return
         from runner.tracking.store import open_store, run_link, tracking_uri
 
-        uri = tracking_uri(config)
+        uri = tracking_uri(config.mlflow.tracking_uri)
         self.client, experiment_id = open_store(uri, config.mlflow.experiment)
         run = self.client.create_run(  # not the active run: jobs here open their own
             experiment_id,
@@ -206,7 +206,7 @@ class SweepTracking(Callback):
         failed = failures.read_text().splitlines() if failures.exists() else []
         try:
             if self.parent_id:
-                records = records_from_mlflow(self.client, self.parent_id)
+                records = read_sweep(self.client, self.parent_id)
             else:
                 records = records_from_dir(sweep_dir)
             table = rows(records) if records else []
@@ -278,10 +278,12 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
     """The sweep's single- and multi-core scores beside every reference machine's (the
     hardware preset's last lines), also kept as ``scores.md``; a reference file that cannot
     be read is said, the sweep's results stand."""
+    from runner import result_file
     from runner.analysis.compare import beside_references
 
     try:
-        lines = beside_references(records, "this sweep")
+        references = [(f"{p}", result_file.read(p)[1]) for p in result_file.reference_files()]
+        lines = beside_references(records, "this sweep", references)
     except RunnerError as error:
         print(f"note: no scores: {flat(error, 300)}", flush=True)
         return

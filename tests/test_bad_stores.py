@@ -8,11 +8,11 @@ import sqlite3
 
 import pytest
 
-from runner.analysis.compare import main as compare_main
-from runner.analysis.report import main as report_main
+from runner.compare import main as compare_main
 from runner.errors import InputError, RunnerError
+from runner.report import main as report_main
+from runner.sync import main as sync_main
 from runner.tracking.store import check_place, open_store
-from runner.tracking.sync import main as sync_main
 from tests.conftest import copy_store, free_port
 
 

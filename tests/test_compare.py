@@ -13,10 +13,10 @@ from PIL import Image
 from runner import REPO_ROOT
 from runner.analysis import statistics as stats
 from runner.analysis.compare import FILES
-from runner.analysis.compare import main as compare_main
+from runner.compare import main as compare_main
 from runner.export import main as export_main
 from runner.result_file import read as read_file
-from runner.tracking.sync import main as sync_main
+from runner.sync import main as sync_main
 from tests.conftest import copy_store, run_app
 
 TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",

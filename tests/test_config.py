@@ -186,12 +186,15 @@ def test_workers_that_would_not_fit_in_memory_are_refused(monkeypatch):
 
 def test_run_names_and_params_say_what_ran():
     """The runs list tells an int8 run from an fp32 one, and a sequential run's params
-    say one worker ran, whatever ``threads`` it was given."""
+    say one worker ran, whatever ``threads`` it was given. The typed settings keep every
+    key and value of the composed config."""
+    from runner.config import settings_of
     from runner.tracking.store import run_name, run_params
 
     cfg = compose_run("mode=sequential", "threads=2", "precision=int8", "batch_size=256")
-    assert run_name(cfg) == "sequential-t1-b256-onnxruntime-int8-200x300"
-    assert run_params(cfg)["threads"] == 1 and run_params(cfg)["precision"] == "int8"
-    parallel = compose_run("mode=parallel", "threads=2", "backend=openvino")
+    settings = settings_of(cfg)
+    assert run_name(settings) == "sequential-t1-b256-onnxruntime-int8-200x300"
+    assert run_params(settings) == {**flatten(cfg), "threads": 1}
+    parallel = settings_of(compose_run("mode=parallel", "threads=2", "backend=openvino"))
     assert run_name(parallel) == "parallel-t2-b1-openvino-fp32-200x300"
     assert run_params(parallel)["threads"] == 2

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config import validate
+from runner.analysis.summary import console_lines, summarize
+from runner.config import settings_of, validate
 from runner.errors import ConfigError
 from runner.execution import devices
 from runner.execution.classify import Result
 from runner.execution.devices import device_problem, gpus_of, worker_device
-from runner.summary import console_lines, summarize
 from tests.conftest import run_app
 from tests.test_config import compose_run
 
@@ -109,7 +109,7 @@ def test_gpu_facts_reach_the_summary_and_the_console(two_gpus, monkeypatch):
         np.zeros(4, np.uint8), np.ones(4, np.float32), [1.0], np.ones(4), 0.1, 1, 1, 0.25, 0.75
     )
     cfg = compose_run("device=cuda:1", "grid.rows=2", "grid.columns=2")
-    summary = summarize(cfg, result, np.zeros(4, np.uint8), 0.1, 10, 1000)
+    summary = summarize(settings_of(cfg), result, np.zeros(4, np.uint8), 0.1, 10, 1000)
     assert summary["gpu_transfer_share"] == 0.25 and summary["device"] == "cuda:1"
     lines = console_lines(summary)
     assert any(line.startswith("Device: cuda:1 (Fake GPU, 80.0 GB") for line in lines)
@@ -120,7 +120,7 @@ def test_cores_are_those_the_run_may_use_not_the_machines(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # as under taskset -c 0
     result = Result(np.zeros(4, np.uint8), np.ones(4, np.float32), [1.0], np.ones(4), 0.1, 2, 1)
     cfg = compose_run("mode=parallel", "threads=2", "grid.rows=2", "grid.columns=2")
-    summary = summarize(cfg, result, np.zeros(4, np.uint8), 0.1, 10, 1000)
+    summary = summarize(settings_of(cfg), result, np.zeros(4, np.uint8), 0.1, 10, 1000)
     assert summary["cores"] == 1
     assert "Note: 2 workers share 1 cores" in console_lines(summary)
     monkeypatch.delattr(os, "sched_getaffinity")  # macOS and Windows have no affinity mask

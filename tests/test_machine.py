@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 
-from runner import REPO_ROOT, machine
-from runner.execution import devices, parallel
+from runner import REPO_ROOT, choices, machine
+from runner.execution import devices
 from runner.machine import cpu_facts, fingerprint, machine_name, memory_gb
 from tests.conftest import wait_for
 
@@ -89,9 +89,9 @@ def test_cores_without_an_affinity_mask(monkeypatch):
 
 
 def test_spawn_where_forkserver_is_not_offered(monkeypatch):
-    assert parallel.usable_start_method("forkserver") == "forkserver"  # Linux keeps it
+    assert choices.usable_start_method("forkserver") == "forkserver"  # Linux keeps it
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # Windows
-    assert parallel.usable_start_method("forkserver") == "spawn"
+    assert choices.usable_start_method("forkserver") == "spawn"
 
 
 def test_the_store_lock_needs_no_fcntl(tmp_path):

@@ -21,12 +21,12 @@ def test_the_fallbacks_are_what_gridbench_sees():
     the APIs, signals are not masked while a child starts, /proc reads as absent."""
     check = (
         "import signal\n"
-        "from runner import children, config, machine\n"
+        "from runner import children, choices, config, machine\n"
         "from runner.execution import devices, parallel\n"
         "with children.deaf_start({signal.SIGINT}):\n"
         "    masked = signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"  # this frame is not ours
         "print(signal.SIGINT in masked, machine._read('/proc/cpuinfo') == '',\n"
-        "      config._available_mb() == 1 << 40, parallel.usable_start_method('forkserver'))\n"
+        "      config._available_mb() == 1 << 40, choices.usable_start_method('forkserver'))\n"
         "import fcntl\n"
     )
     env = {**os.environ, **NO_POSIX}

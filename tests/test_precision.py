@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from runner import REPO_ROOT
-from runner.analysis import agreement
 from runner.config import UnsupportedPair, backend_missing, check_pair, validate
 from runner.errors import ConfigError, InputError
-from runner.execution import quantize
+from runner.execution import agreement, quantize
 from runner.execution.backends import BUILDERS, GRAPH_BACKENDS, Spec, build
 from runner.execution.classify import Result, classify_range
 from runner.execution.onnx_graph import graph_of
-from runner.execution.precision import PRECISION_FLAGS, nativeness
 from runner.machine import cpu_facts, fingerprint
+from runner.precision import PRECISION_FLAGS, nativeness
 from tests.conftest import WEIGHTS, run_app
 from tests.test_config import compose_run
 from tests.test_strategies import make_job

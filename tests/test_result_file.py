@@ -11,7 +11,7 @@ import pytest
 
 from runner import result_file
 from runner.analysis import scores
-from runner.analysis.compare import main as compare_main
+from runner.compare import main as compare_main
 from runner.result import SCHEMA_VERSION, RunResult
 
 SOFTWARE = {"gridbench": "abc", "torch": "2.14.1", "onnxruntime": "1.32.0"}

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from runner import REPO_ROOT
-from runner.analysis.compare import main as compare_main
+from runner.compare import main as compare_main
 from runner.export import main as export_main
 from runner.result_file import read as read_file
 from tests.conftest import run_app, start_mlflow_server

@@ -9,9 +9,9 @@ from collections import namedtuple
 import psutil
 import pytest
 
+from runner.analysis.summary import console_lines
 from runner.execution import load
 from runner.execution.classify import AUTO_MIN_PASSES, enough_passes, run_sequential
-from runner.summary import console_lines
 from tests.test_strategies import make_job
 
 

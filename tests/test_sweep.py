@@ -15,8 +15,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner import REPO_ROOT, sweep
-from runner.analysis.report import main as report_main
 from runner.app import UI_COMMAND
+from runner.report import main as report_main
 from tests.conftest import (
     copy_store,
     free_port,
@@ -173,7 +173,7 @@ def test_a_report_that_cannot_be_made_fails_the_sweep(tmp_path, monkeypatch, cap
     def broken(*args):
         raise ValueError("no room")
 
-    monkeypatch.setattr(sweep, "records_from_mlflow", lambda *args: [])
+    monkeypatch.setattr(sweep, "read_sweep", lambda *args: [])
     monkeypatch.setattr(sweep, "write_report", broken)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     with pytest.raises(SystemExit) as ended:

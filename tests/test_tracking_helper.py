@@ -13,6 +13,7 @@ import pytest
 from filelock import FileLock
 
 from runner import REPO_ROOT
+from runner.config import settings_of
 from runner.errors import InputError, RunnerError, Terminated, held_stops
 from runner.tracking import record, store
 from runner.tracking.helper import Helper
@@ -125,7 +126,7 @@ def test_a_run_with_a_spare_core_works_while_the_store_opens(
     store = SlowStore("run-1")
     monkeypatch.setattr(record, "helper", lambda: store)
     monkeypatch.setattr(record, "results", lambda summary, run_dir: {})
-    with mlflow_run(compose_run(), spare_core=spare_core) as recording:
+    with mlflow_run(settings_of(compose_run()), spare_core=spare_core) as recording:
         assert store.sent == ["begin"] and store.waited == waited_before_work
         recording.log({}, tmp_path)
         assert recording.run_id == "run-1" and store.waited == 1
@@ -136,7 +137,7 @@ def test_a_store_refused_after_the_work_fails_the_logging_not_the_wait(monkeypat
     store = SlowStore(RunnerError("MLflow tracking store sqlite:///x cannot be used: old"))
     monkeypatch.setattr(record, "helper", lambda: store)
     refused = pytest.raises(RunnerError, match="cannot be used")
-    with refused, mlflow_run(compose_run(), spare_core=True) as recording:
+    with refused, mlflow_run(settings_of(compose_run()), spare_core=True) as recording:
         with pytest.raises(RunnerError, match="cannot be used"):
             recording.log({}, tmp_path)
         recording.log({}, tmp_path)  # the same refusal again, never a second wait
@@ -147,7 +148,7 @@ def test_a_server_is_always_waited_for(monkeypatch):
     store = SlowStore("run-1")
     monkeypatch.setattr(record, "helper", lambda: store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    with mlflow_run(compose_run(), spare_core=True):
+    with mlflow_run(settings_of(compose_run()), spare_core=True):
         assert store.waited == 1  # a refusal (credentials, network) comes before the work
 
 

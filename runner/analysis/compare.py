@@ -1,8 +1,7 @@
-"""``python -m runner.compare [SOURCE ...]``: is one machine faster than another, and by how much?
+"""Is one machine faster than another, and by how much? (``python -m runner.compare``)
 
-Reads finished runs from each SOURCE, a result file (``runner.export``) or a tracking
-store's URI (none: the default store), and with ``--references`` the shipped files of
-``references/``; groups them by configuration (every setting that changes the figure:
+Takes the finished runs of its sources (result files, stores, the shipped references);
+groups them by configuration (every setting that changes the figure:
 ``runner.result``'s key) and by the ``machine`` tag, and writes, benchstat-style:
 
 - first the scores (``runner.analysis.scores``): per machine and precision, single-core
@@ -20,10 +19,7 @@ store's URI (none: the default store), and with ``--references`` the shipped fil
 of its own tagged with what it compared, to the first store among the sources.
 """
 
-import argparse
 import csv
-import sys
-import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -31,14 +27,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runner import result_file
 from runner.analysis import scores
 from runner.analysis import statistics as stats
 from runner.analysis.scores import verdict_text
-from runner.errors import InputError, RunnerError, flat, run_command
-from runner.files import atomic, output_dir
+from runner.errors import InputError
+from runner.files import atomic
 from runner.pictures.plots import pyplot, save_figure
-from runner.result import KEY, RunResult
+from runner.result import KEY, RunResult, check_one_workload, machines_of
 
 FILES = ("compare.csv", "compare.md", "compare.png")
 COMPARISON_TAG = "gridbench.comparison"  # marks compare's own runs, which it never reads
@@ -313,121 +308,7 @@ def _plotted(row: dict[str, Any], machine: str, ratios: bool) -> Optional[tuple[
     return cell.median, interval.low, interval.high
 
 
-def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str,
-                   description: str = "") -> str:  # fmt: skip
-    """The comparison as a run of its own in the experiment it compared: its files as
-    artifacts, each machine's geometric mean as a metric, tagged with what was compared.
-    Returns the run's link."""
-    from runner.tracking.store import reading_client, run_link
-
-    client = reading_client(uri)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    machines = ",".join(table["machines"])
-    run = client.create_run(
-        experiment_id,
-        run_name=f"compare {time.strftime('%Y-%m-%d %H:%M')}: {machines} vs {table['baseline']}",
-        tags={COMPARISON_TAG: "true", "machines": machines, "baseline": table["baseline"],
-              "experiment": experiment, "mlflow.source.name": "runner.compare",
-              "mlflow.note.content": description},
-    )  # fmt: skip
-    run_id = run.info.run_id
-    try:
-        for machine, mean in table["geomean"].items():
-            client.log_metric(run_id, f"geomean_ratio.{_metric_name(machine)}", mean.ratio)
-        for name in FILES:
-            client.log_artifact(run_id, str(out / name))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_link(uri, experiment_id, run_id)
-
-
-def _metric_name(machine: str) -> str:
-    """MLflow allows letters, digits and ``_-./ `` in a metric's name."""
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in machine)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m runner.compare", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("sources", nargs="*", metavar="SOURCE",
-                        help="a result file or a store's URI (none: the default)")  # fmt: skip
-    parser.add_argument("--references", action="store_true",
-                        help="add the reference machines' files of references/")  # fmt: skip
-    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
-    parser.add_argument("--experiment", default="gridbench")
-    parser.add_argument(
-        "--baseline", help="machine to compare against (default: the one that ran most)"
-    )
-    parser.add_argument(
-        "--machines",
-        nargs="+",
-        metavar="MACHINE",
-        help="only these machines (their tags, as the table shows them)",
-    )
-    parser.add_argument("--sweep", action="append", metavar="DIR|RUN_ID",
-                        help="only the runs of this sweep (repeat for more)")  # fmt: skip
-    parser.add_argument("--out", type=Path, help="default: outputs/compare")
-    parser.add_argument(
-        "--no-log", action="store_true", help="write the files only, not a run in the store"
-    )
-    args = parser.parse_args(argv)
-    return run_command(lambda: _compare(args))
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from runner.tracking.store import OUTPUTS, command_uri
-
-    sources = args.sources or [command_uri(args.tracking_uri)]
-    found = [_read_source(source, args.experiment) for source in sources]
-    if args.references:
-        found += [(f"{path}", *_read_file(path)) for path in result_file.reference_files()]
-    result_file.check_one_workload((where, records) for where, records, _ in found)
-    store = next((where for where, _, _ in found if "://" in where), None)
-    records = _chosen(_distinct_machines(found), args.machines, _sweeps(args.sweep, store))
-    left_out: dict[str, int] = {}
-    for _, _, counts in found:
-        for status, n in counts.items():
-            left_out[status] = left_out.get(status, 0) + n
-    table = compare(records, args.baseline)
-    opening = [*score_lines(records, table["baseline"]), "", *machine_lines(records, table)]
-    out = output_dir(args.out or OUTPUTS / "compare")
-    csv_path, md_path, png_path = (out / name for name in FILES)
-    write_csv(csv_path, table)
-    write_markdown(md_path, table, left_out, opening)
-    plot(png_path, table)
-    print(md_path.read_text(), end="")
-    store = next((s for s in sources if not result_file.is_file_source(s)), None)
-    if args.no_log or store is None:
-        return 0
-    uri = command_uri(store) if args.sources else store
-    try:
-        link = log_comparison(uri, table, out, args.experiment, "\n".join(opening))
-    except Exception as error:
-        raise RunnerError(
-            f"the comparison is in {out} but could not be logged to {uri}: {flat(error, 300)}"
-        )
-    print(f"Comparison run: {link}")
-    return 0
-
-
-def _read_file(path: Path) -> tuple[list[RunResult], dict[str, int]]:
-    return result_file.read(path)[1], {}
-
-
-def _read_source(source: str, experiment: str) -> tuple[str, list[RunResult], dict[str, int]]:
-    """A result file's runs, or a store's (its URI checked as ``--tracking-uri`` is)."""
-    from runner.tracking.store import command_uri
-
-    if result_file.is_file_source(source):
-        return (source, *_read_file(Path(source)))
-    uri = command_uri(source)
-    return (uri, *result_file.read_store(uri, experiment))
-
-
-def _distinct_machines(found: list[tuple[str, list[RunResult], Any]]) -> list[RunResult]:
+def merged_sources(found: list[tuple[str, list[RunResult], Any]]) -> list[RunResult]:
     """Every source's records; a machine tag that an earlier source has too is named with
     its source (``tag [file.json.gz]``): this machine's runs and its reference made on
     another day are two rows, not one pool."""
@@ -441,32 +322,7 @@ def _distinct_machines(found: list[tuple[str, list[RunResult], Any]]) -> list[Ru
     return sorted(records, key=lambda r: (r.machine, r.started_at, r.job))
 
 
-def _sweeps(given: Optional[list[str]], store: Optional[str]) -> Optional[set[str]]:
-    """The sweeps named by their directories (``outputs/multirun/2026-12-06/14-02-11``) or
-    their MLflow parent runs' ids (in the first store among the sources), as records name
-    them (``2026-12-06/14-02-11``)."""
-    if not given:
-        return None
-    names = set()
-    for sweep in given:
-        folder = Path(sweep)
-        if not folder.is_dir():
-            folder = Path(_parent_sweep_dir(sweep, store))
-        names.add(f"{folder.resolve().parent.name}/{folder.resolve().name}")
-    return names
-
-
-def _parent_sweep_dir(run_id: str, store: Optional[str]) -> str:
-    from runner.tracking.store import reading_client
-
-    try:
-        return reading_client(store).get_run(run_id).data.tags["sweep_dir"]
-    except Exception:
-        raise InputError(f"--sweep {run_id}: no such sweep directory, nor a sweep's parent run"
-                         f" in {store or 'the sources (files only)'}")  # fmt: skip
-
-
-def _chosen(records: list[RunResult], machines: Optional[list[str]],
+def chosen(records: list[RunResult], machines: Optional[list[str]],
             sweeps: Optional[set[str]]) -> list[RunResult]:  # fmt: skip
     """The records of ``machines`` and ``sweeps`` (all where None); a machine or a sweep
     that has none is refused, naming what there is."""
@@ -477,13 +333,16 @@ def _chosen(records: list[RunResult], machines: Optional[list[str]],
             raise InputError(f"--sweep: no finished runs of sweep {', '.join(missing)}"
                              f" (sweeps: {', '.join(sorted(have)) or 'none'})")  # fmt: skip
         records = [r for r in records if r.sweep in sweeps]
-    return result_file.machines_of(records, machines)
+    return machines_of(records, machines)
 
 
-def score_lines(records: list[RunResult], baseline: str) -> list[str]:
-    """The score table: against the reference machine's shipped fp32 where its file is in
-    ``references/``, else against the baseline's own fp32."""
-    scale_records, scale_machine = _scale(records, baseline)
+References = list[tuple[str, list[RunResult]]]  # the shipped result files: path, records
+
+
+def score_lines(records: list[RunResult], baseline: str, references: References) -> list[str]:
+    """The score table: against the reference machine's fp32 where its file is among
+    ``references``, else against the baseline's own fp32."""
+    scale_records, scale_machine = scale_of(records, baseline, references)
     rows = scores.table(records, scale_records, baseline)
     if not rows:
         return ["## Scores", "", "No configuration to score: a score needs sequential runs "
@@ -492,21 +351,21 @@ def score_lines(records: list[RunResult], baseline: str) -> list[str]:
     return ["## Scores", "", *scores.markdown(rows, scale_machine, baseline)]
 
 
-def beside_references(records: list[RunResult], label: str) -> list[str]:
+def beside_references(records: list[RunResult], label: str, references: References) -> list[str]:
     """A sweep's scores beside every reference machine's, as Markdown lines; none where the
     sweep ran no configuration to score. Its machine, where a reference has its tag, is
     named ``tag [label]``."""
     if not any(record.scope for record in records):
         return []
-    found = [(f"{p}", *_read_file(p)) for p in result_file.reference_files()]
+    found = [(where, mine, {}) for where, mine in references]
     found.append((label, records, {}))
-    result_file.check_one_workload((where, mine) for where, mine, _ in found)
-    merged = _distinct_machines(found)
+    check_one_workload((where, mine) for where, mine, _ in found)
+    merged = merged_sources(found)
     machines = {r.machine for r in merged}
     ours = machines - {r.machine for _, mine, _ in found[:-1] for r in mine}
     reference = scores.REFERENCE_MACHINE
     baseline = reference if reference in machines else merged[-1].machine
-    scale_records, scale_machine = _scale(merged, baseline)
+    scale_records, scale_machine = scale_of(merged, baseline, references)
     rows = scores.table(merged, scale_records, baseline)
     if not any(row["machine"] in ours for row in rows):
         return [f"No score: no configuration of {label} is on `{scale_machine}`'s scale "
@@ -514,10 +373,14 @@ def beside_references(records: list[RunResult], label: str) -> list[str]:
     return scores.markdown(rows, scale_machine, baseline)
 
 
-def _scale(records: list[RunResult], baseline: str) -> tuple[list[RunResult], str]:
-    for path in result_file.reference_files():
-        if path.name.startswith(scores.REFERENCE_MACHINE + "."):
-            return result_file.read(path)[1], scores.REFERENCE_MACHINE
+def scale_of(
+    records: list[RunResult], baseline: str, references: References
+) -> tuple[list[RunResult], str]:
+    """The records that set the score's scale, and their machine: the reference machine's
+    where its file is among ``references``, else the baseline's."""
+    for where, mine in references:
+        if Path(where).name.startswith(scores.REFERENCE_MACHINE + "."):
+            return mine, scores.REFERENCE_MACHINE
     return [r for r in records if r.machine == baseline], baseline
 
 
@@ -551,7 +414,3 @@ def _software(records: list[RunResult], machine: str) -> str:
     versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r.software.items()) if v)
                        for r in records if r.machine == machine})  # fmt: skip
     return "; ".join(v for v in versions if v)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,9 +6,7 @@ Made at the end of every sweep, and afterwards from MLflow alone:
     python -m runner.report <sweep dir | parent run id> [--out DIR]
 """
 
-import argparse
 import csv
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,12 +14,11 @@ import numpy as np
 
 from runner.analysis import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
-from runner.errors import InputError, RunnerError, flat, run_command
-from runner.files import atomic, output_dir
+from runner.analysis.summary import read_summary
+from runner.files import atomic
 from runner.pictures.plots import pyplot, save_figure
 from runner.result import KEY as RESULT_KEY
-from runner.result import RunResult, is_job_run
-from runner.summary import read_summary
+from runner.result import RunResult
 
 # a row per result key and machine (``runner.result``): a sweep may cover machines too
 KEY = (*RESULT_KEY, "machine")
@@ -42,22 +39,6 @@ def records_from_dir(sweep_dir: Path) -> list[RunResult]:
     """The results of the jobs that completed, from their run directories."""
     found = sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name))
     return [RunResult.from_summary(read_summary(path), int(path.parent.name)) for path in found]
-
-
-def records_from_mlflow(client: Any, parent_id: str) -> list[RunResult]:
-    """The same results read from the parent run's finished children."""
-    parent = client.get_run(parent_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
-        max_results=10000,
-    )
-    records = [
-        RunResult.from_mlflow(client, run)
-        for run in children
-        if run.info.status == "FINISHED" and is_job_run(run)
-    ]
-    return sorted(records, key=lambda record: record.job)
 
 
 def _key(record: RunResult) -> tuple:
@@ -364,57 +345,3 @@ def write_report(out_dir: Path, records: list[RunResult], title: str,
     write_markdown(md_path, table, title)
     plot(png_path, table, title)
     return [csv_path, md_path, png_path]
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m runner.report", description="Write a sweep's report from MLflow."
-    )
-    parser.add_argument(
-        "sweep",
-        help="the sweep's directory (its jobs' summaries if it ran without MLflow), "
-        "or its MLflow parent run id",
-    )
-    parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
-    parser.add_argument("--tracking-uri", help="default: the store the sweep recorded to (a "
-                        "sweep dir), else MLFLOW_TRACKING_URI, else the project's")  # fmt: skip
-    args = parser.parse_args(argv)
-    return run_command(lambda: _report(args))
-
-
-def _report(args: argparse.Namespace) -> int:
-    given = Path(args.sweep)
-    if given.is_dir() and not (given / PARENT_FILE).exists():  # a sweep run without MLflow
-        records = records_from_dir(given)
-        if not records:
-            raise InputError(f"{given} holds no completed job (no */summary.json)")
-        print(*write_report(output_dir(args.out or given), records, f"sweep {given.name}"),
-              sep="\n")  # fmt: skip
-        return 0
-    from runner.tracking.store import command_uri, reading_client
-
-    recorded = given / STORE_FILE if given.is_dir() else None
-    if args.tracking_uri is None and recorded is not None and recorded.is_file():
-        uri = command_uri(recorded.read_text().strip())  # where the sweep recorded to
-    else:
-        uri = command_uri(args.tracking_uri)
-    client = reading_client(uri)
-    parent_id = (given / PARENT_FILE).read_text().strip() if given.is_dir() else args.sweep
-    try:
-        parent = client.get_run(parent_id)
-    except Exception as error:
-        missing = getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-        problem = (InputError if missing else RunnerError)(
-            f"no MLflow run {parent_id} in {uri}: {flat(str(error).splitlines()[0], 300)}"
-        )
-        raise problem
-    out = output_dir(args.out or Path(parent.data.tags.get("sweep_dir", ".")))
-    written = write_report(out, records_from_mlflow(client, parent_id), parent.info.run_name)
-    if not written:
-        raise RunnerError(f"run {parent_id} has no finished child runs")
-    print(*written, sep="\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,16 +40,9 @@ from runner.execution.progress import Advance
 from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
-START_METHODS = ("forkserver", "spawn")  # never fork: see above
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer
 _tracker_stop: list[Any] = []  # the parent's one finalizer that stops the resource tracker
 _forkserver_preload: list[list[str]] = []  # what the running forkserver imported, if ours
-
-
-def usable_start_method(wanted: str) -> str:
-    """``wanted`` where this system offers it; ``spawn`` (offered everywhere) where not:
-    Windows has no ``forkserver``."""
-    return wanted if wanted in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def stop_helpers() -> None:

@@ -40,7 +40,6 @@ from runner.execution.progress import Advance
 from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
-INSTALL_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
 PROBE_TIMEOUT_S = 10.0
 
@@ -56,14 +55,6 @@ def probe(address: str) -> None:
             pass
     except OSError as error:
         raise ConnectionError(f"nothing answers at {host}:{port} ({error.strerror or error})")
-
-
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class Classifier:

@@ -9,14 +9,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig
-
+from runner.analysis.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
 from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
 from runner.files import RUN_PRODUCTS
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
 from runner.result import RESULT_TAG, RunResult
-from runner.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
+from runner.settings import RunConfig
 from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
 from runner.tracking.helper import stop as stop_helper
 from runner.tracking.store import check_place, run_name, run_params, tracking_uri
@@ -91,7 +90,7 @@ class Recording:
 
 @contextmanager
 def mlflow_run(
-    cfg: DictConfig,
+    run: RunConfig,
     parent_id: Optional[str] = None,
     tags: Optional[dict[str, str]] = None,
     spare_core: bool = False,
@@ -106,20 +105,20 @@ def mlflow_run(
     or SIGTERM marks it KILLED. The run ends FINISHED at its commit (``Recording.finish``,
     ``app.commit``), or here if the block did not commit it.
     """
-    if not cfg.mlflow.enabled:
+    if not run.mlflow.enabled:
         stop_helper()  # the helper started for nothing: its core goes back to the run
         yield None
         return
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(run.mlflow.tracking_uri)
     check_place(uri)  # bad input, before the work in any case
     tracker = helper()
     tags = {"mlflow.source.name": sys.argv[0], **(tags or {})}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    name, params = redact(run_name(cfg)), run_params(cfg)
+    name, params = redact(run_name(run)), run_params(run)
     try:
         started_ms = int(time.time() * 1000)
-        tracker.send("begin", uri, cfg.mlflow.experiment, name, tags, params, started_ms)
+        tracker.send("begin", uri, run.mlflow.experiment, name, tags, params, started_ms)
         recording = Recording(tracker)
         if not (spare_core and uri.startswith("sqlite:///")) or tracker.answered_yet():
             recording.opened()

@@ -1,7 +1,7 @@
 """MLflow's side of tracking: the store, and a run's begin, results and end.
 
 Runs where MLflow is imported: in the tracking helper for a job (``runner.tracking.helper``),
-in the launching process for a sweep's parent run, in ``runner.tracking.sync``. Imports
+in the launching process for a sweep's parent run, in ``runner.sync``. Imports
 nothing heavy itself (MLflow only inside the functions), so the helper starts fast.
 """
 
@@ -23,7 +23,7 @@ from runner.files import check_writable
 from runner.phases import begin
 
 if TYPE_CHECKING:  # the helper imports this module first thing: nothing it does not use
-    from omegaconf import DictConfig
+    from runner.settings import RunConfig
 
 OUTPUTS = REPO_ROOT / "outputs"
 DEFAULT_URI = f"sqlite:///{OUTPUTS / 'mlflow.db'}"
@@ -34,29 +34,27 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
-def tracking_uri(cfg: "DictConfig") -> str:
-    """``MLFLOW_TRACKING_URI`` wins over the config, which wins over the SQLite default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri or DEFAULT_URI
+def tracking_uri(configured: Optional[str]) -> str:
+    """``MLFLOW_TRACKING_URI`` wins over the config's, which wins over the SQLite default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI
 
 
-def run_name(cfg: "DictConfig") -> str:
+def run_name(run: "RunConfig") -> str:
     """What ran, as the runs list shows it: ``sequential-t1-b256-onnxruntime-int8-50x100``
     (the workers that ran: sequential mode uses one, whatever ``threads`` says)."""
-    return (f"{cfg.mode}-t{workers_used(cfg)}-b{cfg.batch_size}-{cfg.backend}-{cfg.precision}-"
-            f"{cfg.grid.rows}x{cfg.grid.columns}")  # fmt: skip
+    from runner.settings import workers_used
+
+    return (f"{run.mode}-t{workers_used(run)}-b{run.batch_size}-{run.backend}-{run.precision}-"
+            f"{run.grid.rows}x{run.grid.columns}")  # fmt: skip
 
 
-def workers_used(cfg: "DictConfig") -> int:
-    return cfg.threads if cfg.mode != "sequential" else 1
-
-
-def run_params(cfg: "DictConfig") -> dict[str, Any]:
-    """The run's params: the resolved config flattened, ``threads`` the workers that ran
+def run_params(run: "RunConfig") -> dict[str, Any]:
+    """The run's params: its settings as dotted keys, ``threads`` the workers that ran
     (the value a sequential run ignored is not a setting it used), credentials hidden."""
-    from runner.config import flatten
     from runner.redact import redacted
+    from runner.settings import params_of
 
-    return redacted({**flatten(cfg), "threads": workers_used(cfg)})
+    return redacted(params_of(run))
 
 
 def artifact_location(uri: str) -> Optional[str]:

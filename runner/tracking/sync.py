@@ -1,5 +1,4 @@
-"""``python -m runner.tracking.sync RUN_DIR|FILE ...``: log runs whose tracking failed, or a
-result file's runs.
+"""Log runs whose tracking failed, or a result file's runs (``python -m runner.sync``).
 
 A result file (``runner.export``, or one of ``references/``) puts its runs into a store
 (``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the project's), each a FINISHED run
@@ -17,22 +16,18 @@ made beside it. The summary then says ``"tracked": true`` and names the MLflow r
 directory that is not a run, did not complete, or is already tracked is refused.
 """
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from runner.config import register
-from runner.credentials import adopt_from_environment
-from runner.errors import InputError, RunnerError, flat, run_command
+from runner.analysis.summary import read_summary, write_summary
+from runner.errors import InputError, RunnerError, flat
 from runner.redact import redact
 from runner.result import RESULT_TAG
-from runner.summary import read_summary, write_summary
+from runner.settings import RUN_CONFIG, RunConfig
 from runner.tracking.record import results
 from runner.tracking.store import (
     begin_run,
@@ -45,11 +40,10 @@ from runner.tracking.store import (
 )
 
 
-def pending(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
-    """The run's config and summary, if it completed and was not tracked; else InputError."""
-    config = run_dir / ".hydra" / "config.yaml"
-    if not config.is_file():
-        raise InputError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+def pending(run_dir: Path) -> dict[str, Any]:
+    """The run's summary, if it completed and was not tracked; else InputError."""
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise InputError(f"{run_dir} is not a run directory (no {RUN_CONFIG})")
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise InputError(f"{run_dir} is incomplete (no summary.json): the run never finished")
@@ -57,18 +51,19 @@ def pending(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
     if summary.get("tracked") is not False:
         run = summary.get("mlflow_run_id")
         raise InputError(f"{run_dir} is already tracked{f' (run {run})' if run else ''}")
-    return OmegaConf.load(config), summary
+    return summary
 
 
-def sync(run_dir: Path) -> str:
-    """Log one run; returns the new MLflow run's id."""
-    cfg, summary = pending(run_dir)
-    uri, name = tracking_uri(cfg), redact(run_name(cfg))
-    client, run_id = _begun_run(uri, cfg.mlflow.experiment, summary.get("mlflow_run_id"))
+def sync(run_dir: Path, run: RunConfig) -> str:
+    """Log one run, configured as ``run``; returns the MLflow run's id."""
+    summary = pending(run_dir)
+    uri, name = tracking_uri(run.mlflow.tracking_uri), redact(run_name(run))
+    experiment = run.mlflow.experiment
+    client, run_id = _begun_run(uri, experiment, summary.get("mlflow_run_id"))
     if run_id is None:
         started_ms = int(summary.get("started_at", time.time()) * 1000)
-        params = run_params(cfg)
-        client, run_id, _ = begin_run(uri, cfg.mlflow.experiment, name, {}, params, started_ms)
+        params = run_params(run)
+        client, run_id, _ = begin_run(uri, experiment, name, {}, params, started_ms)
     summary.update(tracked=True, mlflow_run_id=run_id, synced_at=time.time())
     summary.pop("tracking_error", None)
     try:
@@ -94,33 +89,6 @@ def _begun_run(uri: str, experiment: str, run_id: Optional[str]) -> tuple[Any, O
     if run.info.status != "RUNNING" or run.info.experiment_id != experiment_id:
         return client, None
     return client, run_id
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", type=Path, metavar="RUN_DIR|FILE")
-    parser.add_argument("--tracking-uri", help="for a FILE: the store (default: as a run's)")
-    parser.add_argument("--experiment", default="gridbench", help="for a FILE")
-    args = parser.parse_args(argv)
-    register()
-    return run_command(lambda: _sync(args))
-
-
-def _sync(args: argparse.Namespace) -> int:
-    from runner import result_file
-
-    adopt_from_environment()
-    files = [path for path in args.sources if path.is_file()]
-    run_dirs = [path for path in args.sources if not path.is_file()]
-    read = {path: result_file.read(path)[1] for path in files}  # all checked first:
-    for run_dir in run_dirs:  # nothing is logged for a bad list
-        pending(run_dir.resolve())
-    for path, records in read.items():
-        new = import_records(records, args.tracking_uri, args.experiment, path.name)
-        print(f"{path}: {new} run(s) logged, {len(records) - new} there already", flush=True)
-    for run_dir in run_dirs:
-        print(f"{run_dir}: logged as MLflow run {sync(run_dir.resolve())}", flush=True)
-    return 0
 
 
 RECORD_ID_TAG = "gridbench.result_id"
@@ -165,7 +133,3 @@ def import_records(records: list[Any], given_uri: Optional[str], experiment: str
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
         new += 1
     return new
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ back, which is slower than fp32: a comparison must say which of the two it measu
 
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 NATIVE_FLAGS = {  # /proc/cpuinfo flag names (x86, then Arm)
     "int8": ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp"),
     "bf16": ("amx_bf16", "avx512_bf16", "bf16"),

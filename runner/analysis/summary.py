@@ -7,19 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from runner.analysis.statistics import MIN_PASSES, median_interval
-from runner.config import repo_path
+from runner.choices import usable_start_method
 from runner.data import dataset_facts
 from runner.errors import InputError
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
-from runner.execution.parallel import usable_start_method
-from runner.execution.precision import nativeness
 from runner.files import atomic
 from runner.machine import MACHINE_KEYS, fingerprint, machine_name, software
+from runner.precision import nativeness
 from runner.redact import redacted
+from runner.settings import RunConfig, repo_path
 
 ENVIRONMENT_KEYS = (
     "device", "cores", "backend", "precision", "precision_native", "torch_threads",
@@ -29,7 +28,7 @@ GPU_KEYS = ("gpu", "gpu_count", "gpu_memory_gb", "gpu_driver", "cuda_driver", "t
 
 
 def summarize(
-    cfg: DictConfig,
+    run: RunConfig,
     result: Result,
     labels: np.ndarray,
     load_s: float,
@@ -44,28 +43,28 @@ def summarize(
     busy = result.timeline.busy_fractions()
     p50, p90, p99 = np.percentile(result.batch_s, [50, 90, 99]) * 1000.0
     return {
-        "mode": cfg.mode,
+        "mode": run.mode,
         "threads": result.workers,
-        "batch_size": cfg.batch_size,
-        "grid": [cfg.grid.rows, cfg.grid.columns],
-        "split": cfg.data.split,
-        "dataset": dataset_facts(repo_path(cfg.data.dir), cfg.data.split, split_size),
-        "offset": cfg.data.offset,
-        "wrapped": cfg.data.offset + items > split_size,
+        "batch_size": run.batch_size,
+        "grid": [run.grid.rows, run.grid.columns],
+        "split": run.data.split,
+        "dataset": dataset_facts(repo_path(run.data.dir), run.data.split, split_size),
+        "offset": run.data.offset,
+        "wrapped": run.data.offset + items > split_size,
         "items": items,
         "correct": correct,
         "accuracy": correct / items,
         "errors": items - correct,
         "repeats": len(result.runtimes_s),
-        "repeats_setting": cfg.repeats,
-        "round": cfg.round,
+        "repeats_setting": run.repeats,
+        "round": run.round,
         "runtime_s": runtime,
         "runtime_min_s": min(result.runtimes_s),
         "runtime_max_s": max(result.runtimes_s),
         "runtime_iqr_s": float(q3 - q1),
         "runtimes_s": result.runtimes_s,
         "throughput_ips": items / runtime,
-        **_throughput_interval(cfg, items, result.runtimes_s),
+        **_throughput_interval(run, items, result.runtimes_s),
         "load": result.load,  # what else used the CPU while the clock ran
         "warmup_pass_s": result.warmup_pass_s,  # repeats other than 1: the untimed first pass
         "latency_p50_ms": float(p50),
@@ -79,21 +78,21 @@ def summarize(
         "worker_utilization": busy,
         "utilization_min": min(busy.values(), default=0.0),
         "tail_s": result.timeline.tail_s(),
-        "warmup_batches": cfg.warmup,
-        "backend": cfg.backend,
-        **_precision_facts(cfg),
+        "warmup_batches": run.warmup,
+        "backend": run.backend,
+        **_precision_facts(run),
         "torch_threads": result.torch_threads,
         "start_method": {
-            "parallel": usable_start_method(cfg.parallel.start_method),
+            "parallel": usable_start_method(run.parallel.start_method),
             "ray": "ray",
-        }.get(cfg.mode, "none"),
-        "device": cfg.device,
-        **_device_figures(cfg.device, result),
+        }.get(run.mode, "none"),
+        "device": run.device,
+        **_device_figures(run.device, result),
         "cores": available_cores(),
-        "machine": cfg.machine.name or machine_name(fingerprint()),
+        "machine": run.machine.name or machine_name(fingerprint()),
         **fingerprint(),
         **software(),
-        "weights_digest": file_digest(repo_path(cfg.weights)),
+        "weights_digest": file_digest(repo_path(run.weights)),
     }
 
 
@@ -103,26 +102,26 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def _precision_facts(cfg: DictConfig) -> dict[str, Any]:
+def _precision_facts(run: RunConfig) -> dict[str, Any]:
     """The precision, and whether this hardware computes it natively (and why)."""
     facts = fingerprint()
     native = nativeness(
-        cfg.precision, cfg.device, facts["precision_flags"], facts["gpu_capability"]
+        run.precision, run.device, facts["precision_flags"], facts["gpu_capability"]
     )
     return {
-        "precision": cfg.precision,
+        "precision": run.precision,
         "precision_native": native.native,
         "precision_reason": native.reason,
     }
 
 
-def _throughput_interval(cfg: DictConfig, items: int, runtimes_s: list[float]) -> dict[str, Any]:
+def _throughput_interval(run: RunConfig, items: int, runtimes_s: list[float]) -> dict[str, Any]:
     """The 95 % interval of the median throughput over the passes, its relative half-width,
     and for ``repeats=auto`` whether it reached the target. Fewer than three passes give
     none, and the summary says so."""
     figures: dict[str, Any] = {}
-    if cfg.repeats == "auto":
-        figures["stability_target"] = cfg.stability.target
+    if run.repeats == "auto":
+        figures["stability_target"] = run.stability.target
     if len(runtimes_s) < MIN_PASSES:  # scipy is not imported for a run that cannot use it
         figures["throughput_interval"] = (
             f"none: {len(runtimes_s)} pass(es), an interval needs {MIN_PASSES}"
@@ -138,8 +137,8 @@ def _throughput_interval(cfg: DictConfig, items: int, runtimes_s: list[float]) -
         throughput_ci_rel=relative,
         throughput_interval="95 % bootstrap interval of the median over the passes",
     )
-    if cfg.repeats == "auto":
-        figures["stable"] = relative <= cfg.stability.target
+    if run.repeats == "auto":
+        figures["stable"] = relative <= run.stability.target
     return figures
 
 
