@@ -5,7 +5,7 @@ import os
 import sys
 from typing import NoReturn
 
-from runner.errors import Stop, catch_stop_signals, exit_stopped, held_stops
+from runner.errors import Stop, catch_stop_signals, exit_stopped, stops_deferred
 from runner.phases import begin
 from runner.redact import redact
 
@@ -66,14 +66,14 @@ def take_out_credentials() -> None:
     adopt_from_environment()
 
 
-def leave(code: object) -> NoReturn:
+def exit_without_teardown(code: object) -> NoReturn:
     """Exit with ``code`` as ``sys.exit`` would, skipping only the interpreter's teardown:
     exit handlers run (the helpers stopped, logs flushed, coverage saved), then the process
     ends without freeing torch's modules and libraries one by one, which takes about 1 s."""
     if isinstance(code, str):  # as sys.exit("message") does
         print(code, file=sys.stderr)
         code = 1
-    with held_stops():
+    with stops_deferred():
         atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit runs first, and only that
         sys.stdout.flush()
         sys.stderr.flush()
@@ -84,5 +84,5 @@ if __name__ == "__main__":
     try:
         cli()
     except SystemExit as done:
-        leave(done.code)
-    leave(0)
+        exit_without_teardown(done.code)
+    exit_without_teardown(0)

@@ -22,14 +22,14 @@ from runner.errors import (
     InputError,
     RunnerError,
     Stop,
+    act_on_stops_again,
     catch_stop_signals,
+    defer_stops_from_now,
     exit_stopped,
-    flat,
-    held_stops,
-    hold_stops_from_now,
+    one_line,
     raise_if_stopped,
-    release_stops,
     stop_requested,
+    stops_deferred,
 )
 from runner.execution.backends import GRAPH_BACKENDS
 from runner.execution.classify import Job, Result
@@ -91,7 +91,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         cells=cfg.grid.rows * cfg.grid.columns,
         offset=cfg.data.offset,
         batch_size=min(cfg.batch_size, cfg.grid.rows * cfg.grid.columns),  # one batch at most
-        threads=1 if cfg.mode == "sequential" else cfg.threads,
+        workers=1 if cfg.mode == "sequential" else cfg.threads,
         intra_op_threads=cfg.intra_op_threads,
         backend=cfg.backend,
         precision=cfg.precision,
@@ -120,7 +120,7 @@ def leaves_a_core(settings: RunConfig, job: Job) -> bool:
     is a measurement: the helper must not work beside its passes, so it waits for it."""
     if settings.mode == "ray" or _jobs_side_by_side() or settings.repeats != 1:
         return False
-    return job.threads * job.intra_op_threads < available_cores()
+    return job.workers * job.intra_op_threads < available_cores()
 
 
 def _jobs_side_by_side() -> bool:
@@ -203,7 +203,7 @@ def classify_and_write(
         try:
             summary["mlflow_link"] = tracked.log(summary, run_dir)
         except Exception as error:
-            lost = flat(error, 1000)  # whole: a store refusal ends with what to do
+            lost = one_line(error, 1000)  # whole: a store refusal ends with what to do
     commit(tracked, summary, run_dir, lost)
     if summary.get("tracking_error"):
         raise RunnerError(
@@ -230,20 +230,20 @@ def commit(tracked: Optional[Recording], summary: dict, run_dir: Path, lost: str
     summary.json (the mark of a complete run) is written. A stop before this instant ends
     the run KILLED with nothing complete; one during or after it is recorded only, so the
     exit status, the store and the run directory always tell the same story."""
-    with held_stops():
+    with stops_deferred():
         raise_if_stopped()
         begin("commit")  # for a test: a stop from here on comes too late to stop the run
         if tracked is not None and not lost:
             try:
                 tracked.finish()
             except Exception as error:
-                lost = flat(error, 1000)
+                lost = one_line(error, 1000)
         if lost:
             summary.update(tracked=False, tracking_error=lost)
             if tracked is not None and tracked.run_id is not None:
                 summary["mlflow_run_id"] = tracked.run_id  # sync completes that very run
         write_summary(run_dir / "summary.json", summary, stoppable=False)  # last: the mark
-        hold_stops_from_now()
+        defer_stops_from_now()
 
 
 def draw(
@@ -276,7 +276,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
     global job_started
     job_started = True
-    release_stops()  # the previous job of a sweep held them from its commit on
+    act_on_stops_again()  # the previous job of a sweep held them from its commit on
     catch_stop_signals()
     if cfg.mlflow.enabled:
         start_helper()  # MLflow loads on another core while this one loads data and model
@@ -293,7 +293,7 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(error, RunnerError):
             logging.getLogger("runner").exception("unexpected failure")  # into the job's log
             error = RunnerError(f"unexpected {type(error).__name__}: {error}")
-        message = redact(flat(error, 2000))
+        message = redact(one_line(error, 2000))
         print(f"error: {message}", file=sys.stderr, flush=True)
         sweep_dir = sweep_dir_of_job()
         if sweep_dir is None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
-STOPS = {signal.SIGINT, signal.SIGTERM}  # what a child starts deaf to (``deaf_start``)
+STOPS = {signal.SIGINT, signal.SIGTERM}  # blocked while a child starts, until it ignores them
 
 
 def die_with_parent() -> None:
@@ -26,7 +26,7 @@ def die_with_parent() -> None:
 
 
 @contextmanager
-def deaf_start(signals: set[int]) -> Iterator[None]:
+def signals_blocked_while_starting(signals: set[int]) -> Iterator[None]:
     """Block ``signals`` while a child starts: the mask is inherited through fork and exec,
     so a Ctrl-C for the whole group cannot hit the child's interpreter before it chose to
     ignore it. A signal meanwhile reaches this process when the block ends. multiprocessing's
@@ -48,8 +48,8 @@ def deaf_start(signals: set[int]) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def hear_again(signals: set[int]) -> None:
-    """In the child, undo what ``deaf_start`` blocked (once it ignores the signals)."""
+def unblock_signals(signals: set[int]) -> None:
+    """In the child, once it ignores ``signals``: undo ``signals_blocked_while_starting``."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 

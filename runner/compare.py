@@ -26,7 +26,7 @@ from runner.analysis.compare import (
     write_csv,
     write_markdown,
 )
-from runner.errors import InputError, RunnerError, flat, run_command
+from runner.errors import InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
 from runner.result import RunResult, check_one_workload
 from runner.tracking.store import OUTPUTS, command_uri, reading_client, run_link
@@ -124,7 +124,7 @@ def _compare(args: argparse.Namespace) -> int:
         link = log_comparison(uri, table, out, args.experiment, "\n".join(opening))
     except Exception as error:
         raise RunnerError(
-            f"the comparison is in {out} but could not be logged to {uri}: {flat(error, 300)}"
+            f"the comparison is in {out} but could not be logged to {uri}: {one_line(error, 300)}"
         )
     print(f"Comparison run: {link}")
     return 0

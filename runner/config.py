@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from runner import REPO_ROOT
 from runner.choices import MODES, PRECISIONS, RAY_HINT, SPLITS, START_METHODS
 from runner.credentials import PASSWORD, USERNAME, split_userinfo
-from runner.errors import ConfigError, InputError, flat
+from runner.errors import ConfigError, InputError, one_line
 from runner.execution.backends import (
     BACKENDS,
     BUILDERS,
@@ -127,6 +127,15 @@ def backend_missing(backend: str) -> str:
     return ""
 
 
+def _ray_imports() -> bool:
+    """Whether Ray imports here (found is not enough: a broken install is found)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def register() -> None:
     """Make the schema and the resolvers (``${repo_root:}``, the preset's) known to Hydra."""
     if not OmegaConf.has_resolver("repo_root"):
@@ -153,7 +162,7 @@ def validate(cfg: DictConfig) -> None:
     """Refuse values that typing cannot catch; raises ConfigError naming the key."""
     _refuse_unknown_keys(cfg)
     _require(cfg.mode in MODES, "mode", cfg.mode, f"must be one of {', '.join(MODES)}")
-    _require(cfg.mode != "ray" or bool(find_spec("ray")), "mode", cfg.mode, RAY_HINT)
+    _require(cfg.mode != "ray" or _ray_imports(), "mode", cfg.mode, RAY_HINT)
     _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend
@@ -357,4 +366,4 @@ def settings_of_run(run_dir: Path) -> RunConfig:
         saved = OmegaConf.load(run_dir / RUN_CONFIG)
         return settings_of(OmegaConf.merge(OmegaConf.structured(RunConfig), saved))
     except (OSError, ValueError, OmegaConfBaseException) as error:
-        raise InputError(f"{run_dir / RUN_CONFIG} cannot be read: {flat(error, 300)}")
+        raise InputError(f"{run_dir / RUN_CONFIG} cannot be read: {one_line(error, 300)}")

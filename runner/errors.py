@@ -35,11 +35,11 @@ class Terminated(BaseException):
 
 Stop = (KeyboardInterrupt, Terminated)
 _signals: list[int] = []
-_holding = [0]  # depth of held_stops blocks
+_holding = [0]  # depth of stops_deferred blocks
 
 
 @contextmanager
-def held_stops() -> Iterator[None]:
+def stops_deferred() -> Iterator[None]:
     """Record SIGINT and SIGTERM without raising inside the block: a SQLite write cut in
     half leaves the store locked for the rest of the process, so MLflow's writes are short
     and run whole. ``raise_if_stopped`` afterwards acts on what arrived."""
@@ -50,14 +50,14 @@ def held_stops() -> Iterator[None]:
         _holding[0] -= 1
 
 
-def hold_stops_from_now() -> None:
+def defer_stops_from_now() -> None:
     """From a run's commit on, a stop only is recorded: the run is complete in the store and
     on disk, and the rest (its console lines, the exit) must not turn it into a stopped one.
-    ``release_stops`` (the next job of a sweep) lets them raise again."""
+    ``act_on_stops_again`` (the next job of a sweep) lets them raise again."""
     _holding[0] += 1
 
 
-def release_stops() -> None:
+def act_on_stops_again() -> None:
     _holding[0] = 0
 
 
@@ -98,7 +98,7 @@ def stop_requested() -> "KeyboardInterrupt | Terminated | None":
 
 def stops_heard() -> int:
     """How many SIGINTs and SIGTERMs have arrived: a wait that began at one count ends when
-    it grows, even inside ``held_stops``."""
+    it grows, even inside ``stops_deferred``."""
     return len(_signals)
 
 
@@ -118,11 +118,11 @@ def run_command(body: Callable[[], int]) -> int:
         code, message = 1, f"{error.filename or ''} {error.strerror or error}".strip()
     except Exception as error:
         code, message = 1, f"unexpected {type(error).__name__}: {error}"
-    print(f"error: {redact(flat(message, 2000))}", file=sys.stderr, flush=True)
+    print(f"error: {redact(one_line(message, 2000))}", file=sys.stderr, flush=True)
     return code
 
 
-def flat(text: object, limit: int = 500) -> str:
+def one_line(text: object, limit: int = 500) -> str:
     """A message on one line: whitespace folded, cut at ``limit`` characters."""
     return " ".join(str(text).split())[:limit]
 

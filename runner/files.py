@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import InputError, held_stops, raise_if_stopped
+from runner.errors import InputError, raise_if_stopped, stops_deferred
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 # what a run writes, the mark of a complete run first: a reused run directory loses them
@@ -21,7 +21,7 @@ def atomic(path: Path, stoppable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds.
     A Ctrl-C while the file is made waits until the cleanup below is sure to run, then
     ends the write, unless it is not ``stoppable`` (a run's commit decides for itself)."""
-    with held_stops():
+    with stops_deferred():
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.errors import InputError, flat
+from runner.errors import InputError, one_line
 
 
 class MnistCNN(nn.Module):
@@ -60,7 +60,7 @@ def load_model(path: Path) -> MnistCNN:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise InputError(f"weights file {path} does not fit the model: {flat(error, 300)}")
+        raise InputError(f"weights file {path} does not fit the model: {one_line(error, 300)}")
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"weights file {path} holds NaN or infinite values in {name}")
@@ -74,7 +74,7 @@ def _check_crcs(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
-        raise InputError(f"weights file {path} is truncated or corrupt: {flat(error, 200)}")
+        raise InputError(f"weights file {path} is truncated or corrupt: {one_line(error, 200)}")
     if damaged is not None:
         raise InputError(f"weights file {path} is corrupt: {damaged} fails its CRC-32 check")
 

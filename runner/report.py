@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from runner.analysis.report import PARENT_FILE, STORE_FILE, records_from_dir, write_report
-from runner.errors import InputError, RunnerError, flat, run_command
+from runner.errors import InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
 from runner.result_file import read_sweep
 from runner.tracking.store import command_uri, reading_client
@@ -50,7 +50,7 @@ def _report(args: argparse.Namespace) -> int:
     except Exception as error:
         missing = getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
         problem = (InputError if missing else RunnerError)(
-            f"no MLflow run {parent_id} in {uri}: {flat(str(error).splitlines()[0], 300)}"
+            f"no MLflow run {parent_id} in {uri}: {one_line(str(error).splitlines()[0], 300)}"
         )
         raise problem
     out = output_dir(args.out or Path(parent.data.tags.get("sweep_dir", ".")))

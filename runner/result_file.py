@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InputError, RunnerError, flat
+from runner.errors import InputError, RunnerError, one_line
 from runner.files import atomic
 from runner.result import SCHEMA_VERSION, RunResult, is_job_run
 
@@ -43,7 +43,7 @@ def read(path: Path) -> tuple[dict[str, Any], list[RunResult]]:
             data = gzip.decompress(data)
         document = json.loads(data)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as error:
-        raise InputError(f"{path} is not a result file: {flat(error, 200)}")
+        raise InputError(f"{path} is not a result file: {one_line(error, 200)}")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f'{path} is not a result file (no "format": "{FORMAT}")')
     schema = document.get("schema")
@@ -73,7 +73,7 @@ def read_store(uri: str, experiment: str) -> tuple[list[RunResult], dict[str, in
     try:
         found = client.get_experiment_by_name(experiment)
     except Exception as error:
-        raise RunnerError(f"tracking store {uri} cannot be read: {flat(error, 300)}")
+        raise RunnerError(f"tracking store {uri} cannot be read: {one_line(error, 300)}")
     if found is None:
         raise InputError(f"no experiment {experiment!r} in {uri}")
     records, left_out, token = [], {}, None

@@ -25,7 +25,7 @@ from runner.analysis.report import (
     rows,
     write_report,
 )
-from runner.errors import InputError, RunnerError, flat
+from runner.errors import InputError, RunnerError, one_line
 from runner.redact import redact
 from runner.result_file import read_sweep
 
@@ -172,7 +172,7 @@ class SweepTracking(Callback):
             check_every_job(config)  # before any job, any file and any MLflow run
             self._open_parent(config)
         except RunnerError as error:
-            print(f"error: {redact(flat(error, 2000))}", file=sys.stderr, flush=True)
+            print(f"error: {redact(one_line(error, 2000))}", file=sys.stderr, flush=True)
             sys.exit(error.exit_code)
 
     def _open_parent(self, config: DictConfig) -> None:
@@ -218,7 +218,7 @@ class SweepTracking(Callback):
                     self._describe_parent(table, list(config.hydra.overrides.task))
         except Exception as error:  # Hydra would only warn and exit 0: say it, exit 1
             self._finish("FAILED")
-            cause = f"{type(error).__name__}: {flat(error, 300)}"
+            cause = f"{type(error).__name__}: {one_line(error, 300)}"
             print(f"error: the sweep report could not be made: {cause}", file=sys.stderr,
                   flush=True)  # fmt: skip
             sys.exit(1)
@@ -285,7 +285,7 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
         references = [(f"{p}", result_file.read(p)[1]) for p in result_file.reference_files()]
         lines = beside_references(records, "this sweep", references)
     except RunnerError as error:
-        print(f"note: no scores: {flat(error, 300)}", flush=True)
+        print(f"note: no scores: {one_line(error, 300)}", flush=True)
         return
     if len(lines) == 1:  # no score: one line says why
         print(lines[0], flush=True)

@@ -16,9 +16,9 @@ import torch
 
 from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError
-from runner.execution.classify import run_sequential
 from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import run_parallel
+from runner.execution.sequential import run_sequential
 from runner.model import MnistCNN
 from tests.conftest import WEIGHTS, run_app, start_app, wait_for_phase
 from tests.test_strategies import make_job, open_descriptors
@@ -149,7 +149,7 @@ def test_worker_that_cannot_read_its_images_says_why(model, test_split, tmp_path
     for prefix in ("train", "t10k"):
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(images)
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
-    job = make_job(model, test_split, 500, 50, threads=2, warmup=0)
+    job = make_job(model, test_split, 500, 50, workers=2, warmup=0)
     job = dataclasses.replace(job, data_dir=tmp_path)
     with pytest.raises(RunnerError, match="could not start: .*is not an MNIST image file"):
         run_parallel(job)
@@ -158,7 +158,7 @@ def test_worker_that_cannot_read_its_images_says_why(model, test_split, tmp_path
 def test_worker_that_cannot_load_its_model_is_reported(model, test_split, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(WEIGHTS.read_bytes()[:1000])
-    job = make_job(model, test_split, 500, 50, threads=2)
+    job = make_job(model, test_split, 500, 50, workers=2)
     job = dataclasses.replace(job, weights=broken)
     with pytest.raises(RunnerError, match=r"worker \d+ could not start: weights file .*broken.pt"):
         run_parallel(job)
@@ -226,7 +226,7 @@ def test_twenty_parallel_runs_leak_nothing(model, test_split):
     """Each run leaving one descriptor or 2.5 MB behind would show, as would a process."""
     import multiprocessing
 
-    job = make_job(model, test_split, 200, 50, threads=2, backend="eager")
+    job = make_job(model, test_split, 200, 50, workers=2, backend="eager")
     run_parallel(job)
     me = psutil.Process()
     fds, rss = open_descriptors(), me.memory_info().rss
@@ -263,7 +263,7 @@ def test_a_ctrl_c_as_the_pool_is_built_leaves_no_semaphore(model, test_split, mo
     monkeypatch.setattr(resource_tracker, "register", register_then_ctrl_c)
     monkeypatch.setattr(resource_tracker, "unregister", unregister_and_note)
     with pytest.raises(KeyboardInterrupt):
-        run_parallel(make_job(model, test_split, 200, 50, threads=2, backend="eager"))
+        run_parallel(make_job(model, test_split, 200, 50, workers=2, backend="eager"))
 
     def unaccounted() -> set[str]:
         """Registered, yet neither unlinked nor left to a finalizer that unlinks it at exit."""

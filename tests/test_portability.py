@@ -23,7 +23,7 @@ def test_the_fallbacks_are_what_gridbench_sees():
         "import signal\n"
         "from runner import children, choices, config, machine\n"
         "from runner.execution import devices, parallel\n"
-        "with children.deaf_start({signal.SIGINT}):\n"
+        "with children.signals_blocked_while_starting({signal.SIGINT}):\n"
         "    masked = signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"  # this frame is not ours
         "print(signal.SIGINT in masked, machine._read('/proc/cpuinfo') == '',\n"
         "      config._available_mb() == 1 << 40, choices.usable_start_method('forkserver'))\n"

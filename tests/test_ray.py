@@ -16,15 +16,16 @@ import pytest
 
 from runner import REPO_ROOT
 from runner.execution.backends import Spec, build
-from runner.execution.classify import classify_range, run_sequential
+from runner.execution.classify import classify_range
 from runner.execution.ray_mode import Classifier, run_ray
+from runner.execution.sequential import run_sequential
 from tests.conftest import WEIGHTS, free_port, run_app, start_app, wait_for_phase
 from tests.test_strategies import cached_graph, make_job
 from tests.test_timeline import assert_covers_every_cell_once
 
 
 def test_embedded_ray_predicts_as_sequential(model, test_split):
-    job = make_job(model, test_split, 3000, 64, threads=2, offset=8500, repeats=2)
+    job = make_job(model, test_split, 3000, 64, workers=2, offset=8500, repeats=2)
     ray_result = run_ray(job)
     sequential = run_sequential(job)
     np.testing.assert_array_equal(ray_result.pred, sequential.pred)

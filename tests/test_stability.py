@@ -11,7 +11,8 @@ import pytest
 
 from runner.analysis.summary import console_lines
 from runner.execution import load
-from runner.execution.classify import AUTO_MIN_PASSES, enough_passes, run_sequential
+from runner.execution.loop import AUTO_MIN_PASSES, enough_passes
+from runner.execution.sequential import run_sequential
 from tests.test_strategies import make_job
 
 

@@ -12,9 +12,10 @@ from runner.app import ONNX_CACHE
 from runner.data import cell_images
 from runner.errors import RunnerError
 from runner.execution import parallel
-from runner.execution.classify import Job, chunk_ranges, run_sequential
+from runner.execution.classify import Job, chunk_ranges
 from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import run_parallel
+from runner.execution.sequential import run_sequential
 from tests.conftest import WEIGHTS
 
 
@@ -23,7 +24,7 @@ def cached_graph() -> bytes:
     return graph_of(WEIGHTS, ONNX_CACHE).onnx
 
 
-def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
+def make_job(model, split, cells, batch_size, workers=1, offset=0, **settings):
     defaults = dict(
         intra_op_threads=1,
         backend="jit",
@@ -43,7 +44,7 @@ def make_job(model, split, cells, batch_size, threads=1, offset=0, **settings):
         cells=cells,
         offset=offset,
         batch_size=batch_size,
-        threads=threads,
+        workers=workers,
         **(defaults | settings),
     )
 
@@ -75,14 +76,14 @@ def test_modes_agree_exactly_and_classify_well(model, test_split, batch_size, ba
 
 @pytest.mark.parametrize("run", [run_sequential, run_parallel])
 def test_repeats_are_each_timed(model, test_split, run):
-    result = run(make_job(model, test_split, 300, 30, threads=2, repeats=3, warmup=0))
+    result = run(make_job(model, test_split, 300, 30, workers=2, repeats=3, warmup=0))
     assert len(result.runtimes_s) == 3 and all(t > 0 for t in result.runtimes_s)
     assert result.runtime_s == sorted(result.runtimes_s)[1]
     assert len(result.batch_s) == 3 * 10
 
 
 def test_spawn_start_method_agrees(model, test_split):
-    job = make_job(model, test_split, 700, 32, threads=2, start_method="spawn", backend="eager")
+    job = make_job(model, test_split, 700, 32, workers=2, start_method="spawn", backend="eager")
     np.testing.assert_array_equal(run_parallel(job).pred, run_sequential(job).pred)
 
 
@@ -95,7 +96,7 @@ def test_a_forkserver_left_for_another_runtime_is_replaced(model, test_split):
         return pid, " ".join(psutil.Process(pid).cmdline())  # its preload is on its command line
 
     def run_with(backend: str) -> tuple[int, str]:
-        run_parallel(make_job(model, test_split, 100, 50, threads=2, backend=backend))
+        run_parallel(make_job(model, test_split, 100, 50, workers=2, backend=backend))
         return forkserver_imports()
 
     first = run_with("onnxruntime")
@@ -105,7 +106,7 @@ def test_a_forkserver_left_for_another_runtime_is_replaced(model, test_split):
 
 
 def test_more_workers_than_cells(model, test_split):
-    result = run_parallel(make_job(model, test_split, 3, 1, threads=4))
+    result = run_parallel(make_job(model, test_split, 3, 1, workers=4))
     assert len(result.pred) == 3
 
 
@@ -124,7 +125,7 @@ def test_chunks_cover_the_grid_on_batch_boundaries(cells, batch, workers):
 
 
 def test_an_error_in_a_worker_is_reported_as_what_it_was(model, test_split):
-    job = make_job(model, test_split, 100, 10, threads=2, offset=2**70)  # no int64 holds it
+    job = make_job(model, test_split, 100, 10, workers=2, offset=2**70)  # no int64 holds it
     with pytest.raises(RunnerError, match=r"^a worker failed: OverflowError: "):
         run_parallel(job)
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from runner.execution.classify import run_sequential
 from runner.execution.parallel import run_parallel
+from runner.execution.sequential import run_sequential
 from runner.execution.timeline import Startup, Task, Timeline
 from runner.pictures.timeline import tick_step
 from tests.conftest import run_app
@@ -27,7 +27,7 @@ def assert_covers_every_cell_once(timeline: Timeline, cells: int, repeats: int) 
 
 @pytest.mark.parametrize("run, workers", [(run_sequential, 1), (run_parallel, 2)])
 def test_each_mode_records_every_cell_once_and_every_worker(model, test_split, run, workers):
-    job = make_job(model, test_split, 1000, 16, threads=workers, repeats=2)
+    job = make_job(model, test_split, 1000, 16, workers=workers, repeats=2)
     timeline = run(job).timeline
     assert_covers_every_cell_once(timeline, 1000, repeats=2)
     assert len(timeline.startups) == workers == len(timeline.workers())

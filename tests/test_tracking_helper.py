@@ -14,7 +14,7 @@ from filelock import FileLock
 
 from runner import REPO_ROOT
 from runner.config import settings_of
-from runner.errors import InputError, RunnerError, Terminated, held_stops
+from runner.errors import InputError, RunnerError, Terminated, stops_deferred
 from runner.tracking import record, store
 from runner.tracking.helper import Helper
 from runner.tracking.record import mlflow_run
@@ -164,7 +164,7 @@ def test_a_wait_for_the_helper_has_a_bound_and_the_helper_goes(tmp_path, helper)
 
 def test_a_stop_ends_a_wait_for_the_helper_even_when_held(tmp_path, helper, stops_caught):
     database = tmp_path / "mlflow.db"
-    with FileLock(f"{database}.lock"), held_stops():
+    with FileLock(f"{database}.lock"), stops_deferred():
         helper.send("begin", f"sqlite:///{database}", "x", "a run", {}, {})
         os.kill(os.getpid(), signal.SIGTERM)  # held: recorded, not raised
         with pytest.raises(Terminated):

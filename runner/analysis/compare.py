@@ -41,7 +41,7 @@ BUSY_MARK = "†"
 
 
 @dataclass
-class Cell:
+class Sample:
     """One configuration on one machine: its runs' pass throughputs."""
 
     runs: list[list[float]] = field(default_factory=list)
@@ -58,16 +58,16 @@ class Cell:
 
 
 def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]:
-    """Per configuration and machine: the cell; per machine, its comparison to the
+    """Per configuration and machine: the sample of its runs; per machine, its comparison to the
     baseline and the geometric mean of its ratios, judged over rounds."""
     if not records:
         raise InputError("no finished runs to compare")
     machines = sorted({r.machine for r in records})
-    groups: dict[tuple, dict[str, Cell]] = {}
+    groups: dict[tuple, dict[str, Sample]] = {}
     for record in records:
-        cell = groups.setdefault(record.key(), {}).setdefault(record.machine, Cell())
-        cell.runs.append(list(record.passes))
-        cell.busy += record.busy
+        sample = groups.setdefault(record.key(), {}).setdefault(record.machine, Sample())
+        sample.runs.append(list(record.passes))
+        sample.busy += record.busy
     if baseline is None:  # the machine that ran the most configurations
         baseline = max(
             machines, key=lambda m: (sum(m in g for g in groups.values()), -machines.index(m))
@@ -78,24 +78,26 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         )
     rows = []
     for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
-        cells = groups[key]
-        base = cells.get(baseline)
+        samples = groups[key]
+        base = samples.get(baseline)
         versus = {
-            machine: stats.compare(base.runs, cell.runs)
-            for machine, cell in cells.items()
+            machine: stats.compare(base.runs, sample.runs)
+            for machine, sample in samples.items()
             if base is not None and machine != baseline
         }
-        rows.append({"config": dict(zip(KEY, key, strict=True)), "machines": cells,
+        rows.append({"config": dict(zip(KEY, key, strict=True)), "machines": samples,
                      "versus": versus})  # fmt: skip
     return {"machines": machines, "baseline": baseline, "rows": rows,
             "geomean": _geometric_means(records, groups, baseline)}  # fmt: skip
 
 
-def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Cell]],
+def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Sample]],
                      baseline: str) -> dict[str, stats.Comparison]:  # fmt: skip
     """Each machine's geometric mean of its figures over the baseline's, on the
     configurations both ran, with a t interval and test over the two machines' rounds."""
-    scale = {key: cells[baseline].median for key, cells in groups.items() if baseline in cells}
+    scale = {
+        key: samples[baseline].median for key, samples in groups.items() if baseline in samples
+    }
     by_machine: dict[str, stats.Units] = {}
     for record in records:
         by_machine.setdefault(record.machine, {}).setdefault(record.unit, {}).setdefault(
@@ -145,14 +147,14 @@ def write_csv(path: Path, table: dict[str, Any]) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in table["rows"]:
-            for machine, cell in sorted(row["machines"].items()):
-                interval = cell.interval
+            for machine, sample in sorted(row["machines"].items()):
+                interval = sample.interval
                 against = row["versus"].get(machine)
                 base = machine == table["baseline"] and len(row["machines"]) > 1
                 writer.writerow({
-                    **row["config"], "machine": machine, "runs": len(cell.runs),
-                    "passes": stats.passes(cell.runs), "busy_runs": cell.busy,
-                    "median_ips": cell.median,
+                    **row["config"], "machine": machine, "runs": len(sample.runs),
+                    "passes": stats.passes(sample.runs), "busy_runs": sample.busy,
+                    "median_ips": sample.median,
                     "ci_low_ips": interval.low if interval else "",
                     "ci_high_ips": interval.high if interval else "",
                     **_ratio_columns(against, base),
@@ -177,15 +179,15 @@ def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[
     }
 
 
-def _figure(cell: Cell) -> str:
+def _figure(sample: Sample) -> str:
     """``4,233 ±0.7 % (2x5)``: the figure, its interval's half-width, runs x passes (``4
     runs, 16 passes`` where the runs passed unequally)."""
-    interval = cell.interval
-    spread = f" ±{interval.relative_half_width(cell.median) * 100:.1f} %" if interval else ""
-    counts = {len(run) for run in cell.runs}
-    shape = (f"{len(cell.runs)}x{counts.pop()}" if len(counts) == 1
-             else f"{len(cell.runs)} runs, {stats.passes(cell.runs)} passes")  # fmt: skip
-    return f"{cell.median:,.0f}{spread} ({shape}){BUSY_MARK if cell.busy else ''}"
+    interval = sample.interval
+    spread = f" ±{interval.relative_half_width(sample.median) * 100:.1f} %" if interval else ""
+    counts = {len(run) for run in sample.runs}
+    shape = (f"{len(sample.runs)}x{counts.pop()}" if len(counts) == 1
+             else f"{len(sample.runs)} runs, {stats.passes(sample.runs)} passes")  # fmt: skip
+    return f"{sample.median:,.0f}{spread} ({shape}){BUSY_MARK if sample.busy else ''}"
 
 
 def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
@@ -216,19 +218,19 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "|---|" + "---|" * (len(ordered) + 2 * len(others)),
     ]  # fmt: skip
     for row in table["rows"]:
-        cells = [_figure(row["machines"][m]) if m in row["machines"] else "" for m in ordered]
+        columns = [_figure(row["machines"][m]) if m in row["machines"] else "" for m in ordered]
         for machine in others:
             against = row["versus"].get(machine)
-            cells += [against.verdict(), _p(against.p_value)] if against else ["", ""]
-        lines.append(f"| {label(row['config'])} | " + " | ".join(cells) + " |")
+            columns += [against.verdict(), _p(against.p_value)] if against else ["", ""]
+        lines.append(f"| {label(row['config'])} | " + " | ".join(columns) + " |")
     if table["geomean"]:
-        cells = [""] * len(ordered)
+        columns = [""] * len(ordered)
         for machine in others:
             mean = table["geomean"].get(machine)
-            cells += [verdict_text(mean), _p(mean.p_value)] if mean else ["", ""]
-        lines.append("| **geometric mean** | " + " | ".join(cells) + " |")
+            columns += [verdict_text(mean), _p(mean.p_value)] if mean else ["", ""]
+        lines.append("| **geometric mean** | " + " | ".join(columns) + " |")
     only_one = sum(len(row["machines"]) == 1 for row in table["rows"])
-    busy = sum(cell.busy for row in table["rows"] for cell in row["machines"].values())
+    busy = sum(sample.busy for row in table["rows"] for sample in row["machines"].values())
     lines += [
         "",
         f"{only_one} configuration(s) ran on one machine only: listed, not compared.",
@@ -303,9 +305,9 @@ def _plotted(row: dict[str, Any], machine: str, ratios: bool) -> Optional[tuple[
             return None
         interval = against.interval or stats.Interval(against.ratio, against.ratio)
         return against.ratio, interval.low, interval.high
-    cell = row["machines"].get(machine)
-    interval = cell.interval or stats.Interval(cell.median, cell.median)
-    return cell.median, interval.low, interval.high
+    sample = row["machines"].get(machine)
+    interval = sample.interval or stats.Interval(sample.median, sample.median)
+    return sample.median, interval.low, interval.high
 
 
 def merged_sources(found: list[tuple[str, list[RunResult], Any]]) -> list[RunResult]:

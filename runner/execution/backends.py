@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from runner.errors import InputError, flat
+from runner.errors import InputError, one_line
 
 if TYPE_CHECKING:  # torch is imported by the builders that use it, not for onnxruntime
     import torch
@@ -203,7 +203,7 @@ def _compile(spec: Spec) -> Classify:
         try:
             pred, prob = compiled(images)
         except Exception as error:  # inductor's failures surface at the first call
-            raise InputError(f"backend=compile failed: {flat(error, 300)}") from error
+            raise InputError(f"backend=compile failed: {one_line(error, 300)}") from error
         return pred[:count], prob[:count]
 
     return classify
@@ -230,7 +230,7 @@ def _onnxruntime(spec: Spec) -> Classify:
             onnx = export_onnx(spec.model)
         session = ort.InferenceSession(onnx, options, providers=providers)
     except Exception as error:
-        raise InputError(f"backend=onnxruntime refuses the model: {flat(error, 300)}")
+        raise InputError(f"backend=onnxruntime refuses the model: {one_line(error, 300)}")
 
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pred, prob = session.run(None, {"images": images})
@@ -271,7 +271,7 @@ def _openvino(spec: Spec) -> Classify:
             core.read_model(spec.onnx, ov.Tensor(np.empty(0, np.uint8))), "CPU", config
         )
     except Exception as error:
-        raise InputError(f"backend=openvino refuses the model: {flat(error, 300)}")
+        raise InputError(f"backend=openvino refuses the model: {one_line(error, 300)}")
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")
     if ran != getattr(ov.Type, wanted):  # the CPU plugin falls back to f32 without a word
         raise InputError(

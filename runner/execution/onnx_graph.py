@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.derived import read_checked, write_checked
-from runner.errors import InputError, flat
+from runner.errors import InputError, one_line
 from runner.machine import torch_version
 
 if TYPE_CHECKING:
@@ -99,4 +99,5 @@ def export_onnx(model: "MnistCNN") -> bytes:
             )
         return program.model_proto.SerializeToString()
     except Exception as error:
-        raise InputError(f"backend=onnxruntime: the model cannot be exported: {flat(error, 300)}")
+        problem = one_line(error, 300)
+        raise InputError(f"backend=onnxruntime: the model cannot be exported: {problem}")

@@ -13,30 +13,33 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from typing import Any
+from typing import Any, Optional
 
-from runner.children import STOPS, deaf_start, die_with_parent, hear_again, spawnable_context
+from runner.children import (
+    STOPS,
+    die_with_parent,
+    signals_blocked_while_starting,
+    spawnable_context,
+    unblock_signals,
+)
 from runner.data import read_images
-from runner.errors import RunnerError, flat, held_stops, last_line, raise_if_stopped
+from runner.errors import RunnerError, last_line, one_line, raise_if_stopped, stops_deferred
 from runner.execution.backends import GRAPH_BACKENDS, build
 from runner.execution.classify import (
+    TASKS_PER_WORKER,
     Job,
     Part,
     Result,
-    assemble,
-    chunk_ranges,
     classify_part,
-    repeat,
-    result_of,
     set_torch_threads,
     warm_up,
 )
 from runner.execution.devices import worker_device
-from runner.execution.progress import Advance
+from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
@@ -77,7 +80,7 @@ def _start_forkserver_deaf_to_ctrl_c(preload: list[str]) -> None:
     if _forkserver_preload and _forkserver_preload[0] != preload:
         _stop_forkserver()
     forkserver.set_forkserver_preload(preload)
-    with deaf_start({signal.SIGINT}):
+    with signals_blocked_while_starting({signal.SIGINT}):
         forkserver.ensure_running()
     _forkserver_preload[:] = [preload]
 
@@ -87,7 +90,7 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
     _worker["started"] = time.time()
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    hear_again(STOPS)  # started deaf (``run_parallel``); SIGTERM from the pool ends us
+    unblock_signals(STOPS)  # started deaf (``run_parallel``); SIGTERM from the pool ends us
     _worker["ready"] = ready
     try:
         set_torch_threads(job.backend, job.intra_op_threads)
@@ -104,7 +107,7 @@ def _init_worker(job: Job, started: Any, ready: Any) -> None:
         _worker["images"] = read_images(job.data_dir, job.split_name)
         _worker["loaded"] = time.time()
     except Exception as error:  # raised by the first task, so the parent learns the cause
-        _worker["failed"] = f"worker {os.getpid()} could not start: {flat(error, 300)}"
+        _worker["failed"] = f"worker {os.getpid()} could not start: {one_line(error, 300)}"
 
 
 def _warm_up(batch_size: int, batches: int, timeout_s: float) -> Startup:
@@ -143,12 +146,9 @@ def _stop(pool: ProcessPoolExecutor, processes: list[multiprocessing.Process]) -
         process.join(timeout=5)
 
 
-def _wait_all(
-    futures: list[Future], timeout_s: float, what: str, arrived: Callable[[Any], None]
-) -> list[Any]:
-    """Results in completion order, each told to ``arrived``; fails if no future completes
-    within ``timeout_s``."""
-    pending, results = set(futures), []
+def _as_completed(futures: list[Future], timeout_s: float, what: str) -> Iterator[Any]:
+    """Results in completion order; fails if no future completes within ``timeout_s``."""
+    pending = set(futures)
     while pending:
         done, pending = wait(pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
         if not done:
@@ -156,73 +156,79 @@ def _wait_all(
                 f"no worker finished {what} within {timeout_s:g} s (parallel.timeout_s)"
             )
         for future in done:
-            results.append(future.result())
-            arrived(results[-1])
-    return results
-
-
-def _classify_all(pool: ProcessPoolExecutor, job: Job, advance: Advance) -> Part:
-    """One pass over the grid, its ranges spread over the pool."""
-    tasks = [
-        pool.submit(_classify, first, stop, job.offset, job.batch_size)
-        for first, stop in chunk_ranges(job.cells, job.batch_size, job.threads)
-    ]
-    parts = _wait_all(tasks, job.timeout_s, "a task", lambda part: advance(len(part.pred)))
-    return assemble(job.cells, parts)
+            yield future.result()
 
 
 def _pool(job: Job, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
-    """The pool of ``job.threads`` workers, each loading the model once as it starts."""
+    """The pool of ``job.workers`` workers, each loading the model once as it starts."""
     return ProcessPoolExecutor(
-        max_workers=job.threads,
+        max_workers=job.workers,
         mp_context=context,
         initializer=_init_worker,
         initargs=(
             replace(job, model=None, split=None),
             context.Value("i", 0),
-            context.Barrier(job.threads),
+            context.Barrier(job.workers),
         ),
     )
 
 
-def run_parallel(job: Job) -> Result:
-    """Classify the grid with ``job.threads`` worker processes."""
-    workers = job.threads
-    context = spawnable_context(job.start_method)
-    begin("workers")
-    started, began = time.perf_counter(), time.time()
-    if job.start_method == "forkserver":
-        runtime = job.backend if job.backend in GRAPH_BACKENDS else "runner.model"  # torch if used
-        _start_forkserver_deaf_to_ctrl_c(["runner.execution.forkserver_preload", runtime])
-    pool: ProcessPoolExecutor | None = None
-    processes: list[multiprocessing.Process] = []
-    try:
+class Pool:
+    """``job.workers`` processes of a pool, each with its model and images; ranges go out
+    as tasks, parts come back as their results."""
+
+    tasks_per_worker = TASKS_PER_WORKER
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.count = job, job.workers
+        self.pool: Optional[ProcessPoolExecutor] = None
+        self.processes: list[multiprocessing.Process] = []
+
+    def start(self) -> list[Startup]:
+        job = self.job
+        context = spawnable_context(job.start_method)
+        begin("workers")
+        if job.start_method == "forkserver":
+            runtime = job.backend if job.backend in GRAPH_BACKENDS else "runner.model"  # torch?
+            _start_forkserver_deaf_to_ctrl_c(["runner.execution.forkserver_preload", runtime])
         # A semaphore (the barrier's, the pool's queues') cut between its creation and its
         # finalizer is never unlinked. Each submit starts a worker: a start cut in half
         # leaves one forked but never told what to run, which we could not even name; and a
         # spawned worker that a Ctrl-C for the group ends before it read its orders leaves
         # this process writing them for ever.
-        with held_stops():
-            pool = _pool(job, context)
-            with deaf_start(STOPS):
+        with stops_deferred():
+            self.pool = _pool(job, context)
+            with signals_blocked_while_starting(STOPS):
                 warm = [
-                    pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
-                    for _ in range(workers)
+                    self.pool.submit(_warm_up, job.batch_size, job.warmup, job.timeout_s)
+                    for _ in range(self.count)
                 ]
-        processes = list(pool._processes.values())  # noqa: SLF001 - needed to kill them
+        self.processes = list(self.pool._processes.values())  # noqa: SLF001 - to kill them
         raise_if_stopped()
-        startups = _wait_all(warm, job.timeout_s, "start-up", lambda startup: None)
-        startup_s = time.perf_counter() - started
-        begin("classify")
-        timed = repeat(job, lambda advance: _classify_all(pool, job, advance))
-    except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
-        if pool is not None:
-            processes = processes or list((pool._processes or {}).values())  # noqa: SLF001
-            _stop(pool, processes)
+        return list(_as_completed(warm, job.timeout_s, "start-up"))
+
+    def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
+        job = self.job
+        tasks = [
+            self.pool.submit(_classify, first, stop, job.offset, job.batch_size)
+            for first, stop in ranges
+        ]
+        yield from _as_completed(tasks, job.timeout_s, "a task")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def failed(self, error: BaseException) -> BaseException:
+        if self.pool is not None:
+            processes = self.processes or list((self.pool._processes or {}).values())  # noqa: SLF001
+            _stop(self.pool, processes)
         if isinstance(error, BrokenProcessPool):
-            raise RunnerError(f"worker process died: {_lost_workers(processes)}")
+            return RunnerError(f"worker process died: {_lost_workers(self.processes)}")
         if isinstance(error, Exception) and not isinstance(error, RunnerError):
-            raise RunnerError(f"a worker failed: {type(error).__name__}: {last_line(error)}")
-        raise
-    pool.shutdown(wait=True)
-    return result_of(timed, startup_s, workers, job.intra_op_threads, began, startups)
+            return RunnerError(f"a worker failed: {type(error).__name__}: {last_line(error)}")
+        return error
+
+
+def run_parallel(job: Job) -> Result:
+    """Classify the grid with ``job.workers`` worker processes."""
+    return run_strategy(job, Pool(job))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.derived import read_checked, write_checked
-from runner.errors import InputError, flat
+from runner.errors import InputError, one_line
 
 CALIBRATION_IMAGES = 1000  # every 60th image of the training split
 CALIBRATION_BATCH = 100
@@ -93,7 +93,7 @@ def quantize(fp32_graph: bytes, train_images: np.ndarray) -> bytes:
             )
             return output.read_bytes()
     except Exception as error:
-        raise InputError(f"precision=int8: the graph cannot be quantized: {flat(error, 300)}")
+        raise InputError(f"precision=int8: the graph cannot be quantized: {one_line(error, 300)}")
     finally:
         logging.disable(logging.NOTSET)
 

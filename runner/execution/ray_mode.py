@@ -1,5 +1,6 @@
-"""The Ray strategy: ``threads`` actors, each with the model and the images, classifying
-contiguous ranges of cells. Imported only for ``mode=ray``; Ray is an optional extra.
+"""The Ray strategy: ``threads`` actors (``Job.workers``), each with the model and the
+images, classifying contiguous ranges of cells. Imported only for ``mode=ray``; Ray is an
+optional extra.
 
 The images and the weights go into the object store once; actors read them from there, so
 the same code runs on a cluster whose nodes have neither the repository's data nor its
@@ -22,23 +23,19 @@ from typing import Any, Optional
 import numpy as np
 
 from runner import REPO_ROOT
-from runner.errors import RunnerError, catch_stop_signals, flat, last_line
+from runner.errors import RunnerError, catch_stop_signals, last_line, one_line
 from runner.execution.backends import Spec, build
 from runner.execution.classify import (
+    TASKS_PER_WORKER,
     Job,
     Part,
     Result,
-    assemble,
-    chunk_ranges,
     classify_part,
-    repeat,
-    result_of,
     set_torch_threads,
     warm_up,
 )
-from runner.execution.progress import Advance
+from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
-from runner.phases import begin
 
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
 PROBE_TIMEOUT_S = 10.0
@@ -145,50 +142,63 @@ def _start_or_join(address: Optional[str], cpus: int) -> None:
         )
 
 
-def run_ray(job: Job) -> Result:
-    """Classify the grid with ``job.threads`` Ray actors."""
-    import ray
-    from ray.exceptions import RayError
-    from ray.util import ActorPool
+class Actors:
+    """``job.workers`` Ray actors, on an embedded Ray or a cluster; ranges go out through
+    an actor pool, parts come back as they are done."""
 
-    started, began = time.perf_counter(), time.time()
-    address = os.environ.get("RAY_ADDRESS") or job.ray_address
-    try:
-        _connect(address, job.threads * job.intra_op_threads)
-    except Exception as error:
-        raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {flat(error)}")
-    try:
+    tasks_per_worker = TASKS_PER_WORKER
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.count = job, job.workers
+        self.actors: list[Any] = []
+
+    def start(self) -> list[Startup]:
+        import ray
+
+        job = self.job
+        address = os.environ.get("RAY_ADDRESS") or job.ray_address
+        try:
+            _connect(address, job.workers * job.intra_op_threads)
+        except Exception as error:
+            raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {one_line(error)}")
         weights = b"" if job.onnx else job.weights.read_bytes()  # as checked by load_model
         weights_ref, images_ref = ray.put(weights), ray.put(job.split.images)
         spec_ref = ray.put(job.spec(None, "cpu"))  # the graph inside, put once
         actor = ray.remote(num_cpus=job.intra_op_threads)(Classifier)
-        actors = [
-            actor.remote(weights_ref, images_ref, job.backend, spec_ref) for _ in range(job.threads)
+        self.actors = [
+            actor.remote(weights_ref, images_ref, job.backend, spec_ref) for _ in range(self.count)
         ]
-        startups = ray.get(
-            [a.warm_up.remote(job.batch_size, job.warmup) for a in actors], timeout=job.timeout_s
-        )
-        startup_s = time.perf_counter() - started
-        begin("classify")
+        warming = [a.warm_up.remote(job.batch_size, job.warmup) for a in self.actors]
+        return ray.get(warming, timeout=job.timeout_s)
 
-        def classify_all(advance: Advance) -> Part:
-            pool = ActorPool(actors)
-            ranges = chunk_ranges(job.cells, job.batch_size, job.threads)
-            for first, stop in ranges:
-                pool.submit(
-                    lambda a, r: a.classify.remote(*r), (first, stop, job.offset, job.batch_size)
-                )
-            parts = []
-            for _ in ranges:
-                parts.append(pool.get_next_unordered(timeout=job.timeout_s))
-                advance(len(parts[-1].pred))
-            return assemble(job.cells, parts)
+    def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
+        from ray.util import ActorPool
 
-        timed = repeat(job, classify_all)
-    except TimeoutError:  # ray.get's GetTimeoutError and ActorPool's built-in TimeoutError
-        raise RunnerError(f"no Ray actor answered within {job.timeout_s:g} s (parallel.timeout_s)")
-    except RayError as error:
-        raise RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")
-    finally:
+        job, pool = self.job, ActorPool(self.actors)
+        for first, stop in ranges:
+            pool.submit(
+                lambda a, r: a.classify.remote(*r), (first, stop, job.offset, job.batch_size)
+            )
+        for _ in ranges:
+            yield pool.get_next_unordered(timeout=job.timeout_s)
+
+    def close(self) -> None:
+        import ray
+
         ray.shutdown()  # an embedded Ray stops; a cluster we joined keeps running
-    return result_of(timed, startup_s, job.threads, job.intra_op_threads, began, startups)
+
+    def failed(self, error: BaseException) -> BaseException:
+        from ray.exceptions import RayError
+
+        self.close()
+        timeout_s = self.job.timeout_s
+        if isinstance(error, TimeoutError):  # ray.get's GetTimeoutError, ActorPool's own
+            return RunnerError(f"no Ray actor answered within {timeout_s:g} s (parallel.timeout_s)")
+        if isinstance(error, RayError):
+            return RunnerError(f"a Ray actor failed: {last_line(error) or type(error).__name__}")
+        return error
+
+
+def run_ray(job: Job) -> Result:
+    """Classify the grid with ``job.workers`` Ray actors."""
+    return run_strategy(job, Actors(job))

@@ -2,9 +2,10 @@
 
 from collections.abc import Callable
 
-from runner.execution.classify import Job, Result, run_sequential
+from runner.execution.classify import Job, Result
 from runner.execution.parallel import run_parallel
 from runner.execution.ray_mode import run_ray
+from runner.execution.sequential import run_sequential
 
 STRATEGIES: dict[str, Callable[[Job], Result]] = {
     "sequential": run_sequential,

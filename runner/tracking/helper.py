@@ -23,8 +23,20 @@ from multiprocessing.connection import Connection
 from multiprocessing.util import Finalize
 from typing import Any, NoReturn, Optional
 
-from runner.children import STOPS, deaf_start, hear_again, spawnable_context
-from runner.errors import InputError, RunnerError, flat, held_stops, raise_if_stopped, stops_heard
+from runner.children import (
+    STOPS,
+    signals_blocked_while_starting,
+    spawnable_context,
+    unblock_signals,
+)
+from runner.errors import (
+    InputError,
+    RunnerError,
+    one_line,
+    raise_if_stopped,
+    stops_deferred,
+    stops_heard,
+)
 
 ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
 STOPPING_S = 30.0  # what ending the run as KILLED may take once it stops; a second stop ends it
@@ -37,7 +49,7 @@ class Helper:
         context = spawnable_context("spawn")
         self.connection, theirs = context.Pipe()
         self.process = context.Process(target=serve, args=(theirs,), name="mlflow-helper")
-        with deaf_start(STOPS):
+        with signals_blocked_while_starting(STOPS):
             self.process.start()
         theirs.close()
         self.unanswered = 0
@@ -82,14 +94,14 @@ class Helper:
         request, whichever comes first; the helper is killed then."""
         deadline = deadline or time.monotonic() + ANSWER_S
         while not self.connection.poll(0.1):  # a Ctrl-C may raise between polls
-            if stops_heard() > self.stops_at_send:  # one held back (``held_stops``)
+            if stops_heard() > self.stops_at_send:  # one held back (``stops_deferred``)
                 self._give_up("a stop came first")
                 raise_if_stopped()
             if time.monotonic() > deadline:
                 self._give_up("it gave no answer in time")
                 self._ended()
         try:
-            with held_stops():  # never half a message
+            with stops_deferred():  # never half a message
                 kind, value = self.connection.recv()
         except (EOFError, OSError):
             self._ended()
@@ -157,7 +169,7 @@ def stop() -> None:
         _helper.pop().close()
 
 
-class Served:
+class OpenRun:
     """The helper's end: at most one open run at a time, with the client that opened it."""
 
     def __init__(self) -> None:
@@ -192,11 +204,11 @@ def serve(connection: Connection) -> None:
     a run left open as KILLED."""
     for stop_signal in STOPS:
         signal.signal(stop_signal, signal.SIG_IGN)
-    hear_again(STOPS)
+    unblock_signals(STOPS)
     from runner.tracking.store import DEFAULT_URI, warm
 
     warm(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)  # the likely store
-    served = Served()
+    served = OpenRun()
     while True:
         try:
             request, args = connection.recv()
@@ -207,7 +219,7 @@ def serve(connection: Connection) -> None:
         except InputError as error:
             answer = ("input", str(error))
         except Exception as error:
-            answer = ("error", flat(error, 2000))
+            answer = ("error", one_line(error, 2000))
         try:
             connection.send(answer)
         except OSError:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner.analysis.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
-from runner.errors import RunnerError, Stop, flat, held_stops, raise_if_stopped, stop_requested
+from runner.errors import (
+    RunnerError,
+    Stop,
+    one_line,
+    raise_if_stopped,
+    stop_requested,
+    stops_deferred,
+)
 from runner.files import RUN_PRODUCTS
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
@@ -128,10 +135,10 @@ def mlflow_run(
         if isinstance(error, Stop) or stop_requested():  # failed because of the Ctrl-C
             status, cause = "KILLED", None
         else:
-            status, cause = "FAILED", redact(flat(error)) or type(error).__name__
+            status, cause = "FAILED", redact(one_line(error)) or type(error).__name__
         patience = STOPPING_S if status == "KILLED" else ANSWER_S  # a second stop ends it too
         begin("stopping")
-        with held_stops(), suppress(Exception, *Stop):  # a store gone must not hide the cause
+        with stops_deferred(), suppress(Exception, *Stop):  # a store gone must not hide the cause
             tracker.ask("end", status, cause, patience=patience)
         raise
     if not recording.finished:

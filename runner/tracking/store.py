@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from runner import REPO_ROOT
 from runner.credentials import adopt, adopt_from_environment, with_userinfo
-from runner.errors import InputError, RunnerError, flat
+from runner.errors import InputError, RunnerError, one_line
 from runner.files import check_writable
 from runner.phases import begin
 
@@ -204,7 +204,8 @@ def open_store(uri: str, experiment: str) -> tuple[Any, str]:
         raise
     except Exception as error:
         advice = _sqlite_advice(uri, str(error))
-        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {flat(error, 300)}{advice}")
+        problem = one_line(error, 300)
+        raise RunnerError(f"MLflow tracking store {uri} cannot be used: {problem}{advice}")
 
 
 def warm(uri: str) -> None:
@@ -298,12 +299,12 @@ def begin_run(
         run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=tags)
         run_id = run.info.run_id
     except Exception as error:
-        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+        raise RunnerError(f"MLflow run cannot be started: {one_line(error, 300)}")
     try:
         client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
     except Exception as error:
-        end_run(client, run_id, "FAILED", flat(error))
-        raise RunnerError(f"MLflow run cannot be started: {flat(error, 300)}")
+        end_run(client, run_id, "FAILED", one_line(error))
+        raise RunnerError(f"MLflow run cannot be started: {one_line(error, 300)}")
     return client, run_id, experiment_id
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runner.analysis.summary import read_summary, write_summary
-from runner.errors import InputError, RunnerError, flat
+from runner.errors import InputError, RunnerError, one_line
 from runner.redact import redact
 from runner.result import RESULT_TAG
 from runner.settings import RUN_CONFIG, RunConfig
@@ -69,7 +69,7 @@ def sync(run_dir: Path, run: RunConfig) -> str:
     try:
         write_results(client, run_id, results(summary, run_dir))
     except Exception as error:
-        end_run(client, run_id, "FAILED", flat(error))
+        end_run(client, run_id, "FAILED", one_line(error))
         raise RunnerError(f"{run_dir} could not be logged: {error}".splitlines()[0])
     end_run(client, run_id, "FINISHED")
     write_summary(run_dir / "summary.json", summary)

@@ -1,0 +1,55 @@
+"""Sequential mode: this process classifies the grid, batch after batch, in grid order."""
+
+import time
+from collections.abc import Iterator
+
+from runner.execution.backends import build
+from runner.execution.classify import (
+    Job,
+    Part,
+    Result,
+    classify_part,
+    set_torch_threads,
+    warm_up,
+)
+from runner.execution.loop import run_strategy
+from runner.execution.timeline import Startup, worker_name
+
+RANGES = 100  # a range per 1 % of the grid, for the progress bar
+
+
+class InThisProcess:
+    """The one worker is this process, on ``job.device`` with ``intra_op_threads`` threads."""
+
+    count = 1
+    tasks_per_worker = RANGES
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def start(self) -> list[Startup]:
+        job = self.job
+        began = time.time()
+        set_torch_threads(job.backend, job.intra_op_threads)
+        self.classify_batch = build(job.backend, job.spec(job.model, job.device))
+        loaded = time.time()
+        warm_up(self.classify_batch, job.split.images, job.batch_size, job.warmup)
+        return [Startup(worker_name(), began, loaded, time.time())]
+
+    def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
+        job = self.job
+        for first, stop in ranges:
+            yield classify_part(
+                self.classify_batch, job.split.images, first, stop, job.offset, job.batch_size
+            )
+
+    def close(self) -> None:
+        pass
+
+    def failed(self, error: BaseException) -> BaseException:
+        return error  # nothing else to end
+
+
+def run_sequential(job: Job) -> Result:
+    """One process, batches in grid order."""
+    return run_strategy(job, InThisProcess(job))
