@@ -251,7 +251,7 @@ def validate(cfg: DictConfig) -> None:
 PROGRESS = ("auto", "true", "false")
 MAX_REPEATS = 1000  # passes of one run: beyond, the interval stops narrowing, days go by
 BYTES_PER_CELL = 40  # prediction, probability, label, the mask's pixel and their copies
-WORKER_MB = 350  # a worker's PSS, measured: torch, the model and its share of the images
+WORKER_MB = 350  # a worker's PSS: torch, the model and its share of the images
 CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
 
 

@@ -1,20 +1,26 @@
-"""Derived files (the exported graph, the int8 graph, the fp32 reference): one rule for all.
+"""Derived files (the exported graph, the int8 graph, the fp32 reference): one cache, one
+rule for all (``cached``).
 
-Each is written with a facts file beside it (``X.onnx`` and ``X.json``) that records the
-sha256 of its bytes, facts last, so a file in the cache with its facts is complete. On
-reading, a file whose bytes no longer match (bits flipped, another graph copied in its
-place) or whose facts are missing or unreadable is never used: the caller builds it again
-from its sources, and a mismatch is said in one line on stderr. Derived files cost seconds
-to rebuild; a wrong result given silently costs the comparison.
+Each is named by what it was made from (``key_of``) and written with a facts file beside
+it (``X.onnx`` and ``X.json``) that records the sha256 of its bytes, facts last, so a
+file in the cache with its facts is complete. On reading, a file whose bytes no longer
+match (bits flipped, another graph copied in its place), whose facts are missing or
+unreadable, or whose contents are not what its reader expects is never used: it is built
+again from its sources, and a mismatch is said in one line on stderr. Derived files cost
+seconds to rebuild; a wrong result given silently costs the comparison.
 """
 
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from runner.files import atomic
+
+T = TypeVar("T")
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, EOFError)
 
 
 def facts_path(path: Path) -> Path:
@@ -50,3 +56,25 @@ def write_checked(path: Path, data: bytes, facts: Optional[dict[str, Any]] = Non
     recorded = {**(facts or {}), "sha256": hashlib.sha256(data).hexdigest()}
     with atomic(facts_path(path)) as tmp:
         tmp.write_text(json.dumps(recorded, sort_keys=True))
+
+
+def key_of(*parts: object) -> str:
+    """What a derived file was made from, as 16 hex digits of sha256: its name's key."""
+    return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def cached(
+    path: Path, build: Callable[[], tuple[bytes, dict[str, Any]]], read: Callable[..., T]
+) -> T:
+    """The derived file at ``path`` as ``read(data, facts)`` gives it; built by ``build``
+    (its bytes and facts), written and read where it is absent, altered, or not what
+    ``read`` expects (``read`` raises): a derived file costs seconds to build again."""
+    found = read_checked(path)
+    if found is not None:
+        try:
+            return read(*found)
+        except UNREADABLE:
+            pass
+    data, facts = build()
+    write_checked(path, data, facts)
+    return read(data, facts)

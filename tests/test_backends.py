@@ -118,3 +118,37 @@ def test_a_graph_onnxruntime_refuses_is_one_line(model):
     with pytest.raises(InputError, match="backend=onnxruntime refuses the model") as refused:
         build("onnxruntime", Spec(model, onnx=b"not an onnx graph"))
     assert "\n" not in str(refused.value)
+
+
+def test_every_derived_file_follows_one_rule(tmp_path):
+    """``derived.cached``: built once, then read; altered bytes, lost facts, or contents
+    its reader refuses: built again, never used."""
+    from runner.derived import cached, facts_path
+
+    built = []
+
+    def build():
+        built.append(1)
+        return b"graph", {"n": 7}
+
+    def read(data, facts):
+        if data != b"graph":
+            raise ValueError("not a graph")
+        return data, facts["n"]
+
+    path = tmp_path / "x.onnx"
+    assert cached(path, build, read) == (b"graph", 7) and len(built) == 1
+    assert cached(path, build, read) == (b"graph", 7) and len(built) == 1  # read, not built
+    path.write_bytes(b"graph, altered")
+    assert cached(path, build, read) == (b"graph", 7) and len(built) == 2
+    facts_path(path).unlink()
+    assert cached(path, build, read) == (b"graph", 7) and len(built) == 3
+    refused = []
+
+    def refuse_the_cached_one(data, facts):
+        if not refused:
+            refused.append(1)
+            raise KeyError("an older format")
+        return data
+
+    assert cached(path, build, refuse_the_cached_one) == b"graph" and len(built) == 4

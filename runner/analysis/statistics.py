@@ -7,19 +7,19 @@ sample here is a list of runs, each a list of pass throughputs, and the run is t
 
 - a configuration's figure is the geometric mean of its runs' medians (one run: the median
   of its passes), its 95 % interval a t interval on the runs' log medians
-  (``scipy.stats.t``). The bootstrap that drew runs and passes covered 73-78 % at the
-  preset's sizes (three runs); the t interval keeps its 95 % where runs differ by 8 % and
-  passes by 5 %, a simulation test says. A single run has no spread between runs to go
-  by: its interval resamples its passes (``scipy.stats.bootstrap``) and says how settled
-  that run is, no more;
+  (``scipy.stats.t``), which keeps its 95 % coverage at the preset's sizes where a
+  bootstrap over runs and passes did not (BENCHMARKS.md, "Scores and result files"; a
+  simulation test asserts it). A single run has no spread between runs to go by: its
+  interval resamples its passes (``scipy.stats.bootstrap``) and says how settled that run
+  is, no more;
 - a difference is tested on the runs, a t-test (``scipy.stats.ttest_ind``, Student's for
   sides of one size, Welch's otherwise) on their log medians; the ratio's interval is the
   test's own interval of the difference of log means, so interval and test always agree;
 - a score over configurations (``unit_scores``, ``score``, ``compare_scores``) takes the
   round of a sweep (one pass over every configuration, which shares its minutes: a slow
   minute of a VM slows all of them) as its unit: the geometric mean of the configurations'
-  ratios per round, then a t interval and test over rounds. Configurations drawn as if
-  independent called a shared 2 % shift per round a difference in 20 of 60 trials.
+  ratios per round, then a t interval and test over rounds: configurations taken as
+  independent call a shift the whole round shares a difference (BENCHMARKS.md).
 
 Intervals are at 95 %; the bootstrap's are percentile intervals from 2,000 resamples drawn
 by a generator seeded by the data, so the same data always gives the same interval.

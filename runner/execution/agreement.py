@@ -6,14 +6,13 @@ under ``outputs/reference``, keyed by the weights, the split, the offset and the
 checked against its sha256 like every derived file (``runner.derived``).
 """
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runner.derived import read_checked, write_checked
+from runner.derived import cached, key_of
 from runner.execution.classify import Job, Result
 
 REFERENCE_BATCH = 256
@@ -44,24 +43,24 @@ def fp32_reference(job: Job, cache_dir: Path, onnx_cache: Path) -> tuple[np.ndar
 
     graph = graph_of(job.weights, onnx_cache)
     place = f"{graph.key}-{job.split_name}-{job.offset}-{job.cells}"
-    path = cache_dir / f"fp32-{hashlib.sha256(place.encode()).hexdigest()[:16]}.npz"
-    cached = read_checked(path)
-    if cached is not None:
-        try:
-            with np.load(io.BytesIO(cached[0])) as arrays:
-                pred, prob = arrays["pred"], arrays["prob"]
-            if len(pred) == len(prob) == job.cells:
-                return pred, prob
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # not what it should be: computed again, it is only derived
-    from runner.execution.backends import Spec, build
-    from runner.execution.classify import classify_range
-    from runner.execution.devices import available_cores
 
-    classify = build("onnxruntime", Spec(None, threads=available_cores(), onnx=graph.onnx))
-    images = job.split.images
-    pred, prob, _ = classify_range(classify, images, 0, job.cells, job.offset, REFERENCE_BATCH)
-    arrays = io.BytesIO()
-    np.savez(arrays, pred=pred, prob=prob)
-    write_checked(path, arrays.getvalue(), {"of": place})
-    return pred, prob
+    def compute() -> tuple[bytes, dict[str, Any]]:
+        from runner.execution.backends import Spec, build
+        from runner.execution.classify import classify_range
+        from runner.execution.devices import available_cores
+
+        classify = build("onnxruntime", Spec(None, threads=available_cores(), onnx=graph.onnx))
+        images = job.split.images
+        pred, prob, _ = classify_range(classify, images, 0, job.cells, job.offset, REFERENCE_BATCH)
+        arrays = io.BytesIO()
+        np.savez(arrays, pred=pred, prob=prob)
+        return arrays.getvalue(), {"of": place}
+
+    def read(data: bytes, facts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(io.BytesIO(data)) as arrays:
+            pred, prob = arrays["pred"], arrays["prob"]
+        if not len(pred) == len(prob) == job.cells:
+            raise ValueError("not the job's cells")
+        return pred, prob
+
+    return cached(cache_dir / f"fp32-{key_of(place)}.npz", compute, read)

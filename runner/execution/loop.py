@@ -101,7 +101,7 @@ def repeat(job: Job, classify_grid: Callable[[Advance], Part], workers: int = 1)
     1) passes once untimed before them, so that both policies measure the same warm
     passes: a process's first pass pays for what the tool sets up (a batch shape first
     seen, TorchScript's profiling runs, cold caches), not for the machine (BENCHMARKS.md,
-    "The first pass")."""
+    "Can a comparison be trusted?")."""
     from runner.execution.load import Watch
 
     runtimes, passes = [], []

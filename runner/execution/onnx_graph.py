@@ -13,9 +13,9 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runner.derived import read_checked, write_checked
+from runner.derived import cached
 from runner.errors import InputError, one_line
 from runner.machine import torch_version
 
@@ -35,19 +35,17 @@ def graph_of(weights: Path, cache_dir: Path) -> Graph:
     recorded sha256 (``runner.derived``), else loaded (with every check of ``load_model``),
     exported and cached."""
     key = weights_key(weights)
-    graph_file = cache_dir / f"mnist-cnn-{key}.onnx"
-    cached = read_checked(graph_file)
-    if cached is not None:
-        try:
-            return Graph(cached[0], int(cached[1]["flops_per_image"]), key)
-        except (ValueError, KeyError, TypeError):
-            pass  # facts without the FLOPs: exported again
-    from runner.model import flops_per_image, load_model
 
-    model = load_model(weights)
-    graph = Graph(export_onnx(model), flops_per_image(model), key)
-    write_checked(graph_file, graph.onnx, {"flops_per_image": graph.flops_per_image})
-    return graph
+    def export() -> tuple[bytes, dict[str, Any]]:
+        from runner.model import flops_per_image, load_model
+
+        model = load_model(weights)
+        return export_onnx(model), {"flops_per_image": flops_per_image(model)}
+
+    def read(graph: bytes, facts: dict[str, Any]) -> Graph:
+        return Graph(graph, int(facts["flops_per_image"]), key)
+
+    return cached(cache_dir / f"mnist-cnn-{key}.onnx", export, read)
 
 
 def weights_key(weights: Path) -> str:

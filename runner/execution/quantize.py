@@ -10,16 +10,16 @@ The cache is keyed by the fp32 graph's key and these settings; a graph whose byt
 longer match the sha256 recorded beside it is calibrated again (``runner.derived``).
 """
 
-import hashlib
 import json
 import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from runner.derived import read_checked, write_checked
+from runner.derived import cached, key_of
 from runner.errors import InputError, one_line
 
 CALIBRATION_IMAGES = 1000  # every 60th image of the training split
@@ -41,14 +41,12 @@ def int8_graph_of(
     """The quantized graph of ``fp32_graph`` (whose cache key is ``fp32_key``): from the
     cache, else calibrated on ``train_images()`` (read only then) and cached."""
     settings = json.dumps({**SETTINGS, "onnxruntime": _ort_version()}, sort_keys=True)
-    key = hashlib.sha256(f"{fp32_key}{settings}".encode()).hexdigest()[:16]
-    graph_file = cache_dir / f"mnist-cnn-{fp32_key}-int8-{key}.onnx"
-    cached = read_checked(graph_file)
-    if cached is not None:
-        return cached[0]
-    graph = quantize(fp32_graph, train_images())
-    write_checked(graph_file, graph, SETTINGS)
-    return graph
+    graph_file = cache_dir / f"mnist-cnn-{fp32_key}-int8-{key_of(fp32_key, settings)}.onnx"
+
+    def calibrate() -> tuple[bytes, dict[str, Any]]:
+        return quantize(fp32_graph, train_images()), SETTINGS
+
+    return cached(graph_file, calibrate, lambda graph, facts: graph)
 
 
 def calibration_images(train_images: np.ndarray) -> np.ndarray:
