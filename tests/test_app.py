@@ -143,12 +143,13 @@ def test_the_store_opens_beside_the_work_only_on_a_free_core(
     monkeypatch, mode, workers, threads, side_by_side, expected
 ):
     from runner import app
+    from runner.config import settings_of
     from tests.test_config import compose_run
 
     monkeypatch.setattr(app, "available_cores", lambda: 2)
     monkeypatch.setattr(app, "_jobs_side_by_side", lambda: side_by_side)
-    job = SimpleNamespace(threads=workers, intra_op_threads=threads)
-    assert app.leaves_a_core(compose_run(f"mode={mode}"), job) is expected
+    job = SimpleNamespace(workers=workers, intra_op_threads=threads)
+    assert app.leaves_a_core(settings_of(compose_run(f"mode={mode}")), job) is expected
 
 
 def test_a_directory_that_takes_no_files_is_named_with_the_reason(tmp_path):

@@ -6,34 +6,38 @@ handed out and how results come back."""
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Optional, Protocol
+from typing import Optional
 
 import numpy as np
 
-from runner.execution.classify import Job, Part, Result, chunk_ranges
+from runner.execution.classify import TASKS_PER_WORKER, Job, Part, Result, chunk_ranges
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline
 from runner.phases import begin
 
 
-class Workers(Protocol):
-    """One strategy's processes, as the loop drives them."""
+class Workers:
+    """One strategy's processes, as the loop drives them: a strategy overrides ``start``
+    and ``classify``, and ``close`` and ``failed`` where it has processes to end."""
 
-    count: int  # the processes that classify
-    tasks_per_worker: int  # ranges a pass gives each: enough that the tail is short
+    count = 1  # the processes that classify
+    tasks_per_worker = TASKS_PER_WORKER  # ranges a pass gives each: a short tail
 
     def start(self) -> list[Startup]:
         """Start every worker, each loading its model and warming up; what each did when."""
+        raise NotImplementedError
 
     def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
         """Hand out ``ranges``; yield their parts as they come back, in any order, failing
         where no part comes back within the job's timeout."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """The passes are done: let the workers go."""
 
     def failed(self, error: BaseException) -> BaseException:
         """``error`` ended the run: end every worker now; returns what to raise."""
+        return error
 
 
 def run_strategy(job: Job, workers: Workers) -> Result:

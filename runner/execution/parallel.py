@@ -29,17 +29,9 @@ from runner.children import (
 from runner.data import read_images
 from runner.errors import RunnerError, last_line, one_line, raise_if_stopped, stops_deferred
 from runner.execution.backends import GRAPH_BACKENDS, build
-from runner.execution.classify import (
-    TASKS_PER_WORKER,
-    Job,
-    Part,
-    Result,
-    classify_part,
-    set_torch_threads,
-    warm_up,
-)
+from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
 from runner.execution.devices import worker_device
-from runner.execution.loop import run_strategy
+from runner.execution.loop import Workers, run_strategy
 from runner.execution.timeline import Startup, worker_name
 from runner.phases import begin
 
@@ -173,11 +165,9 @@ def _pool(job: Job, context: multiprocessing.context.BaseContext) -> ProcessPool
     )
 
 
-class Pool:
+class Pool(Workers):
     """``job.workers`` processes of a pool, each with its model and images; ranges go out
     as tasks, parts come back as their results."""
-
-    tasks_per_worker = TASKS_PER_WORKER
 
     def __init__(self, job: Job) -> None:
         self.job, self.count = job, job.workers

@@ -25,16 +25,8 @@ import numpy as np
 from runner import REPO_ROOT
 from runner.errors import RunnerError, catch_stop_signals, last_line, one_line
 from runner.execution.backends import Spec, build
-from runner.execution.classify import (
-    TASKS_PER_WORKER,
-    Job,
-    Part,
-    Result,
-    classify_part,
-    set_torch_threads,
-    warm_up,
-)
-from runner.execution.loop import run_strategy
+from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
+from runner.execution.loop import Workers, run_strategy
 from runner.execution.timeline import Startup, worker_name
 
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
@@ -142,11 +134,9 @@ def _start_or_join(address: Optional[str], cpus: int) -> None:
         )
 
 
-class Actors:
+class Actors(Workers):
     """``job.workers`` Ray actors, on an embedded Ray or a cluster; ranges go out through
     an actor pool, parts come back as they are done."""
-
-    tasks_per_worker = TASKS_PER_WORKER
 
     def __init__(self, job: Job) -> None:
         self.job, self.count = job, job.workers

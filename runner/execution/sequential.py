@@ -4,24 +4,16 @@ import time
 from collections.abc import Iterator
 
 from runner.execution.backends import build
-from runner.execution.classify import (
-    Job,
-    Part,
-    Result,
-    classify_part,
-    set_torch_threads,
-    warm_up,
-)
-from runner.execution.loop import run_strategy
+from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
+from runner.execution.loop import Workers, run_strategy
 from runner.execution.timeline import Startup, worker_name
 
 RANGES = 100  # a range per 1 % of the grid, for the progress bar
 
 
-class InThisProcess:
+class InThisProcess(Workers):
     """The one worker is this process, on ``job.device`` with ``intra_op_threads`` threads."""
 
-    count = 1
     tasks_per_worker = RANGES
 
     def __init__(self, job: Job) -> None:
@@ -42,12 +34,6 @@ class InThisProcess:
             yield classify_part(
                 self.classify_batch, job.split.images, first, stop, job.offset, job.batch_size
             )
-
-    def close(self) -> None:
-        pass
-
-    def failed(self, error: BaseException) -> BaseException:
-        return error  # nothing else to end
 
 
 def run_sequential(job: Job) -> Result:
