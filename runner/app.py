@@ -43,6 +43,7 @@ from runner.phases import begin
 from runner.pictures.gallery import save_gallery
 from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.pictures.preview import save_preview, title
+from runner.pictures.serving import save_serving
 from runner.pictures.timeline import save_timeline
 from runner.redact import redact
 from runner.settings import RunConfig
@@ -106,6 +107,11 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         device=cfg.device,
         onnx=onnx,
         flops_per_image=flops,
+        scenario=cfg.scenario,
+        qps=None if cfg.server.qps == "auto" else float(cfg.server.qps),
+        latency_bound_s=cfg.server.latency_bound_ms / 1000,
+        max_delay_s=cfg.server.max_delay_ms / 1000,
+        serve_max_s=cfg.server.max_s,
         progress=progress_wanted(
             str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
         ),
@@ -261,6 +267,8 @@ def draw(
         save_preview(run_dir / "mask_preview.png", images, offset, values, grid, summary)
         save_gallery(run_dir / "errors.png", images, offset, labels, result.pred, result.prob)
         save_timeline(run_dir / "timeline.png", result.timeline, title(summary))
+        if summary.get("steps"):  # a server peak search
+            save_serving(run_dir / "serving.png", summary, title(summary))
 
     with ThreadPoolExecutor(1) as pool:
         plotting = pool.submit(plotted)

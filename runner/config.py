@@ -19,7 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import REPO_ROOT
-from runner.choices import MODES, PRECISIONS, RAY_HINT, SPLITS, START_METHODS
+from runner.analysis.statistics import P99, queries_for
+from runner.choices import MODES, PRECISIONS, RAY_HINT, SCENARIOS, SPLITS, START_METHODS
 from runner.credentials import PASSWORD, USERNAME, split_userinfo
 from runner.errors import ConfigError, InputError, one_line
 from runner.execution.backends import (
@@ -197,6 +198,7 @@ def validate(cfg: DictConfig) -> None:
     _require(0 < target < 1, "stability.target", target, "must be between 0 and 1 (0.02 is 2 %)")
     _require(cfg.stability.max_s > 0, "stability.max_s", cfg.stability.max_s, "must be more than 0")
     _require(cfg.round >= 0, "round", cfg.round, "must be 0 or more")
+    _check_scenario(cfg)
     progress = str(cfg.progress).lower()
     _require(
         progress in PROGRESS, "progress", cfg.progress, f"must be one of {', '.join(PROGRESS)}"
@@ -334,6 +336,37 @@ def check_pair(backend: str, precision: str, device: str) -> None:
                 f"backend=openvino runs {precision} only where the CPU does ({native.reason}; "
                 f"it would run fp32); backend={' or '.join(others)} runs it emulated",
             )
+
+
+def _check_scenario(cfg: DictConfig) -> None:
+    """MLPerf's scenarios: which settings they take, and where they run."""
+    scenario, server = cfg.scenario, cfg.server
+    _require(scenario in SCENARIOS, "scenario", scenario, f"must be one of {', '.join(SCENARIOS)}")
+    qps = server.qps
+    rate = isinstance(qps, (int, float)) and not isinstance(qps, bool)
+    _require(qps == "auto" or (rate and qps > 0), "server.qps", qps, "must be more than 0, or auto")
+    for key in ("latency_bound_ms", "max_delay_ms", "max_s"):
+        _require(server[key] > 0, f"server.{key}", server[key], "must be more than 0")
+    if scenario == "offline":
+        return
+    _require(
+        cfg.mode != "ray", "scenario", scenario, "runs in mode=sequential or parallel, not ray"
+    )
+    _require(
+        cfg.repeats == 1,
+        "repeats",
+        cfg.repeats,
+        f"scenario={scenario} serves the grid once (its figures are over queries): use 1",
+    )
+    if scenario == "server" and qps == "auto":
+        needed = queries_for(P99)
+        _require(
+            cfg.grid.rows * cfg.grid.columns >= needed,
+            "grid",
+            f"{cfg.grid.rows}x{cfg.grid.columns}",
+            f"server.qps=auto judges each rate by its p99, which {needed} queries (cells) at "
+            "least establish",
+        )
 
 
 def _check_gpu_run(cfg: DictConfig) -> None:

@@ -13,7 +13,7 @@ HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml
 # what a run writes, the mark of a complete run first: a reused run directory loses them
 # in this order before the new run writes, so no old product is taken for a new one
 RUN_PRODUCTS = ("summary.json", "predictions.npz", "mask.png", "mask_preview.png",
-                "errors.png", "timeline.png", "trace.json")  # fmt: skip
+                "errors.png", "timeline.png", "trace.json", "serving.png")  # fmt: skip
 
 
 @contextmanager

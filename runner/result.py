@@ -23,9 +23,19 @@ RESULT_TAG = "gridbench.result"  # the record as JSON, but its passes (the metri
 # what makes two runs measure different things; ``repeats``: the repeat policy, as
 # configured ("auto" stops when the median settles, a count does not)
 KEY = ("mode", "threads", "batch_size", "backend", "precision", "device", "torch_threads",
-       "grid", "split", "offset", "repeats")  # fmt: skip
+       "grid", "split", "offset", "repeats", "scenario")  # fmt: skip
 UNTAGGED = "(no machine tag)"
 SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
+
+
+def scenario_of(summary: dict[str, Any]) -> str:
+    """The scenario with the settings that change its figures, as the key has it:
+    ``offline``, ``single_stream``, ``server qps=auto p99<=10ms delay=1ms``."""
+    scenario = summary.get("scenario", "offline")
+    if scenario != "server":
+        return scenario
+    return (f"server qps={summary['server_qps']} p99<={summary['latency_bound_ms']:g}ms "
+            f"delay={summary['max_delay_ms']:g}ms")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class RunResult:
     software: dict[str, str] = field(default_factory=dict)  # SOFTWARE's versions
     hardware: dict[str, Any] = field(default_factory=dict)  # ``runner.machine.fingerprint``
     load: dict[str, Any] = field(default_factory=dict)  # ``runner.execution.load``
+    scenario: str = "offline"  # ``scenario_of``: MLPerf's scenario and its settings
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -79,7 +90,7 @@ class RunResult:
     def scope(self) -> str:
         """``single-core`` (sequential, one thread), ``multi-core`` (a worker per core the
         run could use, one thread each), or "" for any other configuration."""
-        if self.torch_threads != 1 or self.device != "cpu":
+        if self.torch_threads != 1 or self.device != "cpu" or self.scenario != "offline":
             return ""
         if self.mode == "sequential" and self.threads == 1:
             return "single-core"
@@ -147,6 +158,7 @@ class RunResult:
             software={name: str(summary[name]) for name in SOFTWARE if summary.get(name)},
             hardware={k: summary[k] for k in HARDWARE if k in summary},
             load=dict(load),
+            scenario=scenario_of(summary),
         )
 
     @classmethod

@@ -67,6 +67,14 @@ class RayConfig:
 
 
 @dataclass
+class ServerConfig:
+    qps: Any = MISSING  # queries a second (a positive number), or "auto": the peak search
+    latency_bound_ms: float = MISSING
+    max_delay_ms: float = MISSING
+    max_s: float = MISSING
+
+
+@dataclass
 class RunConfig:
     mode: str = MISSING
     threads: int = MISSING
@@ -79,6 +87,8 @@ class RunConfig:
     repeats: Any = MISSING  # a positive integer or "auto"
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     round: int = MISSING
+    scenario: str = MISSING
+    server: ServerConfig = field(default_factory=ServerConfig)
     progress: str = MISSING
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -16,6 +16,7 @@ from runner.app import ONNX_CACHE
 from runner.errors import InputError
 from runner.execution.onnx_graph import graph_of
 from runner.files import check_writable, unique_dir
+from runner.result import RunResult
 from tests.conftest import WEIGHTS, run_app
 
 SMALL = ("grid.rows=6", "grid.columns=10", "data.offset=59990")  # 60 cells, wraps
@@ -192,3 +193,25 @@ def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path):
     second = unique_dir(path)
     assert (first, second) == (path, f"{path}-2") and Path(second).is_dir()
     assert unique_dir(path) == second  # Hydra resolves it more than once: one answer
+
+
+def test_a_peak_search_reaches_the_console_the_summary_mlflow_and_its_picture(tmp_path):
+    done = run_app(tmp_path, "grid.rows=4", "grid.columns=100", "batch_size=16",
+                   "scenario=server", "server.qps=auto", "progress=false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["scenario"] == "server" and summary["peak_qps"] > 0
+    line = next(line for line in done.stdout.splitlines() if line.startswith("Server peak: "))
+    assert f"{summary['peak_qps']:,.0f} queries/s with p99 <= 10 ms" in line
+    assert (tmp_path / "run" / "serving.png").stat().st_size > 0
+    client, (run,) = runs_in(tmp_path)
+    assert run.data.metrics["peak_qps"] == float(f"{summary['peak_qps']:.7g}")
+    assert run.data.tags["scenario"] == "server" and run.data.params["server.qps"] == "auto"
+    rates = client.get_metric_history(run.info.run_id, "step_qps")
+    assert sorted(m.value for m in rates) == pytest.approx(
+        sorted(s["qps"] for s in summary["steps"])
+    )
+    record = RunResult.from_mlflow(client, run)
+    assert record.scenario == "server qps=auto p99<=10ms delay=1ms" and record.scope == ""
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "serving.png" in artifacts

@@ -102,6 +102,32 @@ def test_bad_values_are_refused_naming_the_key(override, key):
     assert "\n" not in str(refused.value) and "pw" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["scenario=multi_stream"], "scenario"),
+        (["server.qps=0"], "server.qps"),
+        (["server.qps=-5"], "server.qps"),
+        (["server.qps=fast"], "server.qps"),
+        (["server.latency_bound_ms=0"], "server.latency_bound_ms"),
+        (["server.max_delay_ms=-1"], "server.max_delay_ms"),
+        (["server.max_s=0"], "server.max_s"),
+        (["scenario=server", "mode=ray"], "scenario"),
+        (["scenario=single_stream", "repeats=auto"], "repeats"),
+        (["scenario=server", "server.qps=auto", "grid.rows=10", "grid.columns=10"], "grid"),
+    ],
+)
+def test_bad_scenario_settings_are_refused_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_run(*overrides))
+    assert refused.value.key == key and "\n" not in str(refused.value)
+
+
+def test_the_scenarios_take_their_settings():
+    validate(compose_run("scenario=server", "server.qps=auto", "grid.rows=4", "grid.columns=100"))
+    validate(compose_run("scenario=single_stream", "mode=parallel", "server.qps=0.5"))
+
+
 def test_repeats_is_a_count_or_auto():
     validate(compose_run("repeats=auto", "stability.target=0.05", "stability.max_s=5"))
     assert compose_run("repeats=7").repeats == 7

@@ -124,9 +124,10 @@ def label(config: dict[str, Any]) -> str:
     split = f" {config['split']}" if config["split"] != "train" else ""
     repeats = f", repeats={config['repeats']}" if config["repeats"] != "auto" else ""
     cells = config["grid"][0] * config["grid"][1]
+    scenario = f", {config['scenario']}" if config.get("scenario", "offline") != "offline" else ""
     return (
         f"{config['mode']} t{config['threads']}{threads} b{config['batch_size']} "
-        f"{config['backend']}{precision}{device}, {cells:,} cells{split}{repeats}"
+        f"{config['backend']}{precision}{device}, {cells:,} cells{split}{repeats}{scenario}"
     )
 
 

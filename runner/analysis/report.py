@@ -24,7 +24,7 @@ from runner.result import RunResult
 KEY = (*RESULT_KEY, "machine")
 COLUMNS = (
     "job", "mode", "threads", "batch_size", "backend", "precision", "device",
-    "torch_threads", "split", "repeats", "machine", "grid", "items", "runs", "passes",
+    "torch_threads", "split", "repeats", "scenario", "machine", "grid", "items", "runs", "passes",
     "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
     "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",
     "efficiency_high", "karp_flatt", "karp_flatt_low", "karp_flatt_high", "busy_runs",

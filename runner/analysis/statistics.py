@@ -230,3 +230,38 @@ def compare_scores(baseline_logs: np.ndarray, other_logs: np.ndarray) -> Compari
     if tested is not None:
         return tested
     return Comparison(float(np.exp(np.mean(other_logs) - np.mean(baseline_logs))), None, None)
+
+
+P99 = 0.99  # the server scenario's percentile: MLPerf's for its latency bound
+
+
+def _order_ranks(count: int, q: float) -> tuple[int, int]:
+    """The 1-based ranks of the order statistics that bound the ``q``-quantile of ``count``
+    values with 95 % confidence: the binomial law of how many fall below it, no
+    assumption about the values' distribution."""
+    from scipy.stats import binom
+
+    low = int(binom.ppf(ALPHA / 2, count, q))
+    high = int(binom.ppf(1 - ALPHA / 2, count, q)) + 1
+    return low, high
+
+
+def quantile_interval(values: Sequence[float], q: float) -> Optional[Interval]:
+    """The distribution-free 95 % interval of the ``q``-quantile of ``values`` (latencies:
+    one that never came back is ``inf``); None where too few values bound it from both
+    sides, so the quantile is not established (LoadGen's early-stopping question)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    low, high = _order_ranks(len(ordered), q)
+    if low < 1 or high > len(ordered):
+        return None
+    return Interval(float(ordered[low - 1]), float(ordered[high - 1]))
+
+
+def queries_for(q: float) -> int:
+    """The fewest values whose ``q``-quantile ``quantile_interval`` establishes."""
+    from scipy.stats import binom
+
+    counts = np.arange(1, int(20 / min(q, 1 - q)) + 1)
+    lows = binom.ppf(ALPHA / 2, counts, q)
+    highs = binom.ppf(1 - ALPHA / 2, counts, q) + 1
+    return int(counts[(lows >= 1) & (highs <= counts)][0])

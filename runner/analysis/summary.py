@@ -93,7 +93,18 @@ def summarize(
         **fingerprint(),
         **software(),
         "weights_digest": file_digest(repo_path(run.weights)),
+        **_scenario(run, result),
     }
+
+
+def _scenario(run: RunConfig, result: Result) -> dict[str, Any]:
+    """The scenario and, served, its settings and figures (``runner.execution.serving``)."""
+    if run.scenario == "offline":
+        return {"scenario": "offline"}
+    facts: dict[str, Any] = {**result.serving, "scenario": run.scenario}
+    if run.scenario == "server":
+        facts.update(server_qps=run.server.qps, max_delay_ms=run.server.max_delay_ms)
+    return facts
 
 
 @cache
@@ -179,6 +190,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms"
         + _per_image(summary),
         *_gpu_lines(summary),
+        *_serving_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
@@ -193,6 +205,53 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
     if summary["threads"] > (summary["cores"] or 1):
         lines.append(f"Note: {summary['threads']} workers share {summary['cores']} cores")
     return lines
+
+
+def _serving_lines(summary: dict[str, Any]) -> list[str]:
+    """A served scenario: its rates, query latencies with their intervals, and verdict."""
+    scenario = summary.get("scenario", "offline")
+    if scenario == "offline":
+        return []
+    if "peak_qps" in summary:
+        bound = f"p99 <= {summary['latency_bound_ms']:g} ms"
+        if not summary["peak_qps"]:
+            return [f"Server peak: none: no rate tried kept {bound} (serving.png)"]
+        return [
+            f"Server peak: {summary['peak_qps']:,.0f} queries/s with {bound} (the peak lies in "
+            f"[{summary['peak_qps_low']:,.0f}, {summary['peak_qps_high']:,.0f}]; "
+            f"{len(summary['steps'])} rates tried, serving.png)"
+        ]
+    rates = f"{summary['achieved_qps']:,.0f} queries/s answered"
+    if "offered_qps" in summary:
+        rates += (f" of {summary['scheduled_qps']:,.0f} scheduled ({summary['offered_qps']:g} "
+                  f"asked), batches of {summary['mean_batch']:.1f} on average")  # fmt: skip
+    lines = [f"Scenario: {scenario}, {rates}", "Query latency: " + _percentiles(summary)]
+    if "valid" in summary:
+        verdict = "valid" if summary["valid"] else "INVALID"
+        lines.append(
+            f"Server: {verdict}: p99 against the bound of {summary['latency_bound_ms']:g} ms; "
+            f"{summary['over_bound_share'] * 100:.2f} % of queries over it"
+            + (
+                f", {summary['queries'] - summary['answered']} never sent (server.max_s)"
+                if summary["answered"] < summary["queries"]
+                else ""
+            )  # fmt: skip
+        )
+    return lines
+
+
+def _percentiles(summary: dict[str, Any]) -> str:
+    """``p50 0.21 ms [0.20, 0.22]``, or why a percentile is not established."""
+    shown = []
+    for name in ("p50", "p90", "p99", "p999"):
+        value = summary[f"query_{name}_ms"]
+        label = "p99.9" if name == "p999" else name
+        if isinstance(value, str):
+            shown.append(f"{label} {value}")
+        else:
+            low, high = summary[f"query_{name}_ms_low"], summary[f"query_{name}_ms_high"]
+            shown.append(f"{label} {value:.3f} ms [{low:.3f}, {high:.3f}]")
+    return ", ".join(shown)
 
 
 def _per_image(summary: dict[str, Any]) -> str:

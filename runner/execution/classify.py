@@ -1,6 +1,7 @@
 """What every strategy shares: the job it is given, the result it returns, the kernel."""
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -45,6 +46,11 @@ class Job:
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes
     precision: str = "fp32"
     cache_dir: Optional[str] = None  # backend=compile: inductor's caches
+    scenario: str = "offline"  # offline, single_stream or server (runner.execution.serving)
+    qps: Optional[float] = None  # server: queries a second; None: the peak search
+    latency_bound_s: float = 0.010  # server: valid while the p99 is under it
+    max_delay_s: float = 0.001  # server: a free worker's longest wait for its batch to fill
+    serve_max_s: float = 60.0  # server, single_stream: the longest one serving may last
 
     def spec(self, model: Optional["MnistCNN"], device: str) -> Spec:
         """What the backend's builder needs, in a process that has ``model`` (or None)."""
@@ -67,6 +73,7 @@ class Result:
     timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
     load: dict = field(default_factory=dict)  # what else used the CPU (runner.execution.load)
     warmup_pass_s: Optional[float] = None  # repeats other than 1: the untimed first pass
+    serving: dict = field(default_factory=dict)  # scenario runs: ``serving.Served.figures``
 
     @property
     def runtime_s(self) -> float:
@@ -136,6 +143,21 @@ def warm_up(classify: Classify, images: np.ndarray, batch_size: int, batches: in
     stop = min(batch_size * batches, len(images))
     if stop:
         classify_range(classify, images, 0, stop, 0, batch_size)
+
+
+def assemble(cells: int, parts: Iterable[Part]) -> Part:
+    """The grid in order from ranges classified anywhere, in any order."""
+    pred = np.empty(cells, dtype=np.uint8)
+    prob = np.empty(cells, dtype=np.float32)
+    batches, transfer_s, compute_s, tasks = [], 0.0, 0.0, []
+    for part in parts:
+        pred[part.first : part.first + len(part.pred)] = part.pred
+        prob[part.first : part.first + len(part.prob)] = part.prob
+        batches.append(part.batch_s)
+        transfer_s += part.transfer_s
+        compute_s += part.compute_s
+        tasks.extend(part.tasks)
+    return Part(0, pred, prob, np.concatenate(batches), transfer_s, compute_s, tasks)
 
 
 def set_torch_threads(backend: str, threads: int) -> None:

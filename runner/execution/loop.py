@@ -4,13 +4,13 @@ end every worker whatever happens. A strategy supplies only its ``Workers``: how
 handed out and how results come back."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
 
-from runner.execution.classify import TASKS_PER_WORKER, Job, Part, Result, chunk_ranges
+from runner.execution.classify import TASKS_PER_WORKER, Job, Part, Result, assemble, chunk_ranges
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline
 from runner.phases import begin
@@ -30,6 +30,14 @@ class Workers:
     def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
         """Hand out ``ranges``; yield their parts as they come back, in any order, failing
         where no part comes back within the job's timeout."""
+        raise NotImplementedError
+
+    def send(self, first: int, stop: int) -> None:
+        """Hand cells ``first..stop-1`` to a free worker (the serving scenarios)."""
+        raise NotImplementedError
+
+    def answers(self, wait_s: float) -> list[Part]:
+        """The parts sent that came back, waiting up to ``wait_s`` for one (none: [])."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -56,7 +64,8 @@ def run_strategy(job: Job, workers: Workers) -> Result:
                 advance(len(part.pred))
             return assemble(job.cells, parts)
 
-        timed = repeat(job, one_pass, workers.count)
+        timed = repeat(job, one_pass, workers.count) if job.scenario == "offline" else None
+        timed = timed or served(job, workers)
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         raise workers.failed(error)
     workers.close()
@@ -75,9 +84,23 @@ class Timed:
     tasks: list[Task]
     load: dict
     warmup_pass_s: Optional[float]  # repeats other than 1: the untimed first pass
+    serving: dict = field(default_factory=dict)  # scenario runs: their figures
 
 
 AUTO_MIN_PASSES = 5
+
+
+def served(job: Job, workers: Workers) -> Timed:
+    """A serving scenario (``runner.execution.serving``), as the passes' record."""
+    from runner.execution.load import Watch
+    from runner.execution.serving import run_scenario
+
+    watch = Watch()
+    parts, figures, runtimes_s = run_scenario(workers, job)
+    load = watch.read()
+    grid = assemble(job.cells, parts)
+    return Timed(grid, runtimes_s, grid.batch_s, grid.transfer_s, grid.compute_s, grid.tasks,
+                 load, None, figures)  # fmt: skip
 
 
 def enough_passes(job: Job, runtimes_s: list[float], elapsed_s: Optional[float] = None) -> bool:
@@ -137,21 +160,6 @@ def repeat(job: Job, classify_grid: Callable[[Advance], Part], workers: int = 1)
     )
 
 
-def assemble(cells: int, parts: Iterable[Part]) -> Part:
-    """The grid in order from ranges classified anywhere, in any order."""
-    pred = np.empty(cells, dtype=np.uint8)
-    prob = np.empty(cells, dtype=np.float32)
-    batches, transfer_s, compute_s, tasks = [], 0.0, 0.0, []
-    for part in parts:
-        pred[part.first : part.first + len(part.pred)] = part.pred
-        prob[part.first : part.first + len(part.prob)] = part.prob
-        batches.append(part.batch_s)
-        transfer_s += part.transfer_s
-        compute_s += part.compute_s
-        tasks.extend(part.tasks)
-    return Part(0, pred, prob, np.concatenate(batches), transfer_s, compute_s, tasks)
-
-
 def result_of(
     timed: Timed,
     startup_s: float,
@@ -174,4 +182,5 @@ def result_of(
         Timeline(began, startups, timed.tasks),
         timed.load,
         timed.warmup_pass_s,
+        timed.serving,
     )

@@ -173,6 +173,7 @@ class Pool(Workers):
         self.job, self.count = job, job.workers
         self.pool: Optional[ProcessPoolExecutor] = None
         self.processes: list[multiprocessing.Process] = []
+        self.in_flight: set[Future] = set()  # what ``send`` handed out
 
     def start(self) -> list[Startup]:
         job = self.job
@@ -204,6 +205,17 @@ class Pool(Workers):
             for first, stop in ranges
         ]
         yield from _as_completed(tasks, job.timeout_s, "a task")
+
+    def send(self, first: int, stop: int) -> None:
+        job = self.job
+        self.in_flight.add(self.pool.submit(_classify, first, stop, job.offset, job.batch_size))
+
+    def answers(self, wait_s: float) -> list[Part]:
+        if not self.in_flight:
+            time.sleep(wait_s)
+            return []
+        done, self.in_flight = wait(self.in_flight, timeout=wait_s, return_when=FIRST_COMPLETED)
+        return [future.result() for future in done]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -18,6 +18,7 @@ class InThisProcess(Workers):
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        self.done: list[Part] = []  # what ``send`` classified, for ``answers``
 
     def start(self) -> list[Startup]:
         job = self.job
@@ -34,6 +35,15 @@ class InThisProcess(Workers):
             yield classify_part(
                 self.classify_batch, job.split.images, first, stop, job.offset, job.batch_size
             )
+
+    def send(self, first: int, stop: int) -> None:
+        self.done += self.classify([(first, stop)])  # this process is the worker: now
+
+    def answers(self, wait_s: float) -> list[Part]:
+        if not self.done:
+            time.sleep(wait_s)  # nothing is in flight: wait for the next arrival
+        done, self.done = self.done, []
+        return done
 
 
 def run_sequential(job: Job) -> Result:

@@ -54,11 +54,35 @@ METRICS = (
     "fp32_max_prob_diff",
     "fp32_accuracy",
     "accuracy_delta",
+    *(
+        f"query_{name}_ms{end}"
+        for name in ("p50", "p90", "p99", "p999")
+        for end in ("", "_low", "_high")
+    ),
+    "offered_qps",
+    "scheduled_qps",
+    "achieved_qps",
+    "mean_batch",
+    "over_bound_share",
+    "peak_qps",
+    "peak_qps_low",
+    "peak_qps_high",
 )
+STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms"}
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
 LOAD_METRICS["load_1m"] = "load_1m"
 ARTIFACTS = RUN_PRODUCTS[2:]  # the pictures and the trace (the summary is logged apart)
-TAG_KEYS = ("mode", "threads", "batch_size", "grid", "stable", *ENVIRONMENT_KEYS, *GPU_KEYS)
+TAG_KEYS = (
+    "mode",
+    "threads",
+    "batch_size",
+    "grid",
+    "stable",
+    "scenario",
+    "valid",
+    *ENVIRONMENT_KEYS,
+    *GPU_KEYS,
+)
 
 
 class Recording:
@@ -151,6 +175,11 @@ def shown(value: float) -> float:
     return float(f"{float(value):.7g}")
 
 
+def _number(value: Any) -> bool:
+    """A figure MLflow can chart (not a bool, not "not established")."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What a finished run logs, credentials hidden: its summary, metrics and tags from the
     summary (the console lines as the run page's description), the products in
@@ -162,14 +191,19 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     load = summary.get("load") or {}
     if load:
         tags["busy"] = str(load["busy"]).lower()
-    metrics = {key: shown(summary[key]) for key in METRICS if key in summary}
+    metrics = {key: shown(summary[key]) for key in METRICS if _number(summary.get(key))}
     metrics.update({name: shown(load[key]) for key, name in LOAD_METRICS.items() if key in load})
     found = {"dataset": summary["dataset"]} if "dataset" in summary else {}
+    steps = summary.get("steps") or []
     return {
         **found,
         "summary": summary,
         "metrics": metrics,
         "repeats": summary["runtimes_s"],
+        "histories": {
+            name: [step[key] if _number(step.get(key)) else float("nan") for step in steps]
+            for key, name in STEP_METRICS.items()
+        },
         "tags": tags,
         "artifacts": [str(run_dir / name) for name in ARTIFACTS if (run_dir / name).is_file()],
         "texts": {  # their URIs may hold passwords

@@ -319,7 +319,8 @@ def _user() -> str:
 
 def write_results(client: Any, run_id: str, results: dict[str, Any]) -> None:
     """Log what ``runner.tracking.record.results`` gathered from a finished run: the summary
-    as ``summary.json``, metrics (each repeat's runtime a step of ``repeat_runtime_s``) and
+    as ``summary.json``, metrics (each repeat's runtime a step of ``repeat_runtime_s``, a
+    peak search's rates and latencies a step each of theirs) and
     tags in one batch, the pictures and the Hydra config as artifacts."""
     from mlflow.entities import Metric, RunTag
 
@@ -329,6 +330,11 @@ def write_results(client: Any, run_id: str, results: dict[str, Any]) -> None:
     metrics += [
         Metric("repeat_runtime_s", seconds, now, step)
         for step, seconds in enumerate(results["repeats"])
+    ]
+    metrics += [  # a peak search's rates, a step each
+        Metric(key, value, now, step)
+        for key, values in results.get("histories", {}).items()
+        for step, value in enumerate(values)
     ]
     tags = [RunTag(key, value) for key, value in results["tags"].items()]
     client.log_dict(run_id, results["summary"], "summary.json")

@@ -1,0 +1,222 @@
+"""MLPerf Inference's scenarios other than Offline: queries of one cell each, served by the
+strategy's workers (``loop.Workers.send`` and ``answers``).
+
+- ``single_stream``: one query after another, the next sent when the last is answered.
+- ``server``: queries arrive as a Poisson process at ``qps`` a second, on a schedule drawn
+  in advance from one seed, so every machine is offered the same arrivals. A query's
+  latency runs from its scheduled arrival to its answer: a machine that falls behind pays
+  for the queue (no coordinated omission). Dynamic batching: a free worker takes what has
+  arrived, up to ``batch_size``, waiting at most ``max_delay`` for a fuller batch. Queries
+  arrive in cell order, so the queue is always one range of cells: it costs no memory
+  however far behind the machine falls. A run is valid while its p99 is under the bound.
+- ``server`` at ``qps=auto``: LoadGen's peak search, doubling the rate until a run is
+  invalid, then bisecting to within 5 %; the peak's interval is the last valid rate and
+  the first invalid one.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from runner.analysis.statistics import P99, quantile_interval, queries_for
+from runner.errors import RunnerError
+from runner.execution.classify import Job, Part
+
+if TYPE_CHECKING:
+    from runner.execution.loop import Workers
+
+SCHEDULE_SEED = 20261206  # every machine, every run: the same arrivals
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": P99, "p999": 0.999}
+PEAK_PRECISION = 0.05  # the peak search stops once its bracket is this narrow
+MOST_STEPS = 40  # a search this long has met a machine that never settles: it stops
+CALIBRATION_QUERIES = 100  # single-stream queries that pick the search's first rate
+
+
+def arrivals(queries: int, qps: float) -> np.ndarray:
+    """Seconds from the start at which each query arrives: exponential gaps (a Poisson
+    process) of mean ``1 / qps``, from one seed, so a rate's schedule is the same anywhere."""
+    gaps = np.random.default_rng(SCHEDULE_SEED).exponential(1.0, queries) / qps
+    return np.cumsum(gaps)
+
+
+@dataclass
+class Served:
+    """One serving of the grid's cells as queries."""
+
+    offered_qps: Optional[float]  # server: the rate asked for; single_stream: None
+    arrivals_s: np.ndarray  # when each query arrived (was sent), from the start
+    latencies_s: np.ndarray  # arrival to answer; inf where never answered (max_s)
+    last_answer_s: float
+    batches: int
+    parts: list[Part]
+
+    @property
+    def answered(self) -> int:
+        return int(np.isfinite(self.latencies_s).sum())
+
+    def figures(self, bound_s: Optional[float]) -> dict[str, Any]:
+        """Rates, the latency percentiles with their intervals (or why not); against a
+        bound (the server's), the share over it and whether the run is valid."""
+        queries = len(self.latencies_s)
+        figures: dict[str, Any] = {
+            "queries": queries,
+            "answered": self.answered,
+            "achieved_qps": self.answered / self.last_answer_s if self.last_answer_s else 0.0,
+            "mean_batch": self.answered / self.batches if self.batches else 0.0,
+        }
+        if self.offered_qps is not None:
+            figures["offered_qps"] = self.offered_qps
+            figures["scheduled_qps"] = queries / float(self.arrivals_s[-1])
+        latencies_ms = self.latencies_s * 1000
+        for name, q in PERCENTILES.items():
+            interval = quantile_interval(latencies_ms, q)
+            if interval is None:
+                figures[f"query_{name}_ms"] = (
+                    f"not established: {queries} queries, it needs {queries_for(q)}"
+                )
+                continue
+            value = float(np.quantile(latencies_ms, q, method="higher"))
+            figures[f"query_{name}_ms"] = value
+            figures[f"query_{name}_ms_low"] = interval.low
+            figures[f"query_{name}_ms_high"] = interval.high
+        if bound_s is not None:
+            p99 = figures["query_p99_ms"]
+            figures["latency_bound_ms"] = bound_s * 1000
+            figures["over_bound_share"] = float(np.mean(self.latencies_s > bound_s))
+            figures["valid"] = isinstance(p99, float) and p99 <= bound_s * 1000
+        return figures
+
+
+def serve(workers: "Workers", job: Job, qps: float) -> Served:
+    """The grid's cells as queries arriving at ``qps`` a second, dynamically batched."""
+    schedule = arrivals(job.cells, qps)
+    count, batch_size, delay_s = job.cells, job.batch_size, job.max_delay_s
+    latencies = np.full(count, np.inf)
+    parts: list[Part] = []
+    free, sent, batches = workers.count, 0, 0
+    clock = time.perf_counter
+    start = last_answer = clock()
+    while True:
+        now = clock() - start
+        taking = now <= job.serve_max_s
+        arrived = int(np.searchsorted(schedule, now, side="right"))
+        while taking and free and sent < arrived:
+            fuller_soon = arrived < count and now - schedule[sent] < delay_s
+            if arrived - sent < batch_size and fuller_soon:
+                break  # a fuller batch is worth the wait
+            stop = min(sent + batch_size, arrived)
+            workers.send(sent, stop)
+            free, sent, batches = free - 1, stop, batches + 1
+        if free == workers.count and (sent == count or not taking):
+            break
+        events = []  # what wakes the dispatcher besides an answer
+        if taking and free:
+            events += [schedule[arrived]] if arrived < count else []
+            events += [schedule[sent] + delay_s] if sent < arrived else []
+        wait_s = max(0.0, min(events) - (clock() - start)) if events else job.timeout_s
+        answers = workers.answers(wait_s)
+        answered_s = clock() - start
+        for part in answers:
+            done = slice(part.first, part.first + len(part.pred))
+            latencies[done] = answered_s - schedule[done]
+            parts.append(part)
+        free += len(answers)
+        if answers:
+            last_answer = clock()
+        elif free < workers.count and clock() - last_answer > job.timeout_s:
+            raise RunnerError(f"no worker answered within {job.timeout_s:g} s (parallel.timeout_s)")
+    last = float(np.max(latencies + schedule, where=np.isfinite(latencies), initial=0.0))
+    return Served(qps, schedule, latencies, last, batches, parts)
+
+
+def single_stream(workers: "Workers", job: Job, queries: int) -> Served:
+    """``queries`` cells one after another, each sent when the last is answered."""
+    latencies, sent_at = np.full(queries, np.inf), np.zeros(queries)
+    parts: list[Part] = []
+    clock = time.perf_counter
+    start = clock()
+    for query in range(queries):
+        began = clock()
+        if began - start > job.serve_max_s:
+            break
+        workers.send(query, query + 1)
+        answers = workers.answers(job.timeout_s)
+        if not answers:
+            raise RunnerError(f"no worker answered within {job.timeout_s:g} s (parallel.timeout_s)")
+        latencies[query], sent_at[query] = clock() - began, began - start
+        parts += answers
+    last = float(np.max(latencies + sent_at, where=np.isfinite(latencies), initial=0.0))
+    return Served(None, sent_at, latencies, last, int(np.isfinite(latencies).sum()), parts)
+
+
+def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[float, float]:
+    """LoadGen's search: from ``first_qps``, double while runs are valid (halve while they
+    are not), then bisect; returns the highest valid rate found and the lowest invalid
+    one, within ``PEAK_PRECISION`` of each other (0 for the first where none was valid)."""
+    low, high, rate = 0.0, 0.0, first_qps
+    for _ in range(MOST_STEPS):
+        if valid_at(rate):
+            low = rate
+            if high:
+                break
+            rate *= 2
+        else:
+            high = rate
+            if low:
+                break
+            rate /= 2
+    while low and high and (high - low) / low > PEAK_PRECISION:
+        middle = (low + high) / 2
+        if valid_at(middle):
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
+def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
+    """Serve the job's scenario: the parts that were classified (the grid's every cell at
+    least once, for the products), the figures, and the seconds the serving took (for a
+    peak search, the time the peak rate takes over the grid)."""
+    bound = job.latency_bound_s
+    if job.scenario == "single_stream":
+        served = single_stream(workers, job, job.cells)
+        figures = {"scenario": job.scenario, **served.figures(None)}
+        return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
+    if job.qps is not None:
+        served = serve(workers, job, job.qps)
+        figures = {"scenario": job.scenario, **served.figures(bound)}
+        return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
+    calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
+    first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
+    steps: list[dict[str, Any]] = []
+
+    def valid_at(qps: float) -> bool:
+        figures = serve(workers, job, qps).figures(bound)
+        steps.append({"qps": qps, **figures})
+        return figures["valid"]
+
+    low, high = peak_search(valid_at, first)
+    figures = {
+        "scenario": job.scenario,
+        "peak_qps": low,
+        "peak_qps_low": low,
+        "peak_qps_high": high,
+        "latency_bound_ms": bound * 1000,
+        "steps": steps,
+    }
+    parts = list(workers.classify([(0, job.cells)]))  # the products: one untimed pass
+    return parts, figures, [job.cells / low if low else float("inf")]
+
+
+def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
+    """The cells no query reached (the run met ``max_s``), classified untimed, so that the
+    run's products cover the grid."""
+    unsent = np.flatnonzero(~np.isfinite(served.latencies_s))
+    if not len(unsent):
+        return []
+    first = int(unsent[0])  # queries go out in cell order: the unsent are one tail
+    return list(workers.classify([(first, job.cells)]))
