@@ -112,6 +112,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         latency_bound_s=cfg.server.latency_bound_ms / 1000,
         max_delay_s=cfg.server.max_delay_ms / 1000,
         serve_max_s=cfg.server.max_s,
+        serve_min_s=cfg.server.min_s,
         progress=progress_wanted(
             str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
         ),

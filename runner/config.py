@@ -345,8 +345,11 @@ def _check_scenario(cfg: DictConfig) -> None:
     qps = server.qps
     rate = isinstance(qps, (int, float)) and not isinstance(qps, bool)
     _require(qps == "auto" or (rate and qps > 0), "server.qps", qps, "must be more than 0, or auto")
-    for key in ("latency_bound_ms", "max_delay_ms", "max_s"):
+    for key in ("latency_bound_ms", "max_delay_ms", "min_s", "max_s"):
         _require(server[key] > 0, f"server.{key}", server[key], "must be more than 0")
+    _require(
+        server.min_s <= server.max_s, "server.min_s", server.min_s, "must be at most server.max_s"
+    )
     if scenario == "offline":
         return
     _require(

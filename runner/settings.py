@@ -71,6 +71,7 @@ class ServerConfig:
     qps: Any = MISSING  # queries a second (a positive number), or "auto": the peak search
     latency_bound_ms: float = MISSING
     max_delay_ms: float = MISSING
+    min_s: float = MISSING
     max_s: float = MISSING
 
 

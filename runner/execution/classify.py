@@ -51,6 +51,7 @@ class Job:
     latency_bound_s: float = 0.010  # server: valid while the p99 is under it
     max_delay_s: float = 0.001  # server: a free worker's longest wait for its batch to fill
     serve_max_s: float = 60.0  # server, single_stream: the longest one serving may last
+    serve_min_s: float = 1.0  # server: the shortest (past the grid, the next images)
 
     def spec(self, model: Optional["MnistCNN"], device: str) -> Spec:
         """What the backend's builder needs, in a process that has ``model`` (or None)."""

@@ -93,12 +93,12 @@ AUTO_MIN_PASSES = 5
 def served(job: Job, workers: Workers) -> Timed:
     """A serving scenario (``runner.execution.serving``), as the passes' record."""
     from runner.execution.load import Watch
-    from runner.execution.serving import run_scenario
+    from runner.execution.serving import in_the_grid, run_scenario
 
     watch = Watch()
     parts, figures, runtimes_s = run_scenario(workers, job)
     load = watch.read()
-    grid = assemble(job.cells, parts)
+    grid = assemble(job.cells, in_the_grid(parts, job.cells))
     return Timed(grid, runtimes_s, grid.batch_s, grid.transfer_s, grid.compute_s, grid.tasks,
                  load, None, figures)  # fmt: skip
 

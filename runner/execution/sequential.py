@@ -9,6 +9,9 @@ from runner.execution.loop import Workers, run_strategy
 from runner.execution.timeline import Startup, worker_name
 
 RANGES = 100  # a range per 1 % of the grid, for the progress bar
+# serving: the last of a wait is spun, not slept: a process woken from sleep answers
+# later, on a core gone cold (BENCHMARKS.md, "Latency under load")
+SPIN_S = 0.002
 
 
 class InThisProcess(Workers):
@@ -40,8 +43,11 @@ class InThisProcess(Workers):
         self.done += self.classify([(first, stop)])  # this process is the worker: now
 
     def answers(self, wait_s: float) -> list[Part]:
-        if not self.done:
-            time.sleep(wait_s)  # nothing is in flight: wait for the next arrival
+        if not self.done:  # nothing is in flight: wait for the next arrival, awake
+            wake = time.perf_counter() + wait_s
+            time.sleep(max(0.0, wait_s - SPIN_S))
+            while time.perf_counter() < wake:
+                pass
         done, self.done = self.done, []
         return done
 

@@ -9,6 +9,8 @@ strategy's workers (``loop.Workers.send`` and ``answers``).
   arrived, up to ``batch_size``, waiting at most ``max_delay`` for a fuller batch. Queries
   arrive in cell order, so the queue is always one range of cells: it costs no memory
   however far behind the machine falls. A run is valid while its p99 is under the bound.
+  It lasts ``min_s`` at least: past the grid's last cell, queries go on to the next images
+  (MLPerf's minimum duration: a short run's p99 is at the mercy of one hiccup).
 - ``server`` at ``qps=auto``: LoadGen's peak search, doubling the rate until a run is
   invalid, then bisecting to within 5 %; the peak's interval is the last valid rate and
   the first invalid one.
@@ -92,8 +94,9 @@ class Served:
 
 def serve(workers: "Workers", job: Job, qps: float) -> Served:
     """The grid's cells as queries arriving at ``qps`` a second, dynamically batched."""
-    schedule = arrivals(job.cells, qps)
-    count, batch_size, delay_s = job.cells, job.batch_size, job.max_delay_s
+    count = max(job.cells, int(np.ceil(qps * job.serve_min_s)))
+    schedule = arrivals(count, qps)
+    batch_size, delay_s = job.batch_size, job.max_delay_s
     latencies = np.full(count, np.inf)
     parts: list[Part] = []
     free, sent, batches = workers.count, 0, 0
@@ -203,8 +206,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     figures = {
         "scenario": job.scenario,
         "peak_qps": low,
-        "peak_qps_low": low,
-        "peak_qps_high": high,
+        **peak_interval(steps, low, high, bound * 1000),
         "latency_bound_ms": bound * 1000,
         "steps": steps,
     }
@@ -212,11 +214,38 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     return parts, figures, [job.cells / low if low else float("inf")]
 
 
+def peak_interval(
+    steps: list[dict[str, Any]], low: float, high: float, bound_ms: float
+) -> dict[str, float]:
+    """The peak's interval: the search's bracket widened by each step's p99 interval, from
+    the highest rate surely under the bound (its p99's interval wholly under it; 0 where
+    none was) to the lowest surely over it (wholly over; the bracket's end where none was)."""
+    surely_under = [s["qps"] for s in steps if s.get("query_p99_ms_high", np.inf) <= bound_ms]
+    surely_over = [s["qps"] for s in steps if s.get("query_p99_ms_low", 0.0) > bound_ms]
+    return {
+        "peak_qps_low": max([q for q in surely_under if q <= low], default=0.0),
+        "peak_qps_high": min([q for q in surely_over if q >= high], default=high),
+    }
+
+
 def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
-    """The cells no query reached (the run met ``max_s``), classified untimed, so that the
-    run's products cover the grid."""
-    unsent = np.flatnonzero(~np.isfinite(served.latencies_s))
+    """The grid's cells no query reached (the run met ``max_s``), classified untimed, so
+    that the run's products cover the grid."""
+    unsent = np.flatnonzero(~np.isfinite(served.latencies_s[: job.cells]))
     if not len(unsent):
         return []
     first = int(unsent[0])  # queries go out in cell order: the unsent are one tail
     return list(workers.classify([(first, job.cells)]))
+
+
+def in_the_grid(parts: list[Part], cells: int) -> list[Part]:
+    """The parts' cells of the grid: queries past its end (``server.min_s``) went on to
+    the next images, which are no cell of it."""
+    kept = []
+    for part in parts:
+        if part.first >= cells:
+            continue
+        end = cells - part.first
+        kept.append(Part(part.first, part.pred[:end], part.prob[:end], part.batch_s,
+                         part.transfer_s, part.compute_s, part.tasks))  # fmt: skip
+    return kept
