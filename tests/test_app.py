@@ -197,7 +197,8 @@ def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path):
 
 def test_a_peak_search_reaches_the_console_the_summary_mlflow_and_its_picture(tmp_path):
     done = run_app(tmp_path, "grid.rows=4", "grid.columns=100", "batch_size=16",
-                   "scenario=server", "server.qps=auto", "progress=false")  # fmt: skip
+                   "scenario=server", "server.qps=auto", "server.min_s=0.1",
+                   "progress=false")  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["scenario"] == "server" and summary["peak_qps"] > 0

@@ -63,10 +63,11 @@ def test_a_server_run_answers_every_query_with_the_offline_predictions(
     """At a rate the machine keeps up with, every query is answered, about as fast as
     they arrive, each latency from its scheduled arrival; the predictions are offline's."""
     job = make_job(model, test_split, 600, 8, workers, backend="onnxruntime", warmup=0,
-                   scenario="server", qps=1500.0, latency_bound_s=1.0)  # fmt: skip
+                   scenario="server", qps=1500.0, latency_bound_s=1.0,
+                   serve_min_s=0.6)  # fmt: skip
     result = run(job)
     figures = result.serving
-    assert figures["answered"] == figures["queries"] == 1500  # one second at least (min_s)
+    assert figures["answered"] == figures["queries"] == 900  # 0.6 s at least (min_s)
     assert figures["valid"] and figures["over_bound_share"] == 0.0
     assert abs(figures["achieved_qps"] / figures["scheduled_qps"] - 1) < 0.1
     assert 0 < figures["query_p50_ms"] <= figures["query_p99_ms"] < 1000
@@ -96,10 +97,23 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     assert isinstance(stream.serving["query_p99_ms"], float)
     assert stream.serving["query_p999_ms"].startswith("not established: 400 queries")
     search = run_sequential(make_job(model, test_split, 400, 16, backend="onnxruntime",
-                                     scenario="server", qps=None))  # fmt: skip
+                                     scenario="server", qps=None, serve_min_s=0.1))  # fmt: skip
     figures = search.serving
-    assert 0 < figures["peak_qps"] == figures["peak_qps_low"] < figures["peak_qps_high"]
     valid = [step["qps"] for step in figures["steps"] if step["valid"]]
     invalid = [step["qps"] for step in figures["steps"] if not step["valid"]]
-    assert max(valid) == figures["peak_qps"] and min(invalid) == figures["peak_qps_high"]
+    assert 0 < figures["peak_qps"] == max(valid) < min(invalid) <= figures["peak_qps_high"]
+    assert figures["peak_qps_low"] in [0.0, *valid] and figures["peak_qps_low"] <= max(valid)
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
+
+
+def test_the_peaks_interval_widens_by_its_steps_p99_intervals():
+    steps = [
+        {"qps": 100.0, "query_p99_ms_low": 1.0, "query_p99_ms_high": 2.0},  # surely under
+        {"qps": 200.0, "query_p99_ms_low": 8.0, "query_p99_ms_high": 12.0},  # valid, unsure
+        {"qps": 210.0, "query_p99_ms_low": 9.0, "query_p99_ms_high": 14.0},  # invalid, unsure
+        {"qps": 400.0, "query_p99_ms_low": 30.0, "query_p99_ms_high": 50.0},  # surely over
+    ]
+    assert serving.peak_interval(steps, 200.0, 210.0, 10.0) == {
+        "peak_qps_low": 100.0, "peak_qps_high": 400.0}  # fmt: skip
+    assert serving.peak_interval(steps[1:3], 200.0, 210.0, 10.0) == {
+        "peak_qps_low": 0.0, "peak_qps_high": 210.0}  # fmt: skip
