@@ -194,11 +194,14 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
-    if "utilization_min" in summary:  # summaries written before the timeline have none
+    served = summary.get("scenario", "offline") != "offline"  # workers idle between queries
+    if "utilization_min" in summary and not served:  # summaries before the timeline: none
         lines.append(
             f"Workers: at work {summary['utilization_min'] * 100:.0f} % of the time or more, tail "
             f"{summary['tail_s']:.3f} sec; {summary['errors']} misclassified (errors.png)"
         )
+    elif served:
+        lines.append(f"Mistakes: {summary['errors']} misclassified (errors.png)")
     lines += _warnings(summary)
     if summary["wrapped"]:
         lines.append(f"Note: the grid wraps around the {summary['split']} split: images repeat")
