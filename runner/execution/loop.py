@@ -49,7 +49,8 @@ class Workers:
 
 
 def run_strategy(job: Job, workers: Workers) -> Result:
-    """Classify the grid with ``workers``: the one loop of every mode."""
+    """Classify the grid with ``workers``: the one loop of every mode, offline (passes
+    over the grid) or served (``runner.execution.serving``)."""
     started, began = time.perf_counter(), time.time()
     try:
         startups = workers.start()
@@ -64,8 +65,10 @@ def run_strategy(job: Job, workers: Workers) -> Result:
                 advance(len(part.pred))
             return assemble(job.cells, parts)
 
-        timed = repeat(job, one_pass, workers.count) if job.scenario == "offline" else None
-        timed = timed or served(job, workers)
+        if job.scenario == "offline":
+            timed = repeat(job, one_pass, workers.count)
+        else:  # single_stream, server: queries one cell each
+            timed = served(job, workers)
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         raise workers.failed(error)
     workers.close()
