@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from runner import REPO_ROOT
 from runner.analysis.summary import console_lines, summarize, write_predictions, write_summary
+from runner.ceilings import BYTES_PER_VALUE, measured, roofline
 from runner.choices import usable_start_method
 from runner.config import UnsupportedPair, register, repo_path, settings_of, validate
 from runner.data import cell_images, load_split
@@ -55,6 +56,7 @@ register()
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
 COMPILE_CACHE = REPO_ROOT / "outputs" / "compile"  # inductor's kernels, for backend=compile
 REFERENCE_CACHE = REPO_ROOT / "outputs" / "reference"  # fp32 predictions, for agreement
+CEILING_CACHE = REPO_ROOT / "outputs" / "ceilings"  # python -m runner.machine --ceiling
 job_started = False  # set once Hydra hands us a composed config
 
 
@@ -69,6 +71,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     if cfg.backend in GRAPH_BACKENDS:  # the cached graph, without importing torch
         graph = graph_of(weights, ONNX_CACHE)
         onnx, flops = graph.onnx, graph.flops_per_image
+        sizes = {"parameters": graph.parameters, "activations": graph.activations}
         if cfg.precision == "int8":
             from runner.execution.quantize import int8_graph_of
 
@@ -79,10 +82,11 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
 
             onnx = int8_graph_of(graph.onnx, graph.key, train_images, ONNX_CACHE)
     else:
-        from runner.model import flops_per_image, load_model
+        from runner.model import costs, load_model
 
         model = load_model(weights)
-        flops = flops_per_image(model)
+        sizes = costs(model)
+        flops = sizes.pop("flops_per_image")
     job = Job(
         model=model,
         split=split,
@@ -107,6 +111,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         device=cfg.device,
         onnx=onnx,
         flops_per_image=flops,
+        **sizes,
         scenario=cfg.scenario,
         qps=None if cfg.server.qps == "auto" else float(cfg.server.qps),
         latency_bound_s=cfg.server.latency_bound_ms / 1000,
@@ -197,6 +202,7 @@ def classify_and_write(
     result = STRATEGIES[settings.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
     summary = summarize(settings, result, labels, load_s, len(job.split), job.flops_per_image)
+    summary.update(under_ceilings(job, summary["gflops"]))
     if settings.precision != "fp32":
         from runner.execution.agreement import agreement_with_fp32
 
@@ -218,6 +224,22 @@ def classify_and_write(
             f"{run_dir}: log them later with `python -m runner.sync {run_dir}`"
         )
     return summary
+
+
+def under_ceilings(job: Job, gflops: float) -> dict[str, Any]:
+    """The run under this machine's measured ceilings (``runner.ceilings``), where they
+    were measured (``python -m runner.machine --ceiling``); CPU runs on this machine."""
+    if job.device != "cpu" or job.ray_address or os.environ.get("RAY_ADDRESS"):
+        return {}
+    found = measured(CEILING_CACHE, available_cores())
+    if found is None:
+        return {"roofline": "not placed: no ceilings measured here (python -m runner.machine "
+                            "--ceiling)"}  # fmt: skip
+    weight_bytes = job.parameters * BYTES_PER_VALUE.get(job.precision, 4)
+    cores = job.workers * job.intra_op_threads
+    placed = roofline(found, job.precision, gflops, job.flops_per_image, weight_bytes,
+                      job.activations, job.batch_size, cores)  # fmt: skip
+    return {"ceilings": found, **placed}
 
 
 def _place_in_sweep() -> dict[str, Any]:

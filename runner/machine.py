@@ -12,6 +12,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any, Optional
@@ -235,7 +236,29 @@ def machine_name(facts: dict[str, Any]) -> str:
     return f"{line}-{family_model}-{facts['logical_cores']}c-{facts['isa']}-{digest}"
 
 
-if __name__ == "__main__":  # python -m runner.machine: what a run on this machine is tagged
-    facts = fingerprint()
-    json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
-    print()
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m runner.machine``: what a run on this machine is tagged; ``--ceiling``:
+    its measured ceilings (``runner.ceilings``), from the cache or measured now."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m runner.machine", description=main.__doc__)
+    parser.add_argument("--ceiling", action="store_true", help="the measured ceilings")
+    parser.add_argument("--again", action="store_true", help="with --ceiling: measure anew")
+    args = parser.parse_args(argv)
+    if not args.ceiling:
+        facts = fingerprint()
+        json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
+        print()
+        return
+    from runner import REPO_ROOT
+    from runner.ceilings import ceilings, lines
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    started = time.perf_counter()
+    found = ceilings(REPO_ROOT / "outputs" / "ceilings", cores or 1, again=args.again)  # app's
+    print("\n".join(lines(found)))
+    print(f"({time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -85,10 +85,17 @@ def flops_per_image(model: MnistCNN) -> int:
 
     torch's ``FlopCounterMode`` gives the same count (the tests check it), but entering it
     imports ``torch._dynamo``: seconds of start-up for one number."""
-    total = 0
+    return costs(model)["flops_per_image"]
+
+
+def costs(model: MnistCNN) -> dict[str, int]:
+    """What one image costs: FLOPs (``flops_per_image``), and for the roofline the
+    parameters (read once a batch) and every layer's output values (written and read once
+    an image), counted on a dummy image."""
+    total, activations = 0, 0
 
     def count(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
+        nonlocal total, activations
         if isinstance(layer, nn.Conv2d):
             per_output = (
                 layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
@@ -96,10 +103,13 @@ def flops_per_image(model: MnistCNN) -> int:
             total += 2 * per_output * output.numel()
         elif isinstance(layer, nn.Linear):
             total += 2 * layer.in_features * layer.out_features
+        if not isinstance(layer, (nn.Sequential, MnistCNN)):
+            activations += output.numel()
 
     hooks = [layer.register_forward_hook(count) for layer in model.modules()]
     with torch.inference_mode():
         model(torch.zeros(1, 1, 28, 28))
     for hook in hooks:
         hook.remove()
-    return total
+    parameters = sum(p.numel() for p in model.parameters())
+    return {"flops_per_image": total, "parameters": parameters, "activations": activations}

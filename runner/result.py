@@ -68,6 +68,7 @@ class RunResult:
     hardware: dict[str, Any] = field(default_factory=dict)  # ``runner.machine.fingerprint``
     load: dict[str, Any] = field(default_factory=dict)  # ``runner.execution.load``
     scenario: str = "offline"  # ``scenario_of``: MLPerf's scenario and its settings
+    ceilings: dict[str, Any] = field(default_factory=dict)  # ``runner.ceilings``, if measured
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -159,6 +160,7 @@ class RunResult:
             hardware={k: summary[k] for k in HARDWARE if k in summary},
             load=dict(load),
             scenario=scenario_of(summary),
+            ceilings=dict(summary.get("ceilings") or {}),
         )
 
     @classmethod

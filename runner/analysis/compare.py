@@ -390,8 +390,9 @@ def scale_of(
 def machine_lines(records: list[RunResult], table: dict[str, Any]) -> list[str]:
     """Each machine: its CPU, cores, the software it ran and when; software that differs
     from the baseline's is marked, compared all the same."""
-    lines = ["## Machines", "", "| machine | CPU | cores | software | runs | dates |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["## Machines", "",
+             "| machine | CPU | cores | fp32 ceiling | software | runs | dates |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     software = {m: _software(records, m) for m in table["machines"]}
     for machine in [table["baseline"], *(m for m in table["machines"] if m != table["baseline"])]:
         mine = [r for r in records if r.machine == machine]
@@ -400,7 +401,7 @@ def machine_lines(records: list[RunResult], table: dict[str, Any]) -> list[str]:
         differs = software[machine] != software[table["baseline"]]
         dates = sorted(r.date[:10] for r in mine)
         lines.append(
-            f"| `{machine}` | {cpu.strip()} | {mine[0].cores or '?'} | "
+            f"| `{machine}` | {cpu.strip()} | {mine[0].cores or '?'} | {_ceiling(mine)} | "
             f"{software[machine] or '?'}{SOFTWARE_MARK if differs else ''} | {len(mine)} | "
             f"{dates[0]}{f' to {dates[-1]}' if dates[-1] != dates[0] else ''} |"
         )
@@ -411,6 +412,15 @@ def machine_lines(records: list[RunResult], table: dict[str, Any]) -> list[str]:
 
 
 SOFTWARE_MARK = " ‡"
+
+
+def _ceiling(records: list[RunResult]) -> str:
+    """The machine's measured fp32 compute ceiling (``runner.ceilings``): one core, all."""
+    found = next((r.ceilings for r in reversed(records) if r.ceilings), None)
+    if not found:
+        return "not measured"
+    fp32 = found["compute_gflops"]["fp32"]
+    return f"{fp32['single_core']:,.0f} / {fp32['all_cores']:,.0f} GFLOP/s"
 
 
 def _software(records: list[RunResult], machine: str) -> str:

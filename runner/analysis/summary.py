@@ -191,6 +191,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         + _per_image(summary),
         *_gpu_lines(summary),
         *_serving_lines(summary),
+        *_roofline_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
@@ -241,6 +242,19 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
             )  # fmt: skip
         )
     return lines
+
+
+def _roofline_lines(summary: dict[str, Any]) -> list[str]:
+    """The run under the machine's ceilings, where they were measured."""
+    if "roofline_share" not in summary:
+        return []
+    return [
+        f"Roofline: {summary['roofline_share'] * 100:.0f} % of its bound, "
+        f"{summary['roofline_bound']} {summary['roofline_ceiling_gflops']:,.1f} GFLOP/s at "
+        f"{summary['roofline_intensity']:.1f} FLOP/byte ({summary['roofline_precision']} "
+        "ceilings: python -m runner.machine --ceiling)",
+        *([f"Warning: {summary['roofline_warning']}"] if "roofline_warning" in summary else []),
+    ]
 
 
 def _percentiles(summary: dict[str, Any]) -> str:

@@ -41,6 +41,8 @@ class Job:
     device: str = "cpu"  # cpu, cuda (parallel: one worker per GPU) or cuda:N
     onnx: Optional[bytes] = None  # backend=onnxruntime: the graph exported once by the parent
     flops_per_image: int = 0  # for the summary's GFLOP/s
+    parameters: int = 0  # the model's, for the roofline (read once a batch)
+    activations: int = 0  # its layers' output values per image (written and read once)
     progress: bool = False  # a live bar on stderr
     stability_target: float = 0.02  # repeats=auto: the interval's relative half-width
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes

@@ -28,6 +28,8 @@ class Graph:
     onnx: bytes
     flops_per_image: int
     key: str  # of the weights and torch's version: the int8 graph's cache builds on it
+    parameters: int = 0  # the model's, for the roofline (``runner.model.costs``)
+    activations: int = 0  # its layers' output values per image
 
 
 def graph_of(weights: Path, cache_dir: Path) -> Graph:
@@ -37,13 +39,14 @@ def graph_of(weights: Path, cache_dir: Path) -> Graph:
     key = weights_key(weights)
 
     def export() -> tuple[bytes, dict[str, Any]]:
-        from runner.model import flops_per_image, load_model
+        from runner.model import costs, load_model
 
         model = load_model(weights)
-        return export_onnx(model), {"flops_per_image": flops_per_image(model)}
+        return export_onnx(model), costs(model)
 
     def read(graph: bytes, facts: dict[str, Any]) -> Graph:
-        return Graph(graph, int(facts["flops_per_image"]), key)
+        return Graph(graph, int(facts["flops_per_image"]), key, int(facts["parameters"]),
+                     int(facts["activations"]))  # fmt: skip
 
     return cached(cache_dir / f"mnist-cnn-{key}.onnx", export, read)
 

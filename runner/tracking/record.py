@@ -67,6 +67,9 @@ METRICS = (
     "peak_qps",
     "peak_qps_low",
     "peak_qps_high",
+    "roofline_share",
+    "roofline_ceiling_gflops",
+    "roofline_intensity",
 )
 STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms"}
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}

@@ -1,0 +1,84 @@
+"""The machine's ceilings (runner.ceilings): measured once, cached by machine and
+software, and a run placed under the lower of its compute and bandwidth bounds."""
+
+import pytest
+
+from runner import ceilings
+
+FOUND = {
+    "compute_gflops": {"fp32": {"single_core": 100.0, "all_cores": 180.0},
+                       "int8": {"single_core": 400.0, "all_cores": 700.0}},
+    "bandwidth_gbs": {"memory": {"single_core": 20.0, "all_cores": 30.0},
+                      "llc": {"single_core": 80.0, "all_cores": 140.0}},
+    "llc_bytes": 32 * 2**20,
+    "cores": 2,
+    "by": "a test",
+    "left_out": {"fp16": "not native here"},
+}  # fmt: skip
+
+
+def test_a_large_batch_is_bound_by_compute_and_a_small_one_by_bandwidth():
+    large = ceilings.roofline(FOUND, "fp32", 50.0, 8e6, 4_000_000, 50_000, 256, 1)
+    assert large["roofline_bound"] == "compute" and large["roofline_ceiling_gflops"] == 100.0
+    assert large["roofline_share"] == pytest.approx(0.5)
+    small = ceilings.roofline(FOUND, "fp32", 20.0, 8e6, 20_000_000, 50_000, 1, 1)
+    moved = 20_000_000 + 2 * 50_000 * 4  # the weights once, every activation written and read
+    assert small["roofline_intensity"] == pytest.approx(8e6 / moved)
+    assert small["roofline_bound"] == "bandwidth (llc)"  # the weights fit the last level
+    assert small["roofline_ceiling_gflops"] == pytest.approx(8e6 / moved * 80.0)
+
+
+def test_weights_beyond_the_last_level_cache_are_bound_by_memory():
+    huge = ceilings.roofline(FOUND, "fp32", 1.0, 8e6, 64 * 2**20, 50_000, 1, 1)
+    assert huge["roofline_bound"] == "bandwidth (memory)"
+
+
+def test_the_ceiling_follows_the_cores_the_run_used_and_its_precision():
+    both = ceilings.roofline(FOUND, "int8", 100.0, 8e6, 1_000_000, 50_000, 256, 2)
+    assert both["roofline_ceiling_gflops"] == 700.0 and both["roofline_precision"] == "int8"
+    emulated = ceilings.roofline(FOUND, "fp16", 10.0, 8e6, 1_000_000, 50_000, 256, 1)
+    assert emulated["roofline_precision"] == "fp32"  # left out here: fp32's ceiling stands
+
+
+def test_a_run_over_its_ceiling_says_the_ceiling_is_wrong():
+    over = ceilings.roofline(FOUND, "fp32", 120.0, 8e6, 4_000_000, 50_000, 256, 1)
+    assert over["roofline_share"] > 1 and "measured low" in over["roofline_warning"]
+    assert "roofline_warning" not in ceilings.roofline(FOUND, "fp32", 99.0, 8e6, 4e6, 5e4, 256, 1)
+
+
+def test_ceilings_are_measured_once_and_again_for_another_machine_or_a_bad_cache(
+    tmp_path, monkeypatch
+):
+    measured = []
+    monkeypatch.setattr(ceilings, "measure", lambda cores: measured.append(cores) or FOUND)
+    assert ceilings.measured(tmp_path, 2) is None  # a run never measures them itself
+    assert ceilings.ceilings(tmp_path, 2) == FOUND and measured == [2]
+    assert ceilings.ceilings(tmp_path, 2) == FOUND and measured == [2]  # from the cache
+    assert ceilings.measured(tmp_path, 2) == FOUND
+    (cached,) = tmp_path.glob("*.measured")
+    cached.write_text(cached.read_text().replace("100.0", "999.0"))  # altered
+    assert ceilings.measured(tmp_path, 2) is None
+    assert ceilings.ceilings(tmp_path, 2) == FOUND and measured == [2, 2]
+    real = ceilings.fingerprint()
+    monkeypatch.setattr(ceilings, "fingerprint", lambda: {**real, "cpu": "another CPU"})
+    assert ceilings.measured(tmp_path, 2) is None  # another machine: its own file
+
+
+def test_a_real_measurement_gives_every_ceiling_it_claims():
+    found = ceilings.measure(1)
+    assert found["compute_gflops"]["fp32"]["single_core"] > 0
+    assert set(found["compute_gflops"]) | set(found["left_out"]) == set(ceilings.PRECISION_DTYPES)
+    assert found["bandwidth_gbs"]["memory"]["single_core"] > 0
+
+
+def test_the_command_prints_every_ceiling_and_what_it_left_out(monkeypatch, capsys):
+    from runner import machine
+
+    asked = []
+    monkeypatch.setattr(ceilings, "ceilings", lambda d, cores, again: asked.append(again) or FOUND)
+    machine.main(["--ceiling", "--again"])
+    shown = capsys.readouterr().out
+    assert asked == [True]
+    assert "  fp32: 100.0 GFLOP/s one core, 180.0 on 2" in shown
+    assert "  last-level cache: 80.0 GB/s one core, 140.0 on 2" in shown
+    assert "  fp16 left out: not native here" in shown
