@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from runner import REPO_ROOT
 from runner.analysis.summary import console_lines, summarize, write_predictions, write_summary
 from runner.ceilings import BYTES_PER_VALUE, measured, roofline
+from runner.ceilings import CACHE as CEILINGS
 from runner.choices import usable_start_method
 from runner.config import UnsupportedPair, register, repo_path, settings_of, validate
 from runner.data import cell_images, load_split
@@ -56,7 +57,6 @@ register()
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"  # exported graphs, keyed by weights and torch
 COMPILE_CACHE = REPO_ROOT / "outputs" / "compile"  # inductor's kernels, for backend=compile
 REFERENCE_CACHE = REPO_ROOT / "outputs" / "reference"  # fp32 predictions, for agreement
-CEILING_CACHE = REPO_ROOT / "outputs" / "ceilings"  # python -m runner.machine --ceiling
 job_started = False  # set once Hydra hands us a composed config
 
 
@@ -231,7 +231,7 @@ def under_ceilings(job: Job, gflops: float) -> dict[str, Any]:
     were measured (``python -m runner.machine --ceiling``); CPU runs on this machine."""
     if job.device != "cpu" or job.ray_address or os.environ.get("RAY_ADDRESS"):
         return {}
-    found = measured(CEILING_CACHE, available_cores())
+    found = measured(CEILINGS, available_cores())
     if found is None:
         return {"roofline": "not placed: no ceilings measured here (python -m runner.machine "
                             "--ceiling)"}  # fmt: skip

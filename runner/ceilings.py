@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from runner import REPO_ROOT
 from runner.derived import cached, key_of, read_checked
 from runner.machine import IDENTITY_KEYS, fingerprint, software
 
+CACHE = REPO_ROOT / "outputs" / "ceilings"  # shared by the command, sweeps and runs
 MATRIX = 1024  # a multiply this size runs at the core's peak, in milliseconds
 COPY_BYTES = 256 * 2**20  # far beyond any last-level cache: memory's bandwidth
 REPEATS = 15  # a ceiling is the best of these: what the machine can do, not what it did

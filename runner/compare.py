@@ -10,6 +10,7 @@ of its own tagged with what it compared, to the first store among the sources.
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,7 @@ from runner.analysis.compare import (
     write_csv,
     write_markdown,
 )
+from runner.analysis.report import write_rooflines
 from runner.errors import InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
 from runner.result import RunResult, check_one_workload
@@ -33,7 +35,7 @@ from runner.tracking.store import OUTPUTS, command_uri, reading_client, run_link
 
 
 def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str,
-                   description: str = "") -> str:  # fmt: skip
+                   description: str = "", pictures: Iterable[Path] = ()) -> str:  # fmt: skip
     """The comparison as a run of its own in the experiment it compared: its files as
     artifacts, each machine's geometric mean as a metric, tagged with what was compared.
     Returns the run's link."""
@@ -51,8 +53,8 @@ def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str,
     try:
         for machine, mean in table["geomean"].items():
             client.log_metric(run_id, f"geomean_ratio.{_metric_name(machine)}", mean.ratio)
-        for name in FILES:
-            client.log_artifact(run_id, str(out / name))
+        for path in [*(out / name for name in FILES), *pictures]:
+            client.log_artifact(run_id, str(path))
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -115,13 +117,14 @@ def _compare(args: argparse.Namespace) -> int:
     write_csv(csv_path, table)
     write_markdown(md_path, table, left_out, opening)
     plot(png_path, table)
+    rooflines = write_rooflines(out, records, "")  # a machine's, where its runs were placed
     print(md_path.read_text(), end="")
     store = next((s for s in sources if not result_file.is_file_source(s)), None)
     if args.no_log or store is None:
         return 0
     uri = command_uri(store) if args.sources else store
     try:
-        link = log_comparison(uri, table, out, args.experiment, "\n".join(opening))
+        link = log_comparison(uri, table, out, args.experiment, "\n".join(opening), rooflines)
     except Exception as error:
         raise RunnerError(
             f"the comparison is in {out} but could not be logged to {uri}: {one_line(error, 300)}"

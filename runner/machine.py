@@ -250,12 +250,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
         print()
         return
-    from runner import REPO_ROOT
-    from runner.ceilings import ceilings, lines
+    from runner.ceilings import CACHE, ceilings, lines
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     started = time.perf_counter()
-    found = ceilings(REPO_ROOT / "outputs" / "ceilings", cores or 1, again=args.again)  # app's
+    found = ceilings(CACHE, cores or 1, again=args.again)
     print("\n".join(lines(found)))
     print(f"({time.perf_counter() - started:.1f} s)")
 

@@ -28,6 +28,15 @@ UNTAGGED = "(no machine tag)"
 SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
 
 
+def roofline_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """Where the run sits under its ceilings: intensity, GFLOP/s, bound, share, precision."""
+    if "roofline_share" not in summary:
+        return {}
+    return {"gflops": summary["gflops"], **{key.removeprefix("roofline_"): summary[key]
+            for key in ("roofline_intensity", "roofline_bound", "roofline_share",
+                        "roofline_precision", "roofline_ceiling_gflops")}}  # fmt: skip
+
+
 def scenario_of(summary: dict[str, Any]) -> str:
     """The scenario with the settings that change its figures, as the key has it:
     ``offline``, ``single_stream``, ``server qps=auto p99<=10ms delay=1ms``."""
@@ -69,6 +78,7 @@ class RunResult:
     load: dict[str, Any] = field(default_factory=dict)  # ``runner.execution.load``
     scenario: str = "offline"  # ``scenario_of``: MLPerf's scenario and its settings
     ceilings: dict[str, Any] = field(default_factory=dict)  # ``runner.ceilings``, if measured
+    roofline: dict[str, Any] = field(default_factory=dict)  # the run under them (``roofline_of``)
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -161,6 +171,7 @@ class RunResult:
             load=dict(load),
             scenario=scenario_of(summary),
             ceilings=dict(summary.get("ceilings") or {}),
+            roofline=roofline_of(summary),
         )
 
     @classmethod

@@ -156,6 +156,23 @@ def _release_joblib_workers() -> None:
         loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
+def _measure_ceilings(config: DictConfig) -> None:
+    """This machine's ceilings, for its jobs' rooflines (``runner.ceilings``): measured
+    once per machine and software, here, before any job or MLflow, so that nothing runs
+    beside the measurement. A launcher that sends jobs elsewhere measures nothing here."""
+    from runner.ceilings import CACHE, ceilings, measured
+    from runner.execution.devices import available_cores
+
+    if not any(name in str(config.hydra.launcher.get("_target_", ""))
+               for name in ("BasicLauncher", "Joblib")):  # fmt: skip
+        return
+    cores = available_cores()
+    if measured(CACHE, cores) is None:
+        print("Measuring this machine's ceilings, once (python -m runner.machine --ceiling)",
+              flush=True)  # fmt: skip
+        ceilings(CACHE, cores)
+
+
 class SweepTracking(Callback):
     """Opens the parent run, closes it with the sweep's status, writes the report."""
 
@@ -170,6 +187,7 @@ class SweepTracking(Callback):
         store that cannot be used ends the sweep here, in one line, before any job."""
         try:
             check_every_job(config)  # before any job, any file and any MLflow run
+            _measure_ceilings(config)
             self._open_parent(config)
         except RunnerError as error:
             print(f"error: {redact(one_line(error, 2000))}", file=sys.stderr, flush=True)

@@ -149,3 +149,22 @@ def test_progress_bar_moves_on_a_terminal_and_stays_off_a_file(tmp_path):
 )
 def test_when_the_progress_bar_is_shown(setting, terminal, side_by_side, shown):
     assert progress.wanted(setting, terminal, side_by_side) is shown
+
+
+def test_a_roofline_per_machine_whose_runs_were_placed(tmp_path):
+    """Runs under their ceilings (``runner.ceilings``) draw a roofline per machine, 1,100
+    pixels wide; runs never placed draw none."""
+    import dataclasses
+
+    from runner.analysis.report import write_rooflines
+    from tests.test_ceilings import FOUND
+    from tests.test_result import BASE
+
+    placed = {"intensity": 20.0, "gflops": 80.0, "bound": "compute", "share": 0.8,
+              "precision": "fp32", "ceiling_gflops": 100.0}  # fmt: skip
+    a = dataclasses.replace(BASE, ceilings=FOUND, roofline=placed)
+    b = dataclasses.replace(a, machine="b", batch_size=1, roofline={**placed, "intensity": 2.0})
+    written = write_rooflines(tmp_path, [a, b, dataclasses.replace(BASE, machine="c")], "t")
+    assert [path.name for path in written] == ["roofline-a.png", "roofline-b.png"]
+    assert Image.open(written[0]).size[0] == 1100
+    assert write_rooflines(tmp_path, [a], "t")[0].name == "roofline.png"

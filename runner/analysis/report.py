@@ -334,8 +334,9 @@ def _by_batch(axes: Any, table: list[dict[str, Any]]) -> None:
 
 def write_report(out_dir: Path, records: list[RunResult], title: str,
                  table: Optional[list[dict[str, Any]]] = None) -> list[Path]:  # fmt: skip
-    """All three files in ``out_dir`` (``table``: the records' rows, where already made);
-    returns their paths (none if no job completed)."""
+    """The three files in ``out_dir`` (``table``: the records' rows, where already made)
+    and the rooflines where runs were placed under their ceilings; returns their paths
+    (none if no job completed)."""
     if not records:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,4 +345,28 @@ def write_report(out_dir: Path, records: list[RunResult], title: str,
     write_csv(csv_path, table)
     write_markdown(md_path, table, title)
     plot(png_path, table, title)
-    return [csv_path, md_path, png_path]
+    return [csv_path, md_path, png_path, *write_rooflines(out_dir, records, title)]
+
+
+def write_rooflines(out_dir: Path, records: list[RunResult], title: str) -> list[Path]:
+    """A roofline per machine whose runs were placed under its ceilings: ``roofline.png``
+    (``roofline-<machine>.png`` where the records hold several machines)."""
+    from runner.pictures.roofline import save_roofline
+
+    placed = [r for r in records if r.roofline and r.ceilings]
+    machines = sorted({r.machine for r in placed})
+    written = []
+    for machine in machines:
+        mine = [r for r in placed if r.machine == machine]
+        runs = []
+        for group in _groups(mine).values():
+            first = group[0]
+            median = {name: float(np.median([r.roofline[name] for r in group]))
+                      for name in ("intensity", "gflops")}  # fmt: skip
+            label = f"t{first.threads} b{first.batch_size} {first.backend}"
+            runs.append({"mode": first.mode, "roofline": {**first.roofline, **median},
+                         "label": label})  # fmt: skip
+        name = "roofline.png" if len(machines) == 1 else f"roofline-{machine}.png"
+        save_roofline(out_dir / name, mine[-1].ceilings, runs, f"roofline of {machine}")
+        written.append(out_dir / name)
+    return written
