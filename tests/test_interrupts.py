@@ -116,6 +116,7 @@ def test_a_stop_once_the_run_is_committed_leaves_it_complete_and_exits_0(tmp_pat
     after it is heard, said, and does not undo a complete run."""
     markers = tmp_path / "phases"
     markers.mkdir()
+    (markers / "commit.hold").touch()  # the run waits in its commit until the stop is sent
     store = copy_store(blank_store, tmp_path)
     env = dict(os.environ, MLFLOW_TRACKING_URI=store, GRIDBENCH_PHASE_DIR=str(markers))
     process = subprocess.Popen(
@@ -126,6 +127,7 @@ def test_a_stop_once_the_run_is_committed_leaves_it_complete_and_exits_0(tmp_pat
     )  # fmt: skip
     wait_for(markers / "commit", process)
     os.killpg(process.pid, signal.SIGINT)  # SIGTERM takes the same path (``errors``)
+    (markers / "commit.hold").unlink()
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert err.strip() == "note: the stop came once the run was complete: its results stand"
