@@ -185,13 +185,10 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     least once, for the products), the figures, and the seconds the serving took (for a
     peak search, the time the peak rate takes over the grid)."""
     bound = job.latency_bound_s
-    if job.scenario == "single_stream":
-        served = single_stream(workers, job, job.cells)
-        figures = {"scenario": job.scenario, **served.figures(None)}
-        return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
-    if job.qps is not None:
-        served = serve(workers, job, job.qps)
-        figures = {"scenario": job.scenario, **served.figures(bound)}
+    if job.scenario == "single_stream" or job.qps is not None:  # one serving of the grid
+        stream = job.scenario == "single_stream"
+        served = single_stream(workers, job, job.cells) if stream else serve(workers, job, job.qps)
+        figures = {"scenario": job.scenario, **served.figures(None if stream else bound)}
         return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
     calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
     first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
