@@ -14,7 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import REPO_ROOT
-from runner.analysis.summary import console_lines, summarize, write_predictions, write_summary
+from runner.analysis.summary import (
+    console_lines,
+    precision_as_ran,
+    summarize,
+    write_predictions,
+    write_summary,
+)
 from runner.ceilings import BYTES_PER_VALUE, measured, roofline
 from runner.ceilings import CACHE as CEILINGS
 from runner.choices import usable_start_method
@@ -36,6 +42,7 @@ from runner.errors import (
 from runner.execution.backends import GRAPH_BACKENDS
 from runner.execution.classify import Job, Result
 from runner.execution.devices import available_cores
+from runner.execution.kernels import kernels_ran
 from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import stop_helpers
 from runner.execution.progress import wanted as progress_wanted
@@ -71,7 +78,8 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
     if cfg.backend in GRAPH_BACKENDS:  # the cached graph, without importing torch
         graph = graph_of(weights, ONNX_CACHE)
         onnx, flops = graph.onnx, graph.flops_per_image
-        sizes = {"parameters": graph.parameters, "activations": graph.activations}
+        sizes = {"parameters": graph.parameters, "activations": graph.activations,
+                 "layers": graph.layers}  # fmt: skip
         if cfg.precision == "int8":
             from runner.execution.quantize import int8_graph_of
 
@@ -87,6 +95,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         model = load_model(weights)
         sizes = costs(model)
         flops = sizes.pop("flops_per_image")
+        sizes["layers"] = tuple(sizes["layers"])
     job = Job(
         model=model,
         split=split,
@@ -203,6 +212,8 @@ def classify_and_write(
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
     summary = summarize(settings, result, labels, load_s, len(job.split), job.flops_per_image)
     summary.update(under_ceilings(job, summary["gflops"]))
+    summary.update(kernels_ran(job))
+    summary.update(precision_as_ran(summary))
     if settings.precision != "fp32":
         from runner.execution.agreement import agreement_with_fp32
 

@@ -3,6 +3,7 @@
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,21 +89,23 @@ def flops_per_image(model: MnistCNN) -> int:
     return costs(model)["flops_per_image"]
 
 
-def costs(model: MnistCNN) -> dict[str, int]:
+def costs(model: MnistCNN) -> dict[str, Any]:
     """What one image costs: FLOPs (``flops_per_image``), and for the roofline the
     parameters (read once a batch) and every layer's output values (written and read once
-    an image), counted on a dummy image."""
-    total, activations = 0, 0
+    an image), counted on a dummy image; ``layers``: the FLOPs of each layer that
+    multiplies, for the share of them each kernel computed (``execution.kernels``)."""
+    layers: list[tuple[str, int]] = []  # ("conv1", FLOPs), ... in the order they run
+    activations = 0
 
     def count(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total, activations
+        nonlocal activations
         if isinstance(layer, nn.Conv2d):
             per_output = (
                 layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
             )
-            total += 2 * per_output * output.numel()
+            layers.append(_named("conv", layers, 2 * per_output * output.numel()))
         elif isinstance(layer, nn.Linear):
-            total += 2 * layer.in_features * layer.out_features
+            layers.append(_named("fc", layers, 2 * layer.in_features * layer.out_features))
         if not isinstance(layer, (nn.Sequential, MnistCNN)):
             activations += output.numel()
 
@@ -111,5 +114,14 @@ def costs(model: MnistCNN) -> dict[str, int]:
         model(torch.zeros(1, 1, 28, 28))
     for hook in hooks:
         hook.remove()
-    parameters = sum(p.numel() for p in model.parameters())
-    return {"flops_per_image": total, "parameters": parameters, "activations": activations}
+    return {
+        "flops_per_image": sum(flops for _, flops in layers),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "activations": activations,
+        "layers": layers,
+    }
+
+
+def _named(kind: str, earlier: list[tuple[str, int]], flops: int) -> tuple[str, int]:
+    """``conv2``: the second layer of its kind."""
+    return f"{kind}{sum(name.startswith(kind) for name, _ in earlier) + 1}", flops

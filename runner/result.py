@@ -28,6 +28,14 @@ UNTAGGED = "(no machine tag)"
 SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
 
 
+def kernels_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """What ran, as ``execution.kernels`` read it, without the per-layer detail (the run's
+    summary keeps that): where it was read, the FLOP shares, the text."""
+    kernels = summary.get("kernels") or {}
+    return {key: kernels[key] for key in ("source", "text", "flop_shares", "precision_share",
+                                          "fp32_between") if key in kernels}  # fmt: skip
+
+
 def roofline_of(summary: dict[str, Any]) -> dict[str, Any]:
     """Where the run sits under its ceilings: intensity, GFLOP/s, bound, share, precision."""
     if "roofline_share" not in summary:
@@ -79,6 +87,7 @@ class RunResult:
     scenario: str = "offline"  # ``scenario_of``: MLPerf's scenario and its settings
     ceilings: dict[str, Any] = field(default_factory=dict)  # ``runner.ceilings``, if measured
     roofline: dict[str, Any] = field(default_factory=dict)  # the run under them (``roofline_of``)
+    kernels: dict[str, Any] = field(default_factory=dict)  # what ran (``kernels_of``)
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -172,6 +181,7 @@ class RunResult:
             scenario=scenario_of(summary),
             ceilings=dict(summary.get("ceilings") or {}),
             roofline=roofline_of(summary),
+            kernels=kernels_of(summary),
         )
 
     @classmethod
@@ -206,7 +216,8 @@ TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precis
          "device": str, "torch_threads": int, "split": str, "offset": int, "repeats": str,
          "machine": str, "items": int, "accuracy": (int, float), "busy": bool, "round": int,
          "job": int, "started_at": (int, float), "cores": int, "sweep": str, "weights": str,
-         "data": str, "software": dict, "hardware": dict, "load": dict}  # fmt: skip
+         "data": str, "software": dict, "hardware": dict, "load": dict, "ceilings": dict,
+         "roofline": dict, "kernels": dict}  # fmt: skip
 
 
 def _check_types(record: RunResult) -> None:

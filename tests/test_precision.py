@@ -247,6 +247,14 @@ def test_a_sweep_over_backends_and_precisions_skips_pairs_that_cannot_run(tmp_pa
     quantized = tagged["onnxruntime", "int8"]
     assert quantized.data.tags["precision_native"] == str(native_here("int8"))
     assert quantized.data.metrics["fp32_agreement"] >= 0.995
+    # what ran, as ONNX Runtime's profile says: in the console, the tags, the record
+    assert "Kernels: conv 100 % int8 (instruction set unknown)" in done.stdout
+    assert quantized.data.tags["kernels_source"] == "onnxruntime's profile"
+    assert quantized.data.metrics["flop_share_in_precision"] == 1.0
+    assert quantized.data.metrics["fp32_ops_between"] == 0
+    assert json.loads(quantized.data.tags["gridbench.result"])["kernels"]["flop_shares"] == {
+        "int8 unknown": 1.0
+    }
 
 
 def test_a_single_run_of_a_pair_that_cannot_run_writes_nothing(tmp_path):

@@ -126,6 +126,26 @@ def _precision_facts(run: RunConfig) -> dict[str, Any]:
     }
 
 
+def precision_as_ran(summary: dict[str, Any]) -> dict[str, Any]:
+    """Whether the precision ran natively, from what ran where the runtime said for every
+    FLOP (``summary["kernels"]``): a share computed in another precision makes it not
+    native whatever the CPU has; all of it in the precision keeps the CPU's word (int8
+    kernels on a CPU without VNNI are converted inside), the runtime's named first."""
+    kernels = summary.get("kernels") or {}
+    precision = summary["precision"]
+    if precision == "fp32" or kernels.get("known_share", 0.0) < 1.0:
+        return {}
+    share, source = kernels["precision_share"], kernels["source"]
+    if share >= 1.0:
+        return {"precision_reason": f"{source}: every FLOP in {precision}; "
+                                    f"{summary['precision_reason']}"}  # fmt: skip
+    return {
+        "precision_native": False,
+        "precision_reason": f"{source}: {share * 100:.0f} % of the FLOPs in {precision}, "
+        "the rest converted to another",
+    }
+
+
 def _throughput_interval(run: RunConfig, items: int, runtimes_s: list[float]) -> dict[str, Any]:
     """The 95 % interval of the median throughput over the passes, its relative half-width,
     and for ``repeats=auto`` whether it reached the target. Fewer than three passes give
@@ -192,6 +212,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         *_gpu_lines(summary),
         *_serving_lines(summary),
         *_roofline_lines(summary),
+        *_kernel_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
@@ -255,6 +276,16 @@ def _roofline_lines(summary: dict[str, Any]) -> list[str]:
         "ceilings: python -m runner.machine --ceiling)",
         *([f"Warning: {summary['roofline_warning']}"] if "roofline_warning" in summary else []),
     ]
+
+
+def _kernel_lines(summary: dict[str, Any]) -> list[str]:
+    """What ran for each layer that multiplies, as the runtime says (``execution.kernels``)."""
+    kernels = summary.get("kernels")
+    if not kernels:
+        return []
+    if "text" not in kernels:
+        return [f"Kernels: {kernels['source']}"]
+    return [f"Kernels: {kernels['text']} ({kernels['source']})"]
 
 
 def _percentiles(summary: dict[str, Any]) -> str:

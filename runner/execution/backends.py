@@ -34,6 +34,8 @@ import numpy as np
 from runner.errors import InputError, one_line
 
 if TYPE_CHECKING:  # torch is imported by the builders that use it, not for onnxruntime
+    import onnxruntime as ort
+    import openvino as ov
     import torch
 
     from runner.model import MnistCNN
@@ -210,7 +212,18 @@ def _compile(spec: Spec) -> Classify:
 
 
 def _onnxruntime(spec: Spec) -> Classify:
-    """One ORT session: ``threads`` intra-op threads, one inter-op thread."""
+    session = ort_session(spec)
+
+    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pred, prob = session.run(None, {"images": images})
+        return pred, prob
+
+    return classify
+
+
+def ort_session(spec: Spec, profile_prefix: Optional[str] = None) -> "ort.InferenceSession":
+    """One ORT session: ``threads`` intra-op threads, one inter-op thread; profiling into
+    ``profile_prefix``'s file where given (``runner.execution.kernels``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -218,6 +231,9 @@ def _onnxruntime(spec: Spec) -> Classify:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     providers: list = ["CPUExecutionProvider"]
     if spec.device.startswith("cuda"):
         index = int(spec.device.partition(":")[2] or 0)
@@ -228,15 +244,9 @@ def _onnxruntime(spec: Spec) -> Classify:
             from runner.execution.onnx_graph import export_onnx
 
             onnx = export_onnx(spec.model)
-        session = ort.InferenceSession(onnx, options, providers=providers)
+        return ort.InferenceSession(onnx, options, providers=providers)
     except Exception as error:
         raise InputError(f"backend=onnxruntime refuses the model: {one_line(error, 300)}")
-
-    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred, prob = session.run(None, {"images": images})
-        return pred, prob
-
-    return classify
 
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -251,6 +261,21 @@ def without_openvino_telemetry() -> None:
 
 
 def _openvino(spec: Spec) -> Classify:
+    compiled = openvino_model(spec)
+    request = compiled.create_infer_request()
+    pred_port, prob_port = compiled.outputs
+
+    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request.infer({"images": images})
+        return (
+            request.get_tensor(pred_port).data.copy(),
+            request.get_tensor(prob_port).data.copy(),
+        )
+
+    return classify
+
+
+def openvino_model(spec: Spec) -> "ov.CompiledModel":
     """One OpenVINO CPU model: ``threads`` threads, one stream, no pinning (the workers of
     a parallel run share the cores); the precision hint for bf16 and fp16, int8 from the
     quantized graph."""
@@ -278,17 +303,7 @@ def _openvino(spec: Spec) -> Classify:
             f"backend=openvino would run precision={spec.precision} as {ran.get_type_name()} "
             "on this CPU"
         )
-    request = compiled.create_infer_request()
-    pred_port, prob_port = compiled.outputs
-
-    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        request.infer({"images": images})
-        return (
-            request.get_tensor(pred_port).data.copy(),
-            request.get_tensor(prob_port).data.copy(),
-        )
-
-    return classify
+    return compiled
 
 
 BUILDERS = {  # (backend, precision): builder

@@ -43,6 +43,7 @@ class Job:
     flops_per_image: int = 0  # for the summary's GFLOP/s
     parameters: int = 0  # the model's, for the roofline (read once a batch)
     activations: int = 0  # its layers' output values per image (written and read once)
+    layers: tuple[tuple[str, int], ...] = ()  # each multiplying layer's FLOPs (model.costs)
     progress: bool = False  # a live bar on stderr
     stability_target: float = 0.02  # repeats=auto: the interval's relative half-width
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes

@@ -30,6 +30,7 @@ class Graph:
     key: str  # of the weights and torch's version: the int8 graph's cache builds on it
     parameters: int = 0  # the model's, for the roofline (``runner.model.costs``)
     activations: int = 0  # its layers' output values per image
+    layers: tuple[tuple[str, int], ...] = ()  # each multiplying layer's FLOPs, in order
 
 
 def graph_of(weights: Path, cache_dir: Path) -> Graph:
@@ -45,8 +46,9 @@ def graph_of(weights: Path, cache_dir: Path) -> Graph:
         return export_onnx(model), costs(model)
 
     def read(graph: bytes, facts: dict[str, Any]) -> Graph:
+        layers = tuple((str(name), int(flops)) for name, flops in facts["layers"])
         return Graph(graph, int(facts["flops_per_image"]), key, int(facts["parameters"]),
-                     int(facts["activations"]))  # fmt: skip
+                     int(facts["activations"]), layers)  # fmt: skip
 
     return cached(cache_dir / f"mnist-cnn-{key}.onnx", export, read)
 

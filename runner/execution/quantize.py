@@ -6,6 +6,12 @@ the ranges seen on calibration images of the training split. Weights keep 7 bits
 (``reduce_range``) so the one graph runs without saturation on CPUs with and without VNNI:
 a comparison of machines runs the same int8 graph on each.
 
+ReLU and max-pooling are quantized too: the quantizer then folds each ReLU into the
+quantization of the layer before it (its range starts at 0) and pools the uint8 values,
+so the layers stay int8 from one multiply to the next. Quantizing only the multiplies left
+each one's output to be converted to f32 for the ReLU and the pooling and quantized again,
+and OpenVINO ran 1.7x slower (BENCHMARKS.md, "int8 that stays int8").
+
 The cache is keyed by the fp32 graph's key and these settings; a graph whose bytes no
 longer match the sha256 recorded beside it is calibrated again (``runner.derived``).
 """
@@ -30,7 +36,7 @@ SETTINGS = {
     "reduce_range": True,
     "activations": "QUInt8",
     "weights": "QInt8",
-    "ops": ["Conv", "Gemm", "MatMul"],
+    "ops": ["Conv", "Gemm", "MatMul", "Relu", "MaxPool"],
     "calibration": f"MinMax, {CALIBRATION_IMAGES} training images",
 }
 

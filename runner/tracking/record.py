@@ -74,6 +74,7 @@ METRICS = (
 STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms"}
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
 LOAD_METRICS["load_1m"] = "load_1m"
+KERNEL_METRICS = {"precision_share": "flop_share_in_precision", "fp32_between": "fp32_ops_between"}
 ARTIFACTS = RUN_PRODUCTS[2:]  # the pictures and the trace (the summary is logged apart)
 TAG_KEYS = (
     "mode",
@@ -189,6 +190,10 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     ``run_dir`` and Hydra's config files as text."""
     summary = redacted(summary)
     tags = {key: str(summary[key]) for key in TAG_KEYS if key in summary}
+    kernels = summary.get("kernels") or {}
+    if kernels:
+        tags["kernels"] = kernels.get("text", kernels["source"])
+        tags["kernels_source"] = kernels["source"]
     tags[RESULT_TAG] = RunResult.from_summary(summary).carried()
     tags["mlflow.note.content"] = "```\n" + "\n".join(console_lines(summary)) + "\n```"
     load = summary.get("load") or {}
@@ -196,6 +201,8 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         tags["busy"] = str(load["busy"]).lower()
     metrics = {key: shown(summary[key]) for key in METRICS if _number(summary.get(key))}
     metrics.update({name: shown(load[key]) for key, name in LOAD_METRICS.items() if key in load})
+    metrics.update({name: shown(kernels[key]) for key, name in KERNEL_METRICS.items()
+                    if key in kernels})  # fmt: skip
     found = {"dataset": summary["dataset"]} if "dataset" in summary else {}
     steps = summary.get("steps") or []
     return {
