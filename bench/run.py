@@ -136,8 +136,8 @@ def pairs_section(workdir: Path, env: dict, repeats: int) -> list[str]:
     cold, warm, and in two workers."""
     flags = fingerprint()["precision_flags"]
     rows = ["| backend, precision | native here | batch 1: ms per image | batch 256: ms per image "
-            "| vs onnxruntime fp32 (1 / 256) | cells agreeing with fp32 | accuracy (test) |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+            "| vs onnxruntime fp32 (1 / 256) | cells agreeing with fp32 | accuracy (test) "
+            "| kernels that ran at batch 256 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     measured = {}
     for backend, precision in runnable_pairs():
         native = nativeness(precision, "cpu", flags, "")
@@ -161,7 +161,7 @@ def pairs_section(workdir: Path, env: dict, repeats: int) -> list[str]:
             agree = f"{many['fp32_agreement'] * 100:.2f} %"
         rows.append(
             f"| {backend}, {precision} | {native.word} | {ms(one)} | {ms(many)} | {ratios} | "
-            f"{agree} | {many['accuracy'] * 100:.2f} % |"
+            f"{agree} | {many['accuracy'] * 100:.2f} % | {kernels_text(many)} |"
         )
     cold = dict(env, TORCHINDUCTOR_CACHE_DIR=str(workdir / "inductor"))
     compile_run = ["mlflow.enabled=false", "backend=compile", "batch_size=256", "grid.rows=10",
@@ -175,6 +175,12 @@ def pairs_section(workdir: Path, env: dict, repeats: int) -> list[str]:
         f"after them {workers.summary['startup_s']:.1f} s.",
     ]
     return rows
+
+
+def kernels_text(summary: dict) -> str:
+    """What ran (``runner.execution.kernels``), its source in a word."""
+    kernels = summary.get("kernels") or {}
+    return kernels.get("text", kernels.get("source", "")).replace("|", "/")
 
 
 def ms(summary: dict) -> str:

@@ -28,6 +28,9 @@ UNTAGGED = "(no machine tag)"
 SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
 
 
+PEAK_KEYS = (("qps", ""), ("low", "_low"), ("high", "_high"))
+
+
 def kernels_of(summary: dict[str, Any]) -> dict[str, Any]:
     """What ran, as ``execution.kernels`` read it, without the per-layer detail (the run's
     summary keeps that): where it was read, the FLOP shares, the text."""
@@ -88,6 +91,7 @@ class RunResult:
     ceilings: dict[str, Any] = field(default_factory=dict)  # ``runner.ceilings``, if measured
     roofline: dict[str, Any] = field(default_factory=dict)  # the run under them (``roofline_of``)
     kernels: dict[str, Any] = field(default_factory=dict)  # what ran (``kernels_of``)
+    peak: dict[str, float] = field(default_factory=dict)  # server qps=auto: qps, low, high
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -182,6 +186,11 @@ class RunResult:
             ceilings=dict(summary.get("ceilings") or {}),
             roofline=roofline_of(summary),
             kernels=kernels_of(summary),
+            peak={
+                name: float(summary[f"peak_qps{end}"])
+                for name, end in PEAK_KEYS
+                if f"peak_qps{end}" in summary
+            },  # fmt: skip
         )
 
     @classmethod
@@ -217,7 +226,7 @@ TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precis
          "machine": str, "items": int, "accuracy": (int, float), "busy": bool, "round": int,
          "job": int, "started_at": (int, float), "cores": int, "sweep": str, "weights": str,
          "data": str, "software": dict, "hardware": dict, "load": dict, "ceilings": dict,
-         "roofline": dict, "kernels": dict}  # fmt: skip
+         "roofline": dict, "kernels": dict, "peak": dict}  # fmt: skip
 
 
 def _check_types(record: RunResult) -> None:

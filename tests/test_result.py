@@ -98,3 +98,23 @@ def test_the_report_says_in_words_what_cannot_be_trusted():
     assert "2 busy run(s)" in notes and table["sequential"]["notes"] == ""
     lonely = rows([base[0], fast[0]])  # one pass a side: no interval
     assert "speedup without an interval" in lonely[1]["notes"]
+
+
+def test_a_peak_search_is_compared_by_its_peak_with_the_searchs_interval():
+    """One run of ``server.qps=auto`` has one figure, the peak: its interval is the search's
+    own (the record carries it), where one pass would give none; several runs: over runs."""
+    summary = {"mode": "sequential", "threads": 1, "batch_size": 16, "grid": [10, 100],
+               "runtimes_s": [1000 / 4100.0], "items": 1000, "accuracy": 0.99,
+               "scenario": "server", "server_qps": "auto", "latency_bound_ms": 10.0,
+               "max_delay_ms": 1.0, "peak_qps": 4100.0, "peak_qps_low": 3900.0,
+               "peak_qps_high": 4400.0}  # fmt: skip
+    peak = RunResult.from_summary(summary, job=0)
+    assert peak.peak == {"qps": 4100.0, "low": 3900.0, "high": 4400.0}
+    assert RunResult.from_dict(json.loads(json.dumps(peak.to_dict())), "file").peak == peak.peak
+    (row,) = compare([peak], None)["rows"]
+    (sample,) = row["machines"].values()
+    assert sample.median == pytest.approx(4100.0)
+    assert (sample.interval.low, sample.interval.high) == (3900.0, 4400.0)
+    again = dataclasses.replace(peak, job=1, passes=(4300.0,), runtimes_s=(1000 / 4300.0,))
+    (row,) = compare([peak, again], None)["rows"]
+    assert row["machines"][peak.machine].interval.high > 4300.0  # a t interval over the runs

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from runner.analysis.statistics import quantile_interval, queries_for
+from runner.errors import RunnerError
 from runner.execution import serving
 from runner.execution.parallel import run_parallel
 from runner.execution.sequential import run_sequential
@@ -53,7 +54,9 @@ def test_the_peak_search_brackets_the_peak_within_5_percent(first):
 
 
 def test_a_machine_that_never_keeps_the_bound_has_no_peak():
-    assert serving.peak_search(lambda qps: False, 100.0)[0] == 0.0
+    tried = []
+    assert serving.peak_search(lambda qps: tried.append(qps) and False, 100.0)[0] == 0.0
+    assert len(tried) == serving.MOST_HALVINGS + 1 and min(tried) == 100.0 / 2**10
 
 
 @pytest.mark.parametrize("run, workers", [(run_sequential, 1), (run_parallel, 2)])
@@ -104,6 +107,19 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     assert 0 < figures["peak_qps"] == max(valid) < min(invalid) <= figures["peak_qps_high"]
     assert figures["peak_qps_low"] in [0.0, *valid] and figures["peak_qps_low"] <= max(valid)
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
+
+
+def test_a_bound_no_rate_can_keep_ends_the_search_in_one_line(model, test_split):
+    """Under a bound shorter than any query takes, halving the rate cannot help: the
+    search stops at the first rate where every query was over it, with no figure."""
+    job = make_job(model, test_split, 150, 1, backend="onnxruntime", scenario="server",
+                   qps=None, serve_min_s=0.05, latency_bound_s=1e-6)  # fmt: skip
+    with pytest.raises(RunnerError) as raised:
+        run_sequential(job)
+    message = str(raised.value)
+    assert message.startswith("server.qps=auto: no rate kept the p99 under "
+                              "server.latency_bound_ms=0.001 (at ")  # fmt: skip
+    assert "queries/s, the lowest tried: p50 " in message and "\n" not in message
 
 
 def test_the_peaks_interval_widens_by_its_steps_p99_intervals():

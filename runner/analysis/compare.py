@@ -46,6 +46,7 @@ class Sample:
 
     runs: list[list[float]] = field(default_factory=list)
     busy: int = 0  # runs during which other work used the CPU (``runner.execution.load``)
+    bracket: Optional[stats.Interval] = None  # a peak search's own interval (its record's)
 
     @property
     def median(self) -> float:
@@ -53,7 +54,10 @@ class Sample:
 
     @cached_property
     def interval(self) -> Optional[stats.Interval]:
-        """Drawn once: the table, the Markdown and the picture all show it."""
+        """Drawn once: the table, the Markdown and the picture all show it. One run of a
+        peak search (its one figure, the peak) has the search's interval."""
+        if len(self.runs) == 1 and self.bracket is not None:
+            return self.bracket
         return stats.median_interval(self.runs)
 
 
@@ -68,6 +72,8 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         sample = groups.setdefault(record.key(), {}).setdefault(record.machine, Sample())
         sample.runs.append(list(record.passes))
         sample.busy += record.busy
+        if record.peak.keys() >= {"low", "high"}:
+            sample.bracket = stats.Interval(record.peak["low"], record.peak["high"])
     if baseline is None:  # the machine that ran the most configurations
         baseline = max(
             machines, key=lambda m: (sum(m in g for g in groups.values()), -machines.index(m))
@@ -206,7 +212,8 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "## Per configuration",
         "",
         "Throughput in images/s (the geometric mean of the runs' medians; one run: its "
-        "median pass), ± the half-width of its 95 % interval (runs x passes); each machine "
+        "median pass; a server peak search: its peak in queries/s, one run: with the "
+        "search's interval), ± the half-width of its 95 % interval (runs x passes); each machine "
         f"against `{baseline}`, the baseline: the ratio and its 95 % interval where "
         "a t-test on the runs' log medians says they differ (p < 0.05), `~` "
         "where it does not, `n/a` where a side has fewer than two runs to judge by.",

@@ -239,8 +239,6 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
         return []
     if "peak_qps" in summary:
         bound = f"p99 <= {summary['latency_bound_ms']:g} ms"
-        if not summary["peak_qps"]:
-            return [f"Server peak: none: no rate tried kept {bound} (serving.png)"]
         return [
             f"Server peak: {summary['peak_qps']:,.0f} queries/s with {bound} (the peak lies in "
             f"[{summary['peak_qps_low']:,.0f}, {summary['peak_qps_high']:,.0f}]; "

@@ -34,6 +34,7 @@ SCHEDULE_SEED = 20261206  # every machine, every run: the same arrivals
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": P99, "p999": 0.999}
 PEAK_PRECISION = 0.05  # the peak search stops once its bracket is this narrow
 MOST_STEPS = 40  # a search this long has met a machine that never settles: it stops
+MOST_HALVINGS = 10  # invalid at a thousandth of the first rate: no queue is to blame
 CALIBRATION_QUERIES = 100  # single-stream queries that pick the search's first rate
 
 
@@ -158,7 +159,8 @@ def single_stream(workers: "Workers", job: Job, queries: int) -> Served:
 def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[float, float]:
     """LoadGen's search: from ``first_qps``, double while runs are valid (halve while they
     are not), then bisect; returns the highest valid rate found and the lowest invalid
-    one, within ``PEAK_PRECISION`` of each other (0 for the first where none was valid)."""
+    one, within ``PEAK_PRECISION`` of each other; 0 for the first where a rate halved
+    ``MOST_HALVINGS`` times is still invalid."""
     low, high, rate = 0.0, 0.0, first_qps
     for _ in range(MOST_STEPS):
         if valid_at(rate):
@@ -168,7 +170,7 @@ def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[fl
             rate *= 2
         else:
             high = rate
-            if low:
+            if low or rate <= first_qps / 2**MOST_HALVINGS:
                 break
             rate /= 2
     while low and high and (high - low) / low > PEAK_PRECISION:
@@ -197,9 +199,14 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     def valid_at(qps: float) -> bool:
         figures = serve(workers, job, qps).figures(bound)
         steps.append({"qps": qps, **figures})
+        hopeless = figures["over_bound_share"] == 1.0  # even a query that met no queue
+        if not any(step["valid"] for step in steps) and hopeless:
+            raise _no_peak(steps, bound)
         return figures["valid"]
 
     low, high = peak_search(valid_at, first)
+    if not low:
+        raise _no_peak(steps, bound)
     figures = {
         "scenario": job.scenario,
         "peak_qps": low,
@@ -208,7 +215,21 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         "steps": steps,
     }
     parts = list(workers.classify([(0, job.cells)]))  # the products: one untimed pass
-    return parts, figures, [job.cells / low if low else float("inf")]
+    return parts, figures, [job.cells / low]
+
+
+def _no_peak(steps: list[dict[str, Any]], bound_s: float) -> RunnerError:
+    """No rate kept the bound: the run has no figure, and says what the lowest rate gave."""
+    lowest = min(steps, key=lambda step: step["qps"])
+    shown = [
+        f"{name} {value:.3g} ms" if isinstance(value, float) else f"{name} not established"
+        for name, value in (("p50", lowest["query_p50_ms"]), ("p99", lowest["query_p99_ms"]))
+    ]
+    return RunnerError(
+        f"server.qps=auto: no rate kept the p99 under server.latency_bound_ms={bound_s * 1000:g}"
+        f" (at {lowest['qps']:,.0f} queries/s, the lowest tried: {', '.join(shown)}): raise "
+        "the bound"
+    )
 
 
 def peak_interval(
