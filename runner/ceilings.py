@@ -9,8 +9,8 @@ image) says which of the two bounds it: the lower of the compute ceiling and int
 bandwidth (Williams, Waterman and Patterson's roofline). Where the weights fit the last
 level cache, its bandwidth is the bound's, not memory's.
 
-Measured once per machine and software (a few seconds), cached as a derived file keyed by
-both; a cache of another machine or version, or a corrupt one, is measured again.
+Measured once per machine and version of torch (a few seconds), cached as a derived file
+keyed by both; a cache of another machine or version, or a corrupt one, is measured again.
 """
 
 import json
@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from runner import REPO_ROOT
 from runner.derived import cached, key_of, read_checked
-from runner.machine import IDENTITY_KEYS, fingerprint, software
+from runner.machine import IDENTITY_KEYS, fingerprint
 
 CACHE = REPO_ROOT / "outputs" / "ceilings"  # shared by the command, sweeps and runs
 MATRIX = 1024  # a multiply this size runs at the core's peak, in milliseconds
@@ -125,12 +125,17 @@ def measure(cores: int) -> dict[str, Any]:
     }
 
 
+METHOD = f"matmul {MATRIX} best of {REPEATS}, int8 by _int_mm, probe {PROBE}, copy {COPY_BYTES}"
+
+
 def _cache_file(cache_dir: Path, cores: int) -> tuple[Path, dict[str, Any]]:
-    """Where this machine and software keep their ceilings (another machine, another
-    version of torch or of gridbench: another file), and the machine's identity."""
+    """Where this machine keeps its ceilings (another machine, another version of torch,
+    which measures them, or another ``METHOD``: another file; not every commit of
+    gridbench, so that a run after an update still finds them), and its identity."""
     facts = fingerprint()
     identity = {k: facts[k] for k in IDENTITY_KEYS}
-    key = key_of(json.dumps([identity, software(), cores], sort_keys=True, default=str))
+    measured_by = [identity, facts["torch"], METHOD, cores]
+    key = key_of(json.dumps(measured_by, sort_keys=True, default=str))
     return cache_dir / f"ceilings-{key}.measured", identity  # its facts: .json beside it
 
 

@@ -94,6 +94,7 @@ def job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
     fixed = set(task)  # applied to ``config`` already
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     jobs = BasicSweeper.split_arguments(parser.parse_overrides([*params, *task]), None)[0]
+    jobs += also_jobs(jobs, list(config.hydra.sweeper.get("also") or []))
     parsed = {line: parser.parse_overrides([line])[0] for job in jobs for line in job}
     base = config.copy()
     with open_dict(base):
@@ -115,6 +116,24 @@ def job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
             with open_dict(job):
                 del job["hydra"]
         yield overrides, job
+
+
+def also_jobs(jobs: list[list[str]], also: list[str]) -> list[list[str]]:
+    """The sweeper's ``also`` jobs, run after the grid: each line (``key=value ...``) is
+    the first job's overrides with those keys set (added where the job has none): the
+    hardware preset's peak search runs at one configuration, not at every combination."""
+    if not jobs:
+        return []
+    extra = []
+    for line in also:
+        given = {_key_of(item): item for item in line.split()}
+        job = [given.pop(_key_of(item), item) for item in jobs[0]]
+        extra.append(job + list(given.values()))
+    return extra
+
+
+def _key_of(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
 
 
 def check_every_job(config: DictConfig) -> None:

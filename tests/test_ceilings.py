@@ -62,6 +62,11 @@ def test_ceilings_are_measured_once_and_again_for_another_machine_or_a_bad_cache
     real = ceilings.fingerprint()
     monkeypatch.setattr(ceilings, "fingerprint", lambda: {**real, "cpu": "another CPU"})
     assert ceilings.measured(tmp_path, 2) is None  # another machine: its own file
+    monkeypatch.setattr(ceilings, "fingerprint", lambda: {**real, "torch": "2.99.0"})
+    assert ceilings.measured(tmp_path, 2) is None  # another torch measures anew
+    monkeypatch.setattr(ceilings, "fingerprint", lambda: real)
+    monkeypatch.setattr(ceilings, "METHOD", "another method")
+    assert ceilings.measured(tmp_path, 2) is None
 
 
 def test_a_real_measurement_gives_every_ceiling_it_claims():

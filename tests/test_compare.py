@@ -19,8 +19,15 @@ from runner.result_file import read as read_file
 from runner.sync import main as sync_main
 from tests.conftest import copy_store, run_app
 
-TINY = ("mode=sequential", "batch_size=256", "grid.rows=2", "grid.columns=50", "repeats=2",
-        "round=1,2")  # fmt: skip
+TINY = (
+    "mode=sequential",
+    "batch_size=256",
+    "grid.rows=2",
+    "grid.columns=50",
+    "repeats=2",
+    "round=1,2",
+    "hydra.sweeper.also=[]",
+)  # fmt: skip: no peak search (test_sweep's)
 COMPARISONS = "tags.`gridbench.comparison` = 'true'"
 
 

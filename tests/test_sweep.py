@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from runner import REPO_ROOT, sweep
 from runner.app import UI_COMMAND
+from runner.errors import InputError
 from runner.report import main as report_main
 from tests.conftest import (
     copy_store,
@@ -289,15 +290,20 @@ def _post(base, path, body):
 
 
 def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys):
+    """And a job the sweeper runs ``also``, after the grid: the first job's settings with
+    some changed (the hardware preset's peak search)."""
+    also = "hydra.sweeper.also=['mode=sequential scenario=single_stream']"
     done = run_app(tmp_path, *SMALL, "mode=parallel", "threads=1,2", "mlflow.enabled=false",
-                   multirun=True)  # fmt: skip
+                   also, multirun=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     sweep = tmp_path / "sweep"
     rows = read_csv(sweep / "report.csv")
     summaries = {
         int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")
     }
-    assert [int(row["job"]) for row in rows] == sorted(summaries) == [0, 1]
+    assert [int(row["job"]) for row in rows] == sorted(summaries) == [0, 1, 2]
+    assert [summaries[job]["scenario"] for job in (0, 1, 2)] == ["offline"] * 2 + ["single_stream"]
+    assert summaries[2]["mode"] == "sequential" and summaries[2]["grid"] == [5, 8]
     for row in rows:
         summary = summaries[int(row["job"])]
         assert float(row["runtime_s"]) == pytest.approx(summary["runtime_s"])
@@ -364,7 +370,11 @@ def test_each_jobs_config_is_the_one_hydra_composes_for_it():
         loader = GlobalHydra.instance().config_loader()
         jobs = list(sweep.job_configs(config))
         assert len(jobs) > 20
-        for overrides, fast in jobs[::11]:
+        *_, (last, peak) = jobs  # the preset's peak search, after the grid
+        assert (peak.scenario, peak.server.qps, peak.batch_size, peak.repeats) == (
+            "server", "auto", 64, 1)  # fmt: skip
+        assert peak.grid.rows == 3 and "+experiment=hardware" in last
+        for overrides, fast in [*jobs[::11], jobs[-1]]:
             composed = loader.load_sweep_config(config, overrides)
             with open_dict(composed):
                 del composed["hydra"]
@@ -414,3 +424,24 @@ def test_a_sweep_dir_given_again_forgets_the_earlier_sweeps_failures(tmp_path):
     sweep.forget_earlier_sweep(tmp_path)
     assert not (tmp_path / sweep.FAILURES_FILE).exists()
     assert not (tmp_path / sweep.CLAIMS_DIR).exists()
+
+
+def test_a_job_after_the_grid_is_the_first_job_with_some_settings_changed():
+    """And is checked before any job, as every job of the grid is."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.config import register
+
+    register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        config = compose("config", ["batch_size=1", "hydra.sweeper.also=['batch_size=0']"],
+                         return_hydra_config=True)  # fmt: skip
+        with pytest.raises(InputError, match=r"^job 1 of the sweep \(batch_size=0\): "):
+            sweep.check_every_job(config)
+
+    jobs = [["+experiment=hardware", "round=1", "batch_size=1"], ["round=2", "batch_size=1"]]
+    assert sweep.also_jobs(jobs, ["batch_size=64 scenario=server", "round=3"]) == [
+        ["+experiment=hardware", "round=1", "batch_size=64", "scenario=server"],
+        ["+experiment=hardware", "round=3", "batch_size=1"],
+    ]
+    assert sweep.also_jobs([], ["batch_size=64"]) == []
