@@ -22,8 +22,8 @@ SCHEMA_VERSION = 1
 RESULT_TAG = "gridbench.result"  # the record as JSON, but its passes (the metric history)
 # what makes two runs measure different things; ``repeats``: the repeat policy, as
 # configured ("auto" stops when the median settles, a count does not)
-KEY = ("mode", "threads", "batch_size", "backend", "precision", "device", "torch_threads",
-       "grid", "split", "offset", "repeats", "scenario")  # fmt: skip
+KEY = ("mode", "threads", "batch_size", "backend", "precision", "recipe", "device",
+       "torch_threads", "grid", "split", "offset", "repeats", "scenario")  # fmt: skip
 UNTAGGED = "(no machine tag)"
 SOFTWARE = ("gridbench", "torch", "onnxruntime", "openvino", "python")
 
@@ -92,6 +92,7 @@ class RunResult:
     roofline: dict[str, Any] = field(default_factory=dict)  # the run under them (``roofline_of``)
     kernels: dict[str, Any] = field(default_factory=dict)  # what ran (``kernels_of``)
     peak: dict[str, float] = field(default_factory=dict)  # server qps=auto: qps, low, high
+    recipe: str = ""  # int8: the quantizer's settings (``quantize.recipe``); "" otherwise
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -190,7 +191,8 @@ class RunResult:
                 name: float(summary[f"peak_qps{end}"])
                 for name, end in PEAK_KEYS
                 if f"peak_qps{end}" in summary
-            },  # fmt: skip
+            },
+            recipe=summary.get("recipe", ""),
         )
 
     @classmethod
@@ -226,7 +228,7 @@ TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precis
          "machine": str, "items": int, "accuracy": (int, float), "busy": bool, "round": int,
          "job": int, "started_at": (int, float), "cores": int, "sweep": str, "weights": str,
          "data": str, "software": dict, "hardware": dict, "load": dict, "ceilings": dict,
-         "roofline": dict, "kernels": dict, "peak": dict}  # fmt: skip
+         "roofline": dict, "kernels": dict, "peak": dict, "recipe": str}  # fmt: skip
 
 
 def _check_types(record: RunResult) -> None:
@@ -249,6 +251,7 @@ def _from_mlflow_tags(run: Any, runtimes: tuple[float, ...]) -> RunResult:
         batch_size=int(tags["batch_size"]),
         backend=tags.get("backend", ""),
         precision=tags.get("precision", "fp32"),
+        recipe=tags.get("recipe", ""),
         device=tags.get("device", "cpu"),
         torch_threads=int(tags.get("torch_threads", 1)),
         grid=tuple(json.loads(tags["grid"])) if "grid" in tags else (items, 1),

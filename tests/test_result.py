@@ -19,7 +19,7 @@ BASE = RunResult(
 )  # fmt: skip
 OTHER = {"mode": "parallel", "threads": 2, "batch_size": 1, "backend": "eager",
          "precision": "int8", "device": "cuda", "torch_threads": 2, "grid": (20, 50),
-         "split": "test", "offset": 7, "repeats": "5",
+         "split": "test", "offset": 7, "repeats": "5", "recipe": "0123abcd",
          "scenario": "server qps=auto p99<=10ms delay=1ms"}  # fmt: skip
 
 

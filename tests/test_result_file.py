@@ -12,6 +12,7 @@ import pytest
 from runner import result_file
 from runner.analysis import scores
 from runner.compare import main as compare_main
+from runner.execution.quantize import recipe
 from runner.result import SCHEMA_VERSION, RunResult
 
 SOFTWARE = {"gridbench": "abc", "torch": "2.14.1", "onnxruntime": "1.32.0"}
@@ -36,6 +37,7 @@ def records(machine, factor=1.0, rounds=4, seed=0, precisions=("fp32", "int8"), 
                         made.append(dataclasses.replace(RunResult(
                             mode=mode, threads=threads, batch_size=batch, backend=backend,
                             precision=precision, device="cpu", torch_threads=1, grid=(10, 100),
+                            recipe=recipe() if precision == "int8" else "",
                             split="train", offset=0, repeats="auto", machine=machine,
                             passes=passes, runtimes_s=tuple(1000 / p for p in passes),
                             items=1000, accuracy=0.99, busy=False, round=number,
@@ -106,6 +108,20 @@ def score_rows(markdown):
     lines = markdown.split("## Scores")[1].split("## Machines")[0].splitlines()
     return {tuple(c.strip() for c in line.split("|")[1:3]): line for line in lines
             if line.startswith("| `")}  # fmt: skip
+
+
+def test_int8_of_another_quantization_is_never_scored_as_this_ones(tmp_path):
+    """The int8 graph's recipe changed (ReLU and pooling quantized): a reference's int8 of
+    the earlier recipe is another precision in the scores and another row in compare."""
+    from runner.analysis.compare import compare
+
+    now = records("a", rounds=2)
+    before = [dataclasses.replace(r, machine="b", recipe="") for r in records("b", rounds=2)]
+    shown = {(row["machine"], row["precision"]) for row in scores.table(now + before, now, "a")}
+    assert ("b", "int8 (recipe before 2026-12-06)") in shown and ("a", "int8") in shown
+    assert ("b", "int8") not in shown
+    rows = compare(now + before, "a")["rows"]
+    assert not any(len(row["machines"]) > 1 for row in rows if row["config"]["precision"] == "int8")
 
 
 def test_scores_on_the_reference_machines_fp32_scale(tmp_path, monkeypatch):

@@ -126,7 +126,8 @@ def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Sam
 def label(config: dict[str, Any]) -> str:
     threads = f" x{config['torch_threads']}" if config["torch_threads"] != 1 else ""
     device = f" {config['device']}" if config["device"] != "cpu" else ""
-    precision = f" {config['precision']}" if config["precision"] != "fp32" else ""
+    shown = scores.precision_label(config["precision"], config.get("recipe", ""))
+    precision = f" {shown}" if shown != "fp32" else ""
     split = f" {config['split']}" if config["split"] != "train" else ""
     repeats = f", repeats={config['repeats']}" if config["repeats"] != "auto" else ""
     cells = config["grid"][0] * config["grid"][1]

@@ -23,7 +23,7 @@ from runner.result import RunResult
 # a row per result key and machine (``runner.result``): a sweep may cover machines too
 KEY = (*RESULT_KEY, "machine")
 COLUMNS = (
-    "job", "mode", "threads", "batch_size", "backend", "precision", "device",
+    "job", "mode", "threads", "batch_size", "backend", "precision", "recipe", "device",
     "torch_threads", "split", "repeats", "scenario", "machine", "grid", "items", "runs", "passes",
     "runtime_s", "throughput_ips", "throughput_ips_low", "throughput_ips_high", "accuracy",
     "speedup", "speedup_low", "speedup_high", "efficiency", "efficiency_low",

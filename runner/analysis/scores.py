@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runner.analysis import statistics as stats
+from runner.execution import quantize
 from runner.result import RunResult
 
 REFERENCE_MACHINE = "amd-epyc-f25m17-2c-avx512f-1bb547"  # chosen once: docs/comparing.md
@@ -32,6 +33,14 @@ def config_of(record: RunResult) -> tuple:
     thread count, mode and precision."""
     return (record.scope, record.batch_size, record.backend, record.grid, record.split,
             record.offset, record.repeats)  # fmt: skip
+
+
+def precision_label(precision: str, recipe: str) -> str:
+    """``int8``, or ``int8 (recipe 1a2b3c4d)`` for int8 quantized by other settings than
+    this gridbench's: another graph, never scored or compared as the same precision."""
+    if precision != "int8" or recipe == quantize.recipe():
+        return precision
+    return f"int8 (recipe {recipe or 'before 2026-12-06'})"
 
 
 def scale_of(records: list[RunResult]) -> dict[tuple, float]:
@@ -99,7 +108,8 @@ def table(records: list[RunResult], scale_records: list[RunResult],
     groups: dict[tuple[str, str, str], list[RunResult]] = {}
     for record in records:
         if record.scope:
-            groups.setdefault((record.machine, record.precision, record.scope), []).append(record)
+            shown = precision_label(record.precision, record.recipe)
+            groups.setdefault((record.machine, shown, record.scope), []).append(record)
     rows = []
     for machine, precision in sorted({(m, p) for m, p, _ in groups}, key=_order):
         row: dict[str, Any] = {"machine": machine, "precision": precision}

@@ -12,6 +12,7 @@ from runner.analysis.statistics import MIN_PASSES, median_interval
 from runner.choices import usable_start_method
 from runner.data import dataset_facts
 from runner.errors import InputError
+from runner.execution import quantize
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
 from runner.files import atomic
@@ -121,6 +122,7 @@ def _precision_facts(run: RunConfig) -> dict[str, Any]:
     )
     return {
         "precision": run.precision,
+        "recipe": quantize.recipe() if run.precision == "int8" else "",
         "precision_native": native.native,
         "precision_reason": native.reason,
     }

@@ -41,6 +41,12 @@ SETTINGS = {
 }
 
 
+def recipe() -> str:
+    """The quantizer's settings in 8 hex digits: int8 runs of two recipes measure two
+    graphs, never pooled or compared as one (``runner.result.KEY``)."""
+    return key_of(json.dumps(SETTINGS, sort_keys=True))[:8]
+
+
 def int8_graph_of(
     fp32_graph: bytes, fp32_key: str, train_images: Callable[[], np.ndarray], cache_dir: Path
 ) -> bytes:

@@ -84,6 +84,7 @@ TAG_KEYS = (
     "stable",
     "scenario",
     "valid",
+    "recipe",
     *ENVIRONMENT_KEYS,
     *GPU_KEYS,
 )
