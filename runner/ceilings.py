@@ -25,7 +25,10 @@ from runner.machine import IDENTITY_KEYS, fingerprint
 CACHE = REPO_ROOT / "outputs" / "ceilings"  # shared by the command, sweeps and runs
 MATRIX = 1024  # a multiply this size runs at the core's peak, in milliseconds
 COPY_BYTES = 256 * 2**20  # far beyond any last-level cache: memory's bandwidth
-REPEATS = 15  # a ceiling is the best of these: what the machine can do, not what it did
+REPEATS = 10  # a ceiling is the best of these: what the machine can do, not what it did
+ROUNDS = 6  # ... in each of these rounds over every ceiling: a stall of a shared machine
+# that slows one round's repeats (one core's memory bandwidth moved by a third between two
+# measurements a minute apart, fp32 by a quarter) leaves the other rounds' best standing
 PROBE = 256  # a multiply this size first: a precision emulated here is left out at once
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
@@ -78,9 +81,10 @@ def llc_bytes() -> Optional[int]:
     return max(sizes)[1] if sizes else None
 
 
-def measure(cores: int) -> dict[str, Any]:
-    """Every ceiling, on one core and on ``cores``; a precision slower than fp32 here (run
-    by conversion, not natively) or one torch cannot run is left out, with why."""
+def measure(cores: int, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Every ceiling, on one core and on ``cores``, the best over ``rounds`` rounds; a
+    precision slower than fp32 here (run by conversion, not natively) or one torch cannot
+    run is left out, with why."""
     import torch
 
     before = torch.get_num_threads()
@@ -102,17 +106,18 @@ def measure(cores: int) -> dict[str, Any]:
                     f"not native here: {rate:.1f} GFLOP/s one core in a {PROBE}x{PROBE} "
                     f"multiply, under half of fp32's {probes['fp32']:.1f}"
                 )
-        for label, threads in (("single_core", 1), ("all_cores", cores)):
-            torch.set_num_threads(threads)
-            for precision in [p for p in probes if p not in left_out]:
-                rate = _best_rate(_multiply(precision), 2 * MATRIX**3) / 1e9
-                compute.setdefault(precision, {})[label] = rate
-            for level, size in (("memory", COPY_BYTES), ("llc", (llc or 0) // 8)):
-                if size:
-                    source = torch.empty(size // 4)
-                    target = torch.empty_like(source)
-                    rate = _best_rate(lambda s=source, t=target: t.copy_(s), 2 * size) / 1e9
-                    bandwidth.setdefault(level, {})[label] = rate
+        works = [(compute, precision, _multiply(precision), 2 * MATRIX**3)
+                 for precision in probes if precision not in left_out]  # fmt: skip
+        for level, size in (("memory", COPY_BYTES), ("llc", (llc or 0) // 8)):
+            if size:
+                source, target = torch.empty(size // 4), torch.empty(size // 4)
+                works.append((bandwidth, level, lambda s=source, t=target: t.copy_(s), 2 * size))
+        for _ in range(rounds):
+            for label, threads in (("single_core", 1), ("all_cores", cores)):
+                torch.set_num_threads(threads)
+                for table, name, work, amount in works:
+                    rates = table.setdefault(name, {})
+                    rates[label] = max(rates.get(label, 0.0), _best_rate(work, amount) / 1e9)
     finally:
         torch.set_num_threads(before)
     return {
@@ -125,7 +130,10 @@ def measure(cores: int) -> dict[str, Any]:
     }
 
 
-METHOD = f"matmul {MATRIX} best of {REPEATS}, int8 by _int_mm, probe {PROBE}, copy {COPY_BYTES}"
+METHOD = (
+    f"matmul {MATRIX} best of {REPEATS} in {ROUNDS} rounds, int8 by _int_mm, probe {PROBE},"
+    f" copy {COPY_BYTES}"
+)
 
 
 def _cache_file(cache_dir: Path, cores: int) -> tuple[Path, dict[str, Any]]:
