@@ -2,6 +2,7 @@
 
     python bench/serving.py            # prints, and writes outputs/bench/serving.md
     python bench/serving.py --write    # the same, and updates its section of BENCHMARKS.md
+    python bench/serving.py --gaps     # only the model's pass, back to back and with gaps
 
 On ONNX Runtime fp32, one thread per process, the test split:
 - three peak searches of one configuration (batch 64): whether their intervals overlap;
@@ -80,6 +81,32 @@ def paused_p999(pause: bool) -> float:
     return run_strategy(job, pool).serving["query_p999_ms"]
 
 
+def forward_with_gaps(gaps_ms: tuple[float, ...] = (0.0, 0.5, 2.5)) -> list[str]:
+    """The model alone, no tool around it: the median of 1,000 single-image calls of ONNX
+    Runtime fp32 (one thread), back to back and with the process spinning ``gap`` between
+    them: how much slower the pass itself runs when queries come apart."""
+    from runner.execution.backends import Spec, build
+
+    classify = build(
+        "onnxruntime", Spec(None, onnx=graph_of(WEIGHTS, ROOT / "outputs" / "onnx").onnx)
+    )
+    images = load_split(ROOT / "data", "test").images
+    for first in range(200):
+        classify(images[first : first + 1])
+    lines = []
+    for gap_ms in gaps_ms:
+        times = []
+        for first in range(1000):
+            until = time.perf_counter() + gap_ms / 1000
+            while time.perf_counter() < until:
+                pass
+            started = time.perf_counter()
+            classify(images[first : first + 1])
+            times.append(time.perf_counter() - started)
+        lines.append(f"{gap_ms:g} ms apart: {np.median(times) * 1000:.3f} ms")
+    return lines
+
+
 def interval(figures: dict) -> str:
     low, high = figures["peak_qps_low"], figures["peak_qps_high"]
     return f"{figures['peak_qps']:,.0f} [{low:,.0f}, {high:,.0f}]"
@@ -88,7 +115,11 @@ def interval(figures: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="also update BENCHMARKS.md")
+    parser.add_argument("--gaps", action="store_true", help="only the model's pass with gaps")
     args = parser.parse_args()
+    if args.gaps:
+        print("The model's forward pass, one image:", "; ".join(forward_with_gaps()))
+        return
     watch = Watch()
     searches = [peak(64) for _ in range(SEARCHES)]
     single = peak(1)
