@@ -21,7 +21,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -143,34 +143,47 @@ def _isa(words: list[str]) -> str:
     return "_".join(word for word in words[first:] if ISA_WORD.match(word) or word in EXTENSION)
 
 
+def _in_order(source: str, executed: Iterable[tuple[Optional[Executed], str]]) -> Ran:
+    """The ops a runtime executed on the images, in order, each as the multiply it is (None
+    for any other op) and its precision: the multiplies, and the other ops between the
+    first and the last of them that computed in fp32."""
+    ops: list[Executed] = []
+    between = pending = 0
+    for op, precision in executed:
+        if op is not None:
+            ops.append(op)
+            between, pending = between + pending, 0
+        elif ops and precision == "fp32":
+            pending += 1
+    return Ran(source, ops, between)
+
+
 def _openvino(job: Job, spec: Spec) -> Ran:
     """The executed graph: Convolution and FullyConnected ops with their primitive type
-    (``brgconv_avx512_amx_I8``) and runtime precision; the ops on the data path between
-    the first and the last of them that computed in f32."""
+    (``brgconv_avx512_amx_I8``) and runtime precision, and every other op on the images'
+    path (not those computing on weights alone)."""
     from runner.execution.backends import openvino_model
 
     compiled = openvino_model(spec)
     compiled.create_infer_request().infer({"images": _batch(job)})  # shapes settle at the first
-    ops, between, pending = [], 0, 0
-    on_images: set[str] = set()  # ops computing on the images, not on weights
-    for op in compiled.get_runtime_model().get_ordered_ops():  # in topological order
-        info = op.get_rt_info()
-        layer_type = info["layerType"].astype(str)
-        if layer_type == "Input" or any(
-            value.get_source_output().get_node().get_name() in on_images for value in op.inputs()
-        ):
+
+    def executed() -> Iterator[tuple[Optional[Executed], str]]:
+        on_images: set[str] = set()
+        for op in compiled.get_runtime_model().get_ordered_ops():  # in topological order
+            info = op.get_rt_info()
+            layer_type = info["layerType"].astype(str)
+            sources = [value.get_source_output().get_node().get_name() for value in op.inputs()]
+            if layer_type != "Input" and not on_images.intersection(sources):
+                continue  # a constant or what is computed from constants only
             on_images.add(op.get_name())
-        else:
-            continue  # a constant or what is computed from constants only
-        kind = {"Convolution": "conv", "FullyConnected": "fc"}.get(layer_type)
-        precision = PRECISION_OF.get(info["runtimePrecision"].astype(str), UNKNOWN)
-        if kind:
+            precision = PRECISION_OF.get(info["runtimePrecision"].astype(str), UNKNOWN)
+            kind = {"Convolution": "conv", "FullyConnected": "fc"}.get(layer_type)
             primitive = info["primitiveType"].astype(str)
-            ops.append(Executed(kind, precision, _isa(primitive.split("_")[1:-1]), primitive))
-            between, pending = between + pending, 0
-        elif ops and precision == "fp32" and layer_type != "Output":
-            pending += 1
-    return Ran("openvino's executed graph", ops, between)
+            isa = _isa(primitive.split("_")[1:-1])
+            if layer_type != "Output":
+                yield (Executed(kind, precision, isa, primitive) if kind else None), precision
+
+    return _in_order("openvino's executed graph", executed())
 
 
 ORT_KINDS = {"Conv": "conv", "FusedConv": "conv", "QLinearConv": "conv", "NchwcConv": "conv",
@@ -187,21 +200,19 @@ def _onnxruntime(job: Job, spec: Spec) -> Ran:
         session = ort_session(spec, str(Path(folder) / "profile"))
         session.run(None, {"images": _batch(job)})
         events = json.loads(Path(session.end_profiling()).read_text())
-    ops, between, pending = [], 0, 0
-    for event in events:
-        args = event.get("args") or {}
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-            continue
-        inputs = args.get("input_type_shape") or [{}]
-        element = next(iter(inputs[0]), UNKNOWN)
-        precision = PRECISION_OF.get(element, UNKNOWN)
-        kind = ORT_KINDS.get(args.get("op_name", ""))
-        if kind:
-            ops.append(Executed(kind, precision, UNKNOWN, args["op_name"]))
-            between, pending = between + pending, 0
-        elif ops and precision == "fp32":
-            pending += 1
-    return Ran("onnxruntime's profile", ops, between)
+
+    def executed() -> Iterator[tuple[Optional[Executed], str]]:
+        for event in events:
+            if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+                continue
+            args = event.get("args") or {}
+            inputs = args.get("input_type_shape") or [{}]
+            precision = PRECISION_OF.get(next(iter(inputs[0]), UNKNOWN), UNKNOWN)
+            name = args.get("op_name", "")
+            kind = ORT_KINDS.get(name)
+            yield (Executed(kind, precision, UNKNOWN, name) if kind else None), precision
+
+    return _in_order("onnxruntime's profile", executed())
 
 
 ONEDNN_KINDS = {"convolution": "conv", "matmul": "fc", "inner_product": "fc"}
