@@ -5,7 +5,9 @@
     python bench/serving.py --gaps     # only the model's pass, back to back and with gaps
 
 On ONNX Runtime fp32, one thread per process, the test split:
-- three peak searches of one configuration (batch 64): whether their intervals overlap;
+- peak searches of one configuration (batch 64): whether their intervals overlap, and how
+  many a stall dragged far below the others, with a rate's unsure failure served again
+  (``serving.AGAIN``) and, interleaved with them, without;
 - dynamic batching: the peak at batch 64 against batch 1, called by their intervals;
 - at half the batch-1 peak, the achieved rate against the scheduled one (within 1 %);
 - at a tenth of it, the p50 against single_stream's (within 1.3x) and against the model's
@@ -45,7 +47,9 @@ from runner.machine import torch_version  # noqa: E402
 WEIGHTS = ROOT / "weights" / "mnist-cnn.pt"
 CELLS = 2000  # queries a step of the peak search: the p99 needs 368
 PAUSE_S = 0.1
-SEARCHES = 3
+PAUSE_PAIRS = 3  # calm and paused runs, alternated: one VM stall must not be the baseline
+SEARCHES = 6  # each way: runs served again after an unsure failure, and not
+DRAGGED = 0.7  # a search this far below the median of all of them: a stall's doing
 
 
 def job_of(batch_size: int, cells: int = CELLS, **settings: object) -> Job:
@@ -60,7 +64,19 @@ def peak(batch_size: int) -> dict:
     return run_sequential(job_of(batch_size, qps=None)).serving
 
 
-def paused_p999(pause: bool) -> float:
+def searches() -> tuple[list[dict], list[dict]]:
+    """``SEARCHES`` peak searches at batch 64 as the tool runs them, interleaved with as
+    many that rule a rate out on its first failed run (``AGAIN`` 0)."""
+    again, once = [], []
+    for _ in range(SEARCHES):
+        again.append(peak(64))
+        serving.AGAIN, kept = 0, serving.AGAIN
+        once.append(peak(64))
+        serving.AGAIN = kept
+    return again, once
+
+
+def paused(pause: bool) -> dict:
     """A parallel run of one worker at a rate it keeps up with; ``pause``: its worker
     stopped for ``PAUSE_S`` once serving has run for two seconds."""
     job = job_of(16, 8000, qps=1000.0, latency_bound_s=1.0)
@@ -78,7 +94,7 @@ def paused_p999(pause: bool) -> float:
 
     if pause:
         threading.Thread(target=stop_and_go, daemon=True).start()
-    return run_strategy(job, pool).serving["query_p999_ms"]
+    return run_strategy(job, pool).serving
 
 
 def forward_with_gaps(gaps_ms: tuple[float, ...] = (0.0, 0.5, 2.5)) -> list[str]:
@@ -121,14 +137,17 @@ def main() -> None:
         print("The model's forward pass, one image:", "; ".join(forward_with_gaps()))
         return
     watch = Watch()
-    searches = [peak(64) for _ in range(SEARCHES)]
+    searches_again, searches_once = searches()
+    median_peak = np.median([s["peak_qps"] for s in searches_again + searches_once])
+    dragged = [sum(s["peak_qps"] < DRAGGED * median_peak for s in group)
+               for group in (searches_again, searches_once)]  # fmt: skip
     single = peak(1)
-    pairs = list(itertools.combinations(searches, 2))
+    pairs = list(itertools.combinations(searches_again, 2))
     overlapping = sum(
         a["peak_qps_low"] <= b["peak_qps_high"] and b["peak_qps_low"] <= a["peak_qps_high"]
         for a, b in pairs
     )
-    batched_higher = min(s["peak_qps_low"] for s in searches) >= single["peak_qps_high"]
+    batched_higher = min(s["peak_qps_low"] for s in searches_again) >= single["peak_qps_high"]
     half = run_sequential(job_of(1, 10_000, qps=single["peak_qps"] / 2)).serving
     achieved = half["achieved_qps"] / half["scheduled_qps"]
     tenth = run_sequential(job_of(1, 2000, qps=single["peak_qps"] / 10))
@@ -136,15 +155,20 @@ def main() -> None:
     model_ms = float(np.median(tenth.batch_s)) * 1000
     stream_model_ms = float(np.median(stream.batch_s)) * 1000
     p50_tenth, p50_stream = tenth.serving["query_p50_ms"], stream.serving["query_p50_ms"]
-    calm, stopped = paused_p999(False), paused_p999(True)
+    pairs_run = [(paused(False), paused(True)) for _ in range(PAUSE_PAIRS)]
+    calm, stopped = ({key: float(np.median([pair[side][key] for pair in pairs_run]))
+                      for key in ("query_p999_ms", "query_max_ms")} for side in (0, 1))  # fmt: skip
     gaps = np.diff(serving.arrivals(10_000, 1000.0), prepend=0.0)
     load = watch.read()
     lines = [
         "| check | measured | target |",
         "|---|---|---|",
         f"| {SEARCHES} peak searches, batch 64, one after another (queries/s) | "
-        f"{'; '.join(interval(s) for s in searches)}: {overlapping} of {len(pairs)} pairs "
-        "overlap | every pair overlaps |",
+        f"{'; '.join(interval(s) for s in searches_again)}: {overlapping} of {len(pairs)} "
+        "pairs overlap | every pair overlaps |",
+        f"| searches under {DRAGGED:g}x the median peak ({median_peak:,.0f} queries/s) | "
+        f"{dragged[0]} of {SEARCHES}; ruling a rate out on its first failed run, "
+        f"interleaved: {dragged[1]} of {SEARCHES} | |",
         f"| dynamic batching: batch 64 against batch 1 | {interval(single)} at batch 1: "
         f"{'higher, called by the intervals' if batched_higher else 'NOT called'} | higher |",
         f"| achieved / scheduled at half the batch-1 peak (10,000 queries) | {achieved:.4f} "
@@ -152,8 +176,12 @@ def main() -> None:
         f"| p50 at a tenth of the peak / single_stream's p50 | {p50_tenth:.3f} ms / "
         f"{p50_stream:.3f} ms = {p50_tenth / p50_stream:.2f}x | within 1.3x |",
         f"| p99.9, a worker stopped {PAUSE_S * 1000:.0f} ms mid-run (parallel, 1 worker, "
-        f"1,000 queries/s, 8,000 queries) | {calm:.1f} ms calm, {stopped:.1f} ms paused "
-        f"(+{stopped - calm:.1f} ms) | grows by the pause |",
+        f"1,000 queries/s, 8,000 queries; medians of {PAUSE_PAIRS} runs each, alternated) "
+        f"| {calm['query_p999_ms']:.1f} ms calm, "
+        f"{stopped['query_p999_ms']:.1f} ms paused "
+        f"(+{stopped['query_p999_ms'] - calm['query_p999_ms']:.1f} ms); the slowest query "
+        f"{calm['query_max_ms']:.1f} ms calm, {stopped['query_max_ms']:.1f} ms paused | "
+        "grows by the pause |",
         f"| the schedule's gaps: coefficient of variation | {gaps.std() / gaps.mean():.4f} "
         "| 1 +- 0.05 |",
         "",

@@ -4,7 +4,7 @@ established, the peak search, and serving by both local strategies."""
 import numpy as np
 import pytest
 
-from runner.analysis.statistics import quantile_interval, queries_for
+from runner.analysis.statistics import quantile_interval, queries_for, share_interval
 from runner.errors import RunnerError
 from runner.execution import serving
 from runner.execution.parallel import run_parallel
@@ -75,6 +75,8 @@ def test_a_server_run_answers_every_query_with_the_offline_predictions(
     assert abs(figures["achieved_qps"] / figures["scheduled_qps"] - 1) < 0.1
     assert 0 < figures["query_p50_ms"] <= figures["query_p99_ms"] < 1000
     assert figures["query_p99_ms_low"] <= figures["query_p99_ms"] <= figures["query_p99_ms_high"]
+    assert figures["query_p99_ms"] <= figures["query_max_ms"] < 1000
+    assert figures["over_bound_share_low"] == figures["over_bound_share_high"] == 0.0
     assert 1 <= figures["mean_batch"] <= 8
     offline = run_sequential(make_job(model, test_split, 600, 8, backend="onnxruntime"))
     np.testing.assert_array_equal(result.pred, offline.pred)
@@ -102,8 +104,9 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     search = run_sequential(make_job(model, test_split, 400, 16, backend="onnxruntime",
                                      scenario="server", qps=None, serve_min_s=0.1))  # fmt: skip
     figures = search.serving
-    valid = [step["qps"] for step in figures["steps"] if step["valid"]]
-    invalid = [step["qps"] for step in figures["steps"] if not step["valid"]]
+    last_word = {step["qps"]: step["valid"] for step in figures["steps"]}  # a retry's, if any
+    valid = [qps for qps, kept in last_word.items() if kept]
+    invalid = [qps for qps, kept in last_word.items() if not kept]
     assert 0 < figures["peak_qps"] == max(valid) < min(invalid) <= figures["peak_qps_high"]
     assert figures["peak_qps_low"] in [0.0, *valid] and figures["peak_qps_low"] <= max(valid)
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
@@ -122,14 +125,68 @@ def test_a_bound_no_rate_can_keep_ends_the_search_in_one_line(model, test_split)
     assert "queries/s, the lowest tried: p50 " in message and "\n" not in message
 
 
-def test_the_peaks_interval_widens_by_its_steps_p99_intervals():
+def _step(qps, p99_low, p99_high, share_low, share_high):
+    return {"qps": qps, "query_p99_ms_low": p99_low, "query_p99_ms_high": p99_high,
+            "over_bound_share_low": share_low, "over_bound_share_high": share_high}  # fmt: skip
+
+
+def test_the_peaks_interval_runs_from_surely_under_to_surely_over():
     steps = [
-        {"qps": 100.0, "query_p99_ms_low": 1.0, "query_p99_ms_high": 2.0},  # surely under
-        {"qps": 200.0, "query_p99_ms_low": 8.0, "query_p99_ms_high": 12.0},  # valid, unsure
-        {"qps": 210.0, "query_p99_ms_low": 9.0, "query_p99_ms_high": 14.0},  # invalid, unsure
-        {"qps": 400.0, "query_p99_ms_low": 30.0, "query_p99_ms_high": 50.0},  # surely over
+        _step(100.0, 1.0, 2.0, 0.0, 0.0),  # surely under
+        _step(150.0, 1.0, 2.0, 0.0, 0.03),  # a burst over the bound in one part: unsure
+        _step(200.0, 8.0, 12.0, 0.0, 0.02),  # valid, unsure
+        _step(210.0, 9.0, 14.0, 0.005, 0.04),  # invalid, unsure
+        _step(400.0, 30.0, 50.0, 0.6, 0.9),  # surely over
+        _step(800.0, 90.0, 99.0, 0.001, 0.9),  # over, but its share might be under 1 %
     ]
     assert serving.peak_interval(steps, 200.0, 210.0, 10.0) == {
         "peak_qps_low": 100.0, "peak_qps_high": 400.0}  # fmt: skip
-    assert serving.peak_interval(steps[1:3], 200.0, 210.0, 10.0) == {
+    assert [serving.sure_side(s, 10.0) for s in steps] == ["under", None, None, None, "over", None]
+    assert serving.peak_interval(steps[2:4], 200.0, 210.0, 10.0) == {
         "peak_qps_low": 0.0, "peak_qps_high": 210.0}  # fmt: skip
+
+
+def test_a_stall_leaves_a_run_unsure_where_a_queue_makes_it_surely_over():
+    """3 % of 2,000 queries over a 10 ms bound: together (one stall) the run cannot tell;
+    spread over the run, or every query from a tenth on (a queue that grows), it is over."""
+    calm = np.full(2000, 0.002)
+    stall, spread, queue = calm.copy(), calm.copy(), calm.copy()
+    stall[700:760] = spread[::33] = 0.05
+    queue[200:] = np.linspace(0.011, 0.2, 1800)
+    sides = [
+        serving.sure_side(serving.Served(1e3, calm, lat, 2.0, 100, []).figures(0.01), 10.0)
+        for lat in (calm, stall, spread, queue)
+    ]
+    assert sides == ["under", None, "over", "over"]
+
+
+def test_a_rate_whose_run_failed_unsure_is_served_again_before_it_is_ruled_out():
+    unsure = {"valid": False, **_step(0, 9.0, 14.0, 0.0, 0.05)}
+    over = {"valid": False, **_step(0, 30.0, 50.0, 0.6, 0.9)}
+    valid = {"valid": True, **_step(0, 1.0, 2.0, 0.0, 0.0)}
+    for runs, verdict in (([unsure, valid], True), ([unsure, unsure], False), ([over], False),
+                          ([valid], True)):  # fmt: skip
+        served = iter(runs)
+        assert serving.judged_again(lambda qps, runs=served: next(runs), 10.0)(100.0) is verdict
+        assert next(served, None) is None  # every run given was served, no more
+
+
+def test_batch_means_hold_a_bursty_share_where_independent_queries_would_not():
+    """Late queries in bursts (a two-state chain: a burst starts at 0.5 % of queries and
+    goes on with 80 %): over 300 runs of 2,000, batch means hold the true share of late
+    queries in at least 80 % of them; the binomial interval, which takes queries as
+    independent, in under 60 %."""
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(11)
+    enter, stay = 0.005, 0.8
+    truth = enter / (enter + 1 - stay)
+    batch_means = binomial = 0
+    for _ in range(300):
+        late, state = np.zeros(2000, bool), False
+        for i, u in enumerate(rng.random(2000)):
+            state = late[i] = u < (stay if state else enter)
+        batch_means += share_interval(late).holds(truth)
+        binomial_ci = binomtest(int(late.sum()), len(late)).proportion_ci()
+        binomial += binomial_ci.low <= truth <= binomial_ci.high
+    assert batch_means / 300 >= 0.8 and binomial / 300 < 0.6

@@ -257,6 +257,25 @@ def quantile_interval(values: Sequence[float], q: float) -> Optional[Interval]:
     return Interval(float(ordered[low - 1]), float(ordered[high - 1]))
 
 
+BLOCKS = 10  # batch means: a served run's queries in this many consecutive blocks
+
+
+def share_interval(flags: Sequence[bool], blocks: int = BLOCKS) -> Interval:
+    """The 95 % interval of the share of ``flags`` that are set, where neighbours are not
+    independent (a queue delays a run of queries together, a stall a burst of them): the
+    method of batch means, a t interval over the shares of ``blocks`` consecutive blocks;
+    no wider than [0, 1]. Blocks that all agree give the share itself."""
+    from scipy.stats import t
+
+    shares = np.array([block.mean() for block in np.array_split(np.asarray(flags, float), blocks)])
+    center = float(shares.mean())
+    spread = shares.std(ddof=1) / np.sqrt(len(shares))
+    if spread == 0:
+        return Interval(center, center)
+    low, high = t.interval(CONFIDENCE, len(shares) - 1, loc=center, scale=spread)
+    return Interval(max(0.0, float(low)), min(1.0, float(high)))
+
+
 def queries_for(q: float) -> int:
     """The fewest values whose ``q``-quantile ``quantile_interval`` establishes."""
     from scipy.stats import binom

@@ -256,6 +256,7 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"Server: {verdict}: p99 against the bound of {summary['latency_bound_ms']:g} ms; "
             f"{summary['over_bound_share'] * 100:.2f} % of queries over it"
+            + _share_interval(summary)
             + (
                 f", {summary['queries'] - summary['answered']} never sent (server.max_s)"
                 if summary["answered"] < summary["queries"]
@@ -288,6 +289,15 @@ def _kernel_lines(summary: dict[str, Any]) -> list[str]:
     return [f"Kernels: {kernels['text']} ({kernels['source']})"]
 
 
+def _share_interval(summary: dict[str, Any]) -> str:
+    """`` [0.00, 1.20]``: the share over the bound's interval, by batch means (runs
+    recorded before it have none)."""
+    if "over_bound_share_low" not in summary:
+        return ""
+    low, high = summary["over_bound_share_low"], summary["over_bound_share_high"]
+    return f" [{low * 100:.2f}, {high * 100:.2f}]"
+
+
 def _percentiles(summary: dict[str, Any]) -> str:
     """``p50 0.21 ms [0.20, 0.22]``, or why a percentile is not established."""
     shown = []
@@ -299,6 +309,8 @@ def _percentiles(summary: dict[str, Any]) -> str:
         else:
             low, high = summary[f"query_{name}_ms_low"], summary[f"query_{name}_ms_high"]
             shown.append(f"{label} {value:.3f} ms [{low:.3f}, {high:.3f}]")
+    if "query_max_ms" in summary:  # runs recorded before it have none
+        shown.append(f"max {summary['query_max_ms']:.3f} ms")
     return ", ".join(shown)
 
 

@@ -12,8 +12,10 @@ strategy's workers (``loop.Workers.send`` and ``answers``).
   It lasts ``min_s`` at least: past the grid's last cell, queries go on to the next images
   (MLPerf's minimum duration: a short run's p99 is at the mercy of one hiccup).
 - ``server`` at ``qps=auto``: LoadGen's peak search, doubling the rate until a run is
-  invalid, then bisecting to within 5 %; the peak's interval is the last valid rate and
-  the first invalid one.
+  invalid, then bisecting to within 5 %. A run that fails without being surely over the
+  bound (one stall can fail a second's run) is served once more before its rate is ruled
+  out; the peak's interval runs from the highest rate surely under the bound to the
+  lowest surely over it.
 """
 
 import time
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from runner.analysis.statistics import P99, quantile_interval, queries_for
+from runner.analysis.statistics import P99, quantile_interval, queries_for, share_interval
 from runner.errors import RunnerError
 from runner.execution.classify import Job, Part
 
@@ -35,6 +37,8 @@ PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": P99, "p999": 0.999}
 PEAK_PRECISION = 0.05  # the peak search stops once its bracket is this narrow
 MOST_STEPS = 40  # a search this long has met a machine that never settles: it stops
 MOST_HALVINGS = 10  # invalid at a thousandth of the first rate: no queue is to blame
+AGAIN = 1  # more runs at a rate whose run failed unsure (bench/serving.py sets 0 to compare)
+MOST_DOUBLINGS_PAST = 3  # rates tried above the search's for one surely over the bound
 CALIBRATION_QUERIES = 100  # single-stream queries that pick the search's first rate
 
 
@@ -85,10 +89,17 @@ class Served:
             figures[f"query_{name}_ms"] = value
             figures[f"query_{name}_ms_low"] = interval.low
             figures[f"query_{name}_ms_high"] = interval.high
+        figures["query_max_ms"] = float(latencies_ms.max())  # LoadGen's too: the pause's mark
         if bound_s is not None:
             p99 = figures["query_p99_ms"]
             figures["latency_bound_ms"] = bound_s * 1000
-            figures["over_bound_share"] = float(np.mean(self.latencies_s > bound_s))
+            over = self.latencies_s > bound_s
+            share = share_interval(over)
+            figures["over_bound_share"] = float(np.mean(over))
+            figures["over_bound_share_low"], figures["over_bound_share_high"] = (
+                share.low,
+                share.high,
+            )
             figures["valid"] = isinstance(p99, float) and p99 <= bound_s * 1000
         return figures
 
@@ -182,6 +193,24 @@ def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[fl
     return low, high
 
 
+def judged_again(
+    step: Callable[[float], dict[str, Any]], bound_ms: float
+) -> Callable[[float], bool]:
+    """The search's verdict on a rate from ``step`` (one served run's figures): a run that
+    fails without being surely over the bound (one stall can fail a second's run) is
+    served ``AGAIN`` more times, and the last run's verdict stands."""
+
+    def valid_at(qps: float) -> bool:
+        figures = step(qps)
+        for _ in range(AGAIN):
+            if figures["valid"] or sure_side(figures, bound_ms) is not None:
+                break
+            figures = step(qps)
+        return figures["valid"]
+
+    return valid_at
+
+
 def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
     """Serve the job's scenario: the parts that were classified (the grid's every cell at
     least once, for the products), the figures, and the seconds the serving took (for a
@@ -196,17 +225,21 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
     steps: list[dict[str, Any]] = []
 
-    def valid_at(qps: float) -> bool:
-        figures = serve(workers, job, qps).figures(bound)
-        steps.append({"qps": qps, **figures})
+    def step(qps: float) -> dict[str, Any]:
+        figures = {"qps": qps, **serve(workers, job, qps).figures(bound)}
+        steps.append(figures)
         hopeless = figures["over_bound_share"] == 1.0  # even a query that met no queue
         if not any(step["valid"] for step in steps) and hopeless:
             raise _no_peak(steps, bound)
-        return figures["valid"]
+        return figures
 
-    low, high = peak_search(valid_at, first)
+    low, high = peak_search(judged_again(step, bound * 1000), first)
     if not low:
         raise _no_peak(steps, bound)
+    for _ in range(MOST_DOUBLINGS_PAST):  # the interval's upper end, where none is sure yet
+        if any(s["qps"] >= high and sure_side(s, bound * 1000) == "over" for s in steps):
+            break
+        step(2 * max(s["qps"] for s in steps))
     figures = {
         "scenario": job.scenario,
         "peak_qps": low,
@@ -232,17 +265,34 @@ def _no_peak(steps: list[dict[str, Any]], bound_s: float) -> RunnerError:
     )
 
 
+def sure_side(figures: dict[str, Any], bound_ms: float) -> Optional[str]:
+    """``"under"`` where a run's p99 is under the bound with 95 % confidence, ``"over"``
+    where it is over, None where its run cannot tell. Both intervals must agree: the p99's
+    from order statistics (which takes queries as independent) and the share over the
+    bound's by batch means (which allows for a queue or a stall delaying many together)."""
+    limit = 1 - P99
+    p99_low, p99_high = figures.get("query_p99_ms_low", 0.0), figures.get("query_p99_ms_high")
+    share_low, share_high = figures["over_bound_share_low"], figures["over_bound_share_high"]
+    if p99_high is not None and p99_high <= bound_ms and share_high <= limit:
+        return "under"
+    if p99_low > bound_ms and share_low > limit:
+        return "over"
+    return None
+
+
 def peak_interval(
     steps: list[dict[str, Any]], low: float, high: float, bound_ms: float
 ) -> dict[str, float]:
-    """The peak's interval: the search's bracket widened by each step's p99 interval, from
-    the highest rate surely under the bound (its p99's interval wholly under it; 0 where
-    none was) to the lowest surely over it (wholly over; the bracket's end where none was)."""
-    surely_under = [s["qps"] for s in steps if s.get("query_p99_ms_high", np.inf) <= bound_ms]
-    surely_over = [s["qps"] for s in steps if s.get("query_p99_ms_low", 0.0) > bound_ms]
+    """The peak's interval: from the highest rate surely under the bound (0 where none
+    was) to the lowest surely over it (``sure_side``), around the search's bracket; where
+    no rate was surely over, the highest rate tried."""
+    sides = [(s["qps"], sure_side(s, bound_ms)) for s in steps]
     return {
-        "peak_qps_low": max([q for q in surely_under if q <= low], default=0.0),
-        "peak_qps_high": min([q for q in surely_over if q >= high], default=high),
+        "peak_qps_low": max([q for q, side in sides if side == "under" and q <= low], default=0.0),
+        "peak_qps_high": min(
+            [q for q, side in sides if side == "over" and q >= high],
+            default=max(q for q, _ in sides),
+        ),
     }
 
 
