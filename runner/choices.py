@@ -7,7 +7,7 @@ MODES = ("sequential", "parallel", "ray")  # runner.execution.strategies runs ea
 START_METHODS = ("forkserver", "spawn")  # never fork: torch's threads may hold its locks
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 SPLITS = ("train", "test")
-SCENARIOS = ("offline", "single_stream", "server")  # MLPerf Inference's, but MultiStream
+SCENARIOS = ("offline", "single_stream", "multi_stream", "server")  # MLPerf Inference's
 RAY_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
 
 

@@ -50,7 +50,7 @@ def roofline_of(summary: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_of(summary: dict[str, Any]) -> str:
     """The scenario with the settings that change its figures, as the key has it:
-    ``offline``, ``single_stream``, ``server qps=auto p99<=10ms delay=1ms``."""
+    ``offline``, ``single_stream``, ``multi_stream``, ``server qps=auto p99<=10ms delay=1ms``."""
     scenario = summary.get("scenario", "offline")
     if scenario != "server":
         return scenario

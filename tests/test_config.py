@@ -105,7 +105,8 @@ def test_bad_values_are_refused_naming_the_key(override, key):
 @pytest.mark.parametrize(
     "overrides, key",
     [
-        (["scenario=multi_stream"], "scenario"),
+        (["scenario=multi_streams"], "scenario"),
+        (["scenario=multi_stream", "mode=ray"], "scenario"),
         (["server.qps=0"], "server.qps"),
         (["server.qps=-5"], "server.qps"),
         (["server.qps=fast"], "server.qps"),
@@ -126,6 +127,7 @@ def test_bad_scenario_settings_are_refused_naming_the_key(overrides, key):
 def test_the_scenarios_take_their_settings():
     validate(compose_run("scenario=server", "server.qps=auto", "grid.rows=4", "grid.columns=100"))
     validate(compose_run("scenario=single_stream", "mode=parallel", "server.qps=0.5"))
+    validate(compose_run("scenario=multi_stream", "grid.rows=1", "grid.columns=3"))
 
 
 def test_repeats_is_a_count_or_auto():

@@ -112,6 +112,23 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
 
 
+@pytest.mark.parametrize("run, workers", [(run_sequential, 1), (run_parallel, 2)])
+def test_multi_stream_sends_eight_cells_a_query_and_covers_the_grid(
+    model, test_split, run, workers
+):
+    """MLPerf's MultiStream: 8 cells a query, one query after another; a grid that is no
+    multiple of 8 ends on a query that goes on past it, and the products are offline's."""
+    job = make_job(model, test_split, 100, 4, workers, backend="onnxruntime",
+                   scenario="multi_stream")  # fmt: skip
+    result = run(job)
+    figures = result.serving
+    assert figures["queries"] == figures["answered"] == 13 and figures["cells_a_query"] == 8
+    assert figures["query_p50_ms"] > 0 and "valid" not in figures
+    offline = run_sequential(make_job(model, test_split, 100, 4, backend="onnxruntime"))
+    np.testing.assert_array_equal(result.pred, offline.pred)
+    assert len(result.pred) == 100
+
+
 def test_a_bound_no_rate_can_keep_ends_the_search_in_one_line(model, test_split):
     """Under a bound shorter than any query takes, halving the rate cannot help: the
     search stops at the first rate where every query was over it, with no figure."""

@@ -247,6 +247,8 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
             f"{len(summary['steps'])} rates tried, serving.png)"
         ]
     rates = f"{summary['achieved_qps']:,.0f} queries/s answered"
+    if "cells_a_query" in summary:
+        rates += f", {summary['cells_a_query']} cells a query"
     if "offered_qps" in summary:
         rates += (f" of {summary['scheduled_qps']:,.0f} scheduled ({summary['offered_qps']:g} "
                   f"asked), batches of {summary['mean_batch']:.1f} on average")  # fmt: skip

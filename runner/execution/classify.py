@@ -49,7 +49,7 @@ class Job:
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes
     precision: str = "fp32"
     cache_dir: Optional[str] = None  # backend=compile: inductor's caches
-    scenario: str = "offline"  # offline, single_stream or server (runner.execution.serving)
+    scenario: str = "offline"  # offline, single_stream, multi_stream, server (execution.serving)
     qps: Optional[float] = None  # server: queries a second; None: the peak search
     latency_bound_s: float = 0.010  # server: valid while the p99 is under it
     max_delay_s: float = 0.001  # server: a free worker's longest wait for its batch to fill

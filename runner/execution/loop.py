@@ -67,7 +67,7 @@ def run_strategy(job: Job, workers: Workers) -> Result:
 
         if job.scenario == "offline":
             timed = repeat(job, one_pass, workers.count)
-        else:  # single_stream, server: queries one cell each
+        else:  # single_stream, multi_stream, server: queries of a few cells
             timed = served(job, workers)
     except BaseException as error:  # Ctrl-C and SIGTERM too: no worker outlives the run
         raise workers.failed(error)

@@ -2,6 +2,8 @@
 strategy's workers (``loop.Workers.send`` and ``answers``).
 
 - ``single_stream``: one query after another, the next sent when the last is answered.
+- ``multi_stream``: the same with ``MULTI_STREAM_CELLS`` cells a query (MLPerf's eight
+  camera frames at once); its figure is the p99.
 - ``server``: queries arrive as a Poisson process at ``qps`` a second, on a schedule drawn
   in advance from one seed, so every machine is offered the same arrivals. A query's
   latency runs from its scheduled arrival to its answer: a machine that falls behind pays
@@ -40,6 +42,7 @@ MOST_HALVINGS = 10  # invalid at a thousandth of the first rate: no queue is to 
 AGAIN = 1  # more runs at a rate whose run failed unsure (bench/serving.py sets 0 to compare)
 MOST_DOUBLINGS_PAST = 3  # rates tried above the search's for one surely over the bound
 CALIBRATION_QUERIES = 100  # single-stream queries that pick the search's first rate
+MULTI_STREAM_CELLS = 8  # MLPerf's samples a MultiStream query
 
 
 def arrivals(queries: int, qps: float) -> np.ndarray:
@@ -59,6 +62,7 @@ class Served:
     last_answer_s: float
     batches: int
     parts: list[Part]
+    cells_a_query: int = 1
 
     @property
     def answered(self) -> int:
@@ -147,8 +151,9 @@ def serve(workers: "Workers", job: Job, qps: float) -> Served:
     return Served(qps, schedule, latencies, last, batches, parts)
 
 
-def single_stream(workers: "Workers", job: Job, queries: int) -> Served:
-    """``queries`` cells one after another, each sent when the last is answered."""
+def single_stream(workers: "Workers", job: Job, queries: int, cells: int = 1) -> Served:
+    """``queries`` queries of ``cells`` cells one after another, each sent when the last is
+    answered (past the grid's end, the split's next images make up the last one)."""
     latencies, sent_at = np.full(queries, np.inf), np.zeros(queries)
     parts: list[Part] = []
     clock = time.perf_counter
@@ -157,14 +162,15 @@ def single_stream(workers: "Workers", job: Job, queries: int) -> Served:
         began = clock()
         if began - start > job.serve_max_s:
             break
-        workers.send(query, query + 1)
+        workers.send(query * cells, (query + 1) * cells)
         answers = workers.answers(job.timeout_s)
         if not answers:
             raise RunnerError(f"no worker answered within {job.timeout_s:g} s (parallel.timeout_s)")
         latencies[query], sent_at[query] = clock() - began, began - start
         parts += answers
     last = float(np.max(latencies + sent_at, where=np.isfinite(latencies), initial=0.0))
-    return Served(None, sent_at, latencies, last, int(np.isfinite(latencies).sum()), parts)
+    answered = int(np.isfinite(latencies).sum())
+    return Served(None, sent_at, latencies, last, answered, parts, cells)
 
 
 def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[float, float]:
@@ -193,6 +199,14 @@ def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[fl
     return low, high
 
 
+def _served_once(workers: "Workers", job: Job) -> Served:
+    """The grid served once in the job's scenario, at a fixed rate for the server."""
+    if job.scenario == "server":
+        return serve(workers, job, job.qps)
+    cells = MULTI_STREAM_CELLS if job.scenario == "multi_stream" else 1
+    return single_stream(workers, job, -(-job.cells // cells), cells)
+
+
 def judged_again(
     step: Callable[[float], dict[str, Any]], bound_ms: float
 ) -> Callable[[float], bool]:
@@ -216,10 +230,12 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     least once, for the products), the figures, and the seconds the serving took (for a
     peak search, the time the peak rate takes over the grid)."""
     bound = job.latency_bound_s
-    if job.scenario == "single_stream" or job.qps is not None:  # one serving of the grid
-        stream = job.scenario == "single_stream"
-        served = single_stream(workers, job, job.cells) if stream else serve(workers, job, job.qps)
+    if job.scenario != "server" or job.qps is not None:  # one serving of the grid
+        served = _served_once(workers, job)
+        stream = job.scenario != "server"
         figures = {"scenario": job.scenario, **served.figures(None if stream else bound)}
+        if job.scenario == "multi_stream":
+            figures["cells_a_query"] = MULTI_STREAM_CELLS
         return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
     calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
     first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
@@ -299,10 +315,10 @@ def peak_interval(
 def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
     """The grid's cells no query reached (the run met ``max_s``), classified untimed, so
     that the run's products cover the grid."""
-    unsent = np.flatnonzero(~np.isfinite(served.latencies_s[: job.cells]))
-    if not len(unsent):
+    unsent = np.flatnonzero(~np.isfinite(served.latencies_s))
+    if not len(unsent) or unsent[0] * served.cells_a_query >= job.cells:
         return []
-    first = int(unsent[0])  # queries go out in cell order: the unsent are one tail
+    first = int(unsent[0]) * served.cells_a_query  # queries go out in cell order: one tail
     return list(workers.classify([(first, job.cells)]))
 
 
