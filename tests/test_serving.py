@@ -188,6 +188,20 @@ def test_a_rate_whose_run_failed_unsure_is_served_again_before_it_is_ruled_out()
         assert next(served, None) is None  # every run given was served, no more
 
 
+def test_a_search_with_no_rate_surely_over_doubles_its_highest_until_one_is():
+    steps = [_step(200.0, 8.0, 12.0, 0.0, 0.02), _step(300.0, 9.0, 14.0, 0.0, 0.05)]
+
+    def step(qps):  # unsure under 1,000 queries/s, surely over from there
+        steps.append(_step(qps, 30.0, 50.0, 0.6, 0.9) if qps >= 1000 else steps[1] | {"qps": qps})
+        return steps[-1]
+
+    serving.surely_over_above(step, steps, 300.0, 10.0)
+    assert [s["qps"] for s in steps] == [200.0, 300.0, 600.0, 1200.0]
+    assert serving.peak_interval(steps, 200.0, 300.0, 10.0)["peak_qps_high"] == 1200.0
+    serving.surely_over_above(step, steps, 300.0, 10.0)  # one is: nothing more to try
+    assert len(steps) == 4
+
+
 def test_batch_means_hold_a_bursty_share_where_independent_queries_would_not():
     """Late queries in bursts (a two-state chain: a burst starts at 0.5 % of queries and
     goes on with 80 %): over 300 runs of 2,000, batch means hold the true share of late

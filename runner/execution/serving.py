@@ -225,6 +225,21 @@ def judged_again(
     return valid_at
 
 
+def surely_over_above(
+    step: Callable[[float], dict[str, Any]],
+    steps: list[dict[str, Any]],
+    high: float,
+    bound_ms: float,
+) -> None:
+    """Where no run at ``high`` or above was surely over the bound, the peak's interval has
+    no upper end yet: ``step`` doubles the highest rate tried until one is, up to
+    ``MOST_DOUBLINGS_PAST`` times."""
+    for _ in range(MOST_DOUBLINGS_PAST):
+        if any(s["qps"] >= high and sure_side(s, bound_ms) == "over" for s in steps):
+            return
+        step(2 * max(s["qps"] for s in steps))
+
+
 def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
     """Serve the job's scenario: the parts that were classified (the grid's every cell at
     least once, for the products), the figures, and the seconds the serving took (for a
@@ -252,10 +267,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     low, high = peak_search(judged_again(step, bound * 1000), first)
     if not low:
         raise _no_peak(steps, bound)
-    for _ in range(MOST_DOUBLINGS_PAST):  # the interval's upper end, where none is sure yet
-        if any(s["qps"] >= high and sure_side(s, bound * 1000) == "over" for s in steps):
-            break
-        step(2 * max(s["qps"] for s in steps))
+    surely_over_above(step, steps, high, bound * 1000)
     figures = {
         "scenario": job.scenario,
         "peak_qps": low,
