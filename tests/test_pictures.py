@@ -99,6 +99,22 @@ def test_the_speedup_plot_draws_error_bars_and_the_amdahl_fit(tmp_path):
               for row in table]  # fmt: skip
     plot(tmp_path / "speedup.png", table, "sweep")
     assert Image.open(tmp_path / "speedup.png").size[0] >= 1700  # a third panel: by batch
+    served = {**table[0], "scenario": "server qps=auto p99<=10ms delay=1ms", "batch_size": 64}
+    plot(tmp_path / "with-served.png", [*table, served], "sweep")  # its rate is no pass: left out
+    assert (tmp_path / "with-served.png").read_bytes() == (tmp_path / "speedup.png").read_bytes()
+
+
+def test_a_sweep_of_many_lines_keeps_its_panels_and_puts_the_legends_under_them(tmp_path):
+    """The hardware preset draws 36 lines: legends inside the panels squeezed them to
+    nothing; under them, in two columns, the figure grows taller instead."""
+    table = [{"mode": mode, "batch_size": batch, "backend": backend, "precision": precision,
+              "threads": threads, "throughput_ips": 100.0 * threads * batch, "speedup": None}
+             for mode, threads in (("sequential", 1), ("parallel", 2)) for batch in (1, 256)
+             for backend in ("onnxruntime", "openvino", "eager")
+             for precision in ("fp32", "bf16", "int8")]  # fmt: skip
+    plot(tmp_path / "speedup.png", table, "preset")
+    width, height = Image.open(tmp_path / "speedup.png").size
+    assert height > 4.5 * 110 * 1.5 and width >= 1700
 
 
 def start_with_stderr(stderr, tmp_path, *overrides):

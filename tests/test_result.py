@@ -7,7 +7,7 @@ import json
 import pytest
 
 from runner.analysis.compare import compare
-from runner.analysis.report import rows
+from runner.analysis.report import console_table, rows
 from runner.errors import InputError
 from runner.result import KEY, SCHEMA_VERSION, RunResult
 
@@ -118,3 +118,9 @@ def test_a_peak_search_is_compared_by_its_peak_with_the_searchs_interval():
     again = dataclasses.replace(peak, job=1, passes=(4300.0,), runtimes_s=(1000 / 4300.0,))
     (row,) = compare([peak, again], None)["rows"]
     assert row["machines"][peak.machine].interval.high > 4300.0  # a t interval over the runs
+    (reported,) = rows([peak])  # the sweep report: the same interval, and what the rate is
+    assert (reported["throughput_ips_low"], reported["throughput_ips_high"]) == (3900.0, 4400.0)
+    assert reported["notes"].startswith("server qps=auto p99<=10ms delay=1ms: the peak rate")
+    offline = RunResult.from_summary({**summary, "scenario": "offline"}, job=2)
+    _, served, grid = console_table(rows([offline, peak]), 200)  # the header, then by job
+    assert "fp32 server qps=auto p99<=10ms  " in served and "server" not in grid

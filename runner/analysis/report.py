@@ -78,6 +78,8 @@ def rows(records: list[RunResult]) -> list[dict[str, Any]]:
         runs = [list(member.passes) for member in members]
         record, threads = members[0], key[1]
         interval = stats.median_interval(runs)
+        if len(runs) == 1 and record.peak:  # one peak search: its own interval
+            interval = stats.Interval(record.peak["low"], record.peak["high"])
         row = dict(zip(KEY, key, strict=True))
         row.update(
             job=" ".join(str(member.job) for member in members),
@@ -114,7 +116,7 @@ def _doubts(row: dict[str, Any], baseline: list[RunResult], is_baseline: bool) -
     """What a reader must know before trusting the row, in words: figures that cannot be
     (an efficiency above 1, a Karp-Flatt value outside [0, 1]), a speedup without an
     interval, runs that shared the CPU with other work."""
-    doubts = []
+    doubts = [] if row["scenario"] == "offline" else [_served_note(row["scenario"])]
     if row["busy_runs"]:
         doubts.append(f"{row['busy_runs']} busy run(s): other work used the CPU")
     if is_baseline or row.get("speedup") is None:
@@ -189,10 +191,19 @@ def table_lines(table: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _served_note(scenario: str) -> str:
+    """What a served configuration's images/s are: not passes over a grid."""
+    if scenario.startswith("server qps=auto"):
+        return f"{scenario}: the peak rate, queries/s, with its search's interval"
+    return f"{scenario}: cells answered a second while serving"
+
+
 def _label(row: dict[str, Any], machines: bool) -> str:
-    """``sequential t1 b256 onnxruntime fp32``, and the machine where there are several."""
+    """``sequential t1 b256 onnxruntime fp32``, then a served scenario and the machine
+    where there are several."""
+    served = "" if row["scenario"] == "offline" else " " + row["scenario"].split(" delay=")[0]
     return (f"{row['mode']} t{row['threads']} b{row['batch_size']} {row['backend']} "
-            f"{row['precision']}{' ' + row['machine'] if machines else ''}")  # fmt: skip
+            f"{row['precision']}{served}{' ' + row['machine'] if machines else ''}")  # fmt: skip
 
 
 def description(table: list[dict[str, Any]], title: str) -> str:
@@ -273,8 +284,14 @@ def _errors(members: list[dict[str, Any]], name: str) -> Optional[list[list[floa
 def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
     """Throughput and speedup against threads, a line per mode, with their 95 % intervals
     as error bars, the ideal speedup and, for a line of three or more thread counts, the
-    fitted Amdahl curve; then throughput against batch size, a line per mode and workers."""
-    figure, (left, right, batches) = pyplot().subplots(1, 3, figsize=(16, 4.5),
+    fitted Amdahl curve; then throughput against batch size, a line per mode and workers.
+    Served configurations are left out where there are offline ones: their rates are no
+    passes over the grid (the table says what they are)."""
+    table = [row for row in table if row.get("scenario", "offline") == "offline"] or table
+    entries = max(len(_lines(table)) + 1, len({_batch_label(row) for row in table}))
+    below = entries > LEGEND_INSIDE  # legends under the panels, the figure taller for them
+    height = 4.5 + (0.17 * -(-entries // 2) if below else 0)
+    figure, (left, right, batches) = pyplot().subplots(1, 3, figsize=(16, height),
                                                        constrained_layout=True)  # fmt: skip
     most = max(row["threads"] for row in table)
     for label, members in _lines(table).items():
@@ -301,24 +318,36 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
               ylabel="speedup (bar: 95 % interval, where there is one)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        _legend(axes, below)
         axes.set_xticks(sorted({row["threads"] for row in table}))
-    _by_batch(batches, table)
+    _by_batch(batches, table, below)
     figure.suptitle("\n".join([title, *(f"Amdahl: {f}" for f in amdahl_fits(table))]),
                     fontsize=10)  # fmt: skip
     save_figure(figure, path, dpi=110)
 
 
-def _by_batch(axes: Any, table: list[dict[str, Any]]) -> None:
+LEGEND_INSIDE = 8  # more lines than this: each panel's legend goes under it, in two columns
+
+
+def _legend(axes: Any, below: bool) -> None:
+    if below:
+        axes.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    else:
+        axes.legend(fontsize=8)
+
+
+def _batch_label(row: dict[str, Any], machines: bool = False) -> str:
+    label = f"{row['mode']} t{row['threads']} {row['backend']} {row.get('precision', 'fp32')}"
+    return label + (f", {row['machine']}" if machines else "")
+
+
+def _by_batch(axes: Any, table: list[dict[str, Any]], below: bool) -> None:
     """Throughput against batch size (log scale), a line per mode, workers, runtime and
     machine: what a bigger forward pass buys."""
     machines = len({row.get("machine") for row in table}) > 1
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
-        machine = f", {row['machine']}" if machines else ""
-        label = f"{row['mode']} t{row['threads']} {row['backend']} {row.get('precision', 'fp32')}"
-        label += machine
-        groups.setdefault(label, []).append(row)
+        groups.setdefault(_batch_label(row, machines), []).append(row)
     for label, members in sorted(groups.items()):
         members.sort(key=lambda row: row["batch_size"])
         axes.errorbar([row["batch_size"] for row in members],
@@ -329,7 +358,7 @@ def _by_batch(axes: Any, table: list[dict[str, Any]]) -> None:
     axes.set(xlabel="batch size (images per forward pass)", title="Throughput by batch size",
              ylabel="images/s (bar: 95 % interval, where there is one)")  # fmt: skip
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    _legend(axes, below)
 
 
 def write_report(out_dir: Path, records: list[RunResult], title: str,
