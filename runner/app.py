@@ -211,7 +211,7 @@ def classify_and_write(
     result = STRATEGIES[settings.mode](job)
     labels = job.split.labels[cell_images(0, job.cells, job.offset, len(job.split))]
     summary = summarize(settings, result, labels, load_s, len(job.split), job.flops_per_image)
-    summary.update(under_ceilings(job, summary["gflops"]))
+    summary.update(under_ceilings(job, summary["gflops"], batch_that_ran(job, result.serving)))
     summary.update(kernels_ran(job))
     summary.update(precision_as_ran(summary))
     if settings.precision != "fp32":
@@ -237,9 +237,20 @@ def classify_and_write(
     return summary
 
 
-def under_ceilings(job: Job, gflops: float) -> dict[str, Any]:
+def batch_that_ran(job: Job, served: dict[str, Any]) -> float:
+    """The images a forward pass took on average: the batch size offline; served, what
+    dynamic batching gathered (at a peak search's peak rate), or one query's cells."""
+    if "cells_a_query" in served:  # multi_stream: a query at a time, split by batch_size
+        return min(served["cells_a_query"], job.batch_size)
+    if "steps" in served:
+        served = next(s for s in reversed(served["steps"]) if s["qps"] == served["peak_qps"])
+    return served.get("mean_batch", job.batch_size)
+
+
+def under_ceilings(job: Job, gflops: float, batch: float) -> dict[str, Any]:
     """The run under this machine's measured ceilings (``runner.ceilings``), where they
-    were measured (``python -m runner.machine --ceiling``); CPU runs on this machine."""
+    were measured (``python -m runner.machine --ceiling``); CPU runs on this machine.
+    ``batch``: the images a forward pass took, on average (the weights' bytes over it)."""
     if job.device != "cpu" or job.ray_address or os.environ.get("RAY_ADDRESS"):
         return {}
     found = measured(CEILINGS, available_cores())
@@ -249,7 +260,7 @@ def under_ceilings(job: Job, gflops: float) -> dict[str, Any]:
     weight_bytes = job.parameters * BYTES_PER_VALUE.get(job.precision, 4)
     cores = job.workers * job.intra_op_threads
     placed = roofline(found, job.precision, gflops, job.flops_per_image, weight_bytes,
-                      job.activations, job.batch_size, cores)  # fmt: skip
+                      job.activations, batch, cores)  # fmt: skip
     return {"ceilings": found, **placed}
 
 

@@ -87,3 +87,23 @@ def test_the_command_prints_every_ceiling_and_what_it_left_out(monkeypatch, caps
     assert "  fp32: 100.0 GFLOP/s one core, 180.0 on 2" in shown
     assert "  last-level cache: 80.0 GB/s one core, 140.0 on 2" in shown
     assert "  fp16 left out: not native here" in shown
+
+
+def test_a_served_run_is_placed_at_the_batch_that_ran():
+    """Dynamic batching gathers fewer images than ``batch_size``: the weights' bytes are
+    shared by the mean batch that ran (at a peak search's peak), not the configured one."""
+    from dataclasses import dataclass
+
+    from runner.app import batch_that_ran
+
+    @dataclass
+    class Job:
+        batch_size: int = 64
+
+    peak = {"peak_qps": 900.0, "steps": [{"qps": 900.0, "mean_batch": 3.0},
+                                         {"qps": 1800.0, "mean_batch": 60.0},
+                                         {"qps": 900.0, "mean_batch": 12.5}]}  # fmt: skip
+    assert batch_that_ran(Job(), {}) == 64  # offline
+    assert batch_that_ran(Job(), {"mean_batch": 7.5}) == 7.5  # a fixed rate
+    assert batch_that_ran(Job(), peak) == 12.5  # the peak's last run (a second one's)
+    assert batch_that_ran(Job(4), {"mean_batch": 1.0, "cells_a_query": 8}) == 4
