@@ -113,8 +113,9 @@ def test_a_sweep_of_many_lines_keeps_its_panels_and_puts_the_legends_under_them(
              for backend in ("onnxruntime", "openvino", "eager")
              for precision in ("fp32", "bf16", "int8")]  # fmt: skip
     plot(tmp_path / "speedup.png", table, "preset")
+    plot(tmp_path / "few.png", table[:4], "a few lines")
     width, height = Image.open(tmp_path / "speedup.png").size
-    assert height > 4.5 * 110 * 1.5 and width >= 1700
+    assert height > 1.25 * Image.open(tmp_path / "few.png").size[1] and width >= 1700
 
 
 def start_with_stderr(stderr, tmp_path, *overrides):
@@ -184,3 +185,29 @@ def test_a_roofline_per_machine_whose_runs_were_placed(tmp_path):
     assert [path.name for path in written] == ["roofline-a.png", "roofline-b.png"]
     assert Image.open(written[0]).size[0] == 1100
     assert write_rooflines(tmp_path, [a], "t")[0].name == "roofline.png"
+
+
+def test_a_parallel_line_without_one_worker_starts_from_its_sequential_baseline():
+    """The hardware preset runs sequential mode and 2 workers: each parallel line starts at
+    its sequential point (which has no line of its own); a sweep with a pool of one keeps
+    both lines. The baseline's speedup of 1 is no point of an Amdahl fit."""
+    from runner.analysis.report import _lines, amdahl_fits
+
+    def row(mode, threads, speedup):
+        return {"mode": mode, "threads": threads, "batch_size": 1, "backend": "onnxruntime",
+                "precision": "fp32", "throughput_ips": 100.0 * speedup,
+                "speedup": speedup}  # fmt: skip
+
+    preset = [row("sequential", 1, 1.0), row("parallel", 2, 1.8), row("parallel", 4, 3.0)]
+    (label, members), *others = _lines(preset).items()
+    assert (
+        not others and label.startswith("parallel") and [m["threads"] for m in members] == [1, 2, 4]
+    )
+    assert amdahl_fits(preset) == []  # two measured thread counts: no fit
+    with_a_pool_of_one = [*preset, row("parallel", 1, 0.9)]
+    lines = sorted(_lines(with_a_pool_of_one))
+    assert lines == [
+        "parallel (batch 1, onnxruntime fp32)",
+        "sequential (batch 1, onnxruntime fp32)",
+    ]
+    assert len(amdahl_fits(with_a_pool_of_one)) == 1

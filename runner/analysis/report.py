@@ -240,20 +240,32 @@ def console_table(table: list[dict[str, Any]], width: int) -> list[str]:
 
 def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The rows of each line of the plot (a mode, batch size, backend and precision, and the
-    machine where there are several), by threads."""
+    machine where there are several), by threads. A parallel line with no run of one
+    worker starts from its sequential baseline (speedup 1), which then has no line of its
+    own: the hardware preset's lines go from 1 to its cores instead of being single points."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in table:
         machine = f", {row.get('machine')}" if len({r.get("machine") for r in table}) > 1 else ""
         runtime = f"{row['backend']} {row.get('precision', 'fp32')}{machine}"
         label = f"{row['mode']} (batch {row['batch_size']}, {runtime})"
         groups.setdefault(label, []).append(row)
+    for label, members in list(groups.items()):
+        baseline = groups.get(label.replace("parallel (", "sequential (", 1))
+        one_worker = any(row["threads"] == 1 for row in members)
+        if label.startswith("parallel (") and baseline and len(baseline) == 1 and not one_worker:
+            members.append(baseline[0])
+            del groups[label.replace("parallel (", "sequential (", 1)]
     for members in groups.values():
         members.sort(key=lambda row: row["threads"])
     return dict(sorted(groups.items()))
 
 
 def _fit(members: list[dict[str, Any]]) -> Optional[tuple[float, Optional[tuple[float, float]]]]:
-    measured = [row for row in members if row["speedup"] is not None]
+    """Amdahl's serial fraction from the line's measured speedups; a sequential baseline's
+    1 at one thread says nothing about it (every curve passes there), so it is no point."""
+    measured = [
+        row for row in members if row["speedup"] is not None and row["mode"] != "sequential"
+    ]
     if len({row["threads"] for row in measured}) < 3:
         return None
     return fit_amdahl([row["threads"] for row in measured], [row["speedup"] for row in measured])
@@ -311,10 +323,10 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
                        color=line.lines[0].get_color(),
                        label=f"Amdahl fit, serial fraction {fitted[0]:.3f}")  # fmt: skip
     right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
-    left.set(xlabel="threads (worker processes)",
+    left.set(xlabel="threads (worker processes; 1 without a pool: sequential)",
              ylabel="images/s (bar: 95 % interval, where there is one)",
              title="Throughput")  # fmt: skip
-    right.set(xlabel="threads (worker processes)", title="Speedup",
+    right.set(xlabel="threads (worker processes; 1 without a pool: sequential)", title="Speedup",
               ylabel="speedup (bar: 95 % interval, where there is one)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)
