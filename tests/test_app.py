@@ -212,6 +212,10 @@ def test_a_peak_search_reaches_the_console_the_summary_mlflow_and_its_picture(tm
     assert sorted(m.value for m in rates) == pytest.approx(
         sorted(s["qps"] for s in summary["steps"])
     )
+    shares = client.get_metric_history(run.info.run_id, "step_over_bound_share")
+    assert [m.value for m in sorted(shares, key=lambda m: m.step)] == pytest.approx(
+        [s["over_bound_share"] for s in summary["steps"]], abs=1e-6
+    )
     record = RunResult.from_mlflow(client, run)
     assert record.scenario == "server qps=auto p99<=10ms delay=1ms" and record.scope == ""
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -74,7 +74,8 @@ METRICS = (
     "roofline_ceiling_gflops",
     "roofline_intensity",
 )
-STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms"}
+STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms",
+                "over_bound_share": "step_over_bound_share"}  # fmt: skip
 LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
 LOAD_METRICS["load_1m"] = "load_1m"
 KERNEL_METRICS = {"precision_share": "flop_share_in_precision", "fp32_between": "fp32_ops_between"}
