@@ -250,11 +250,10 @@ def _lines(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         label = f"{row['mode']} (batch {row['batch_size']}, {runtime})"
         groups.setdefault(label, []).append(row)
     for label, members in list(groups.items()):
-        baseline = groups.get(label.replace("parallel (", "sequential (", 1))
+        sequential = label.replace("parallel (", "sequential (", 1)
         one_worker = any(row["threads"] == 1 for row in members)
-        if label.startswith("parallel (") and baseline and len(baseline) == 1 and not one_worker:
-            members.append(baseline[0])
-            del groups[label.replace("parallel (", "sequential (", 1)]
+        if sequential != label and len(groups.get(sequential, [])) == 1 and not one_worker:
+            members += groups.pop(sequential)
     for members in groups.values():
         members.sort(key=lambda row: row["threads"])
     return dict(sorted(groups.items()))
@@ -323,10 +322,10 @@ def plot(path: Path, table: list[dict[str, Any]], title: str) -> None:
                        color=line.lines[0].get_color(),
                        label=f"Amdahl fit, serial fraction {fitted[0]:.3f}")  # fmt: skip
     right.plot([1, most], [1, most], linestyle="--", color="gray", label="ideal (linear)")
-    left.set(xlabel="threads (worker processes; 1 without a pool: sequential)",
+    left.set(xlabel="threads (worker processes; sequential mode at 1)",
              ylabel="images/s (bar: 95 % interval, where there is one)",
              title="Throughput")  # fmt: skip
-    right.set(xlabel="threads (worker processes; 1 without a pool: sequential)", title="Speedup",
+    right.set(xlabel="threads (worker processes; sequential mode at 1)", title="Speedup",
               ylabel="speedup (bar: 95 % interval, where there is one)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)
