@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from runner.analysis.statistics import Interval
 from runner.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -96,6 +97,12 @@ class RunResult:
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
+
+    def peak_interval(self) -> Optional[Interval]:
+        """A peak search's own interval around its one figure, the peak; None otherwise."""
+        if self.peak.keys() >= {"low", "high"}:
+            return Interval(self.peak["low"], self.peak["high"])
+        return None
 
     @property
     def cells(self) -> int:

@@ -72,8 +72,7 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         sample = groups.setdefault(record.key(), {}).setdefault(record.machine, Sample())
         sample.runs.append(list(record.passes))
         sample.busy += record.busy
-        if record.peak.keys() >= {"low", "high"}:
-            sample.bracket = stats.Interval(record.peak["low"], record.peak["high"])
+        sample.bracket = record.peak_interval() or sample.bracket
     if baseline is None:  # the machine that ran the most configurations
         baseline = max(
             machines, key=lambda m: (sum(m in g for g in groups.values()), -machines.index(m))

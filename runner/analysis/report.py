@@ -77,9 +77,8 @@ def rows(records: list[RunResult]) -> list[dict[str, Any]]:
     for key, members in groups.items():
         runs = [list(member.passes) for member in members]
         record, threads = members[0], key[1]
-        interval = stats.median_interval(runs)
-        if len(runs) == 1 and record.peak:  # one peak search: its own interval
-            interval = stats.Interval(record.peak["low"], record.peak["high"])
+        searched = record.peak_interval() if len(runs) == 1 else None  # one peak search
+        interval = searched or stats.median_interval(runs)
         row = dict(zip(KEY, key, strict=True))
         row.update(
             job=" ".join(str(member.job) for member in members),
