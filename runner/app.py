@@ -242,8 +242,6 @@ def batch_that_ran(job: Job, served: dict[str, Any]) -> float:
     dynamic batching gathered (at a peak search's peak rate), or one query's cells."""
     if "cells_a_query" in served:  # multi_stream: a query at a time, split by batch_size
         return min(served["cells_a_query"], job.batch_size)
-    if "steps" in served:
-        served = next(s for s in reversed(served["steps"]) if s["qps"] == served["peak_qps"])
     return served.get("mean_batch", job.batch_size)
 
 

@@ -108,6 +108,8 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     valid = [qps for qps, kept in last_word.items() if kept]
     invalid = [qps for qps, kept in last_word.items() if not kept]
     assert 0 < figures["peak_qps"] == max(valid) < min(invalid) <= figures["peak_qps_high"]
+    at_peak = [step for step in figures["steps"] if step["qps"] == figures["peak_qps"]]
+    assert figures["mean_batch"] == at_peak[-1]["mean_batch"]  # the batch the peak ran at
     assert figures["peak_qps_low"] in [0.0, *valid] and figures["peak_qps_low"] <= max(valid)
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
 

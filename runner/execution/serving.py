@@ -270,6 +270,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         "scenario": job.scenario,
         "peak_qps": low,
         **peak_interval(steps, low, high, bound * 1000),
+        "mean_batch": next(s for s in reversed(steps) if s["qps"] == low)["mean_batch"],
         "latency_bound_ms": bound * 1000,
         "steps": steps,
     }
