@@ -107,19 +107,26 @@ def _log_medians(runs: Runs) -> np.ndarray:
     return np.log([np.median(run) for run in _clean(runs)])
 
 
+def mean_interval(values: Sequence[float]) -> Optional[Interval]:
+    """The 95 % t interval of the mean of ``values`` (``scipy.stats.t``); the mean itself
+    where they all agree; None for fewer than two."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return None
+    center, spread = float(values.mean()), values.std(ddof=1) / np.sqrt(len(values))
+    if spread == 0:
+        return Interval(center, center)
+    low, high = t.interval(CONFIDENCE, len(values) - 1, loc=center, scale=spread)
+    return Interval(float(low), float(high))
+
+
 def t_interval(logs: Sequence[float]) -> Optional[Interval]:
     """The 95 % t interval of the mean of ``logs``, back on the ratio scale; None for fewer
     than two values."""
-    from scipy.stats import t
-
-    logs = np.asarray(logs, dtype=float)
-    if len(logs) < 2:
-        return None
-    center, spread = logs.mean(), logs.std(ddof=1) / np.sqrt(len(logs))
-    if spread == 0:
-        return Interval(float(np.exp(center)), float(np.exp(center)))
-    low, high = t.interval(CONFIDENCE, len(logs) - 1, loc=center, scale=spread)
-    return Interval(float(np.exp(low)), float(np.exp(high)))
+    interval = mean_interval(logs)
+    return Interval(float(np.exp(interval.low)), float(np.exp(interval.high))) if interval else None
 
 
 def median_interval(runs: Runs) -> Optional[Interval]:
@@ -265,15 +272,9 @@ def share_interval(flags: Sequence[bool], blocks: int = BLOCKS) -> Interval:
     independent (a queue delays a run of queries together, a stall a burst of them): the
     method of batch means, a t interval over the shares of ``blocks`` consecutive blocks;
     no wider than [0, 1]. Blocks that all agree give the share itself."""
-    from scipy.stats import t
-
-    shares = np.array([block.mean() for block in np.array_split(np.asarray(flags, float), blocks)])
-    center = float(shares.mean())
-    spread = shares.std(ddof=1) / np.sqrt(len(shares))
-    if spread == 0:
-        return Interval(center, center)
-    low, high = t.interval(CONFIDENCE, len(shares) - 1, loc=center, scale=spread)
-    return Interval(max(0.0, float(low)), min(1.0, float(high)))
+    shares = [block.mean() for block in np.array_split(np.asarray(flags, float), blocks)]
+    interval = mean_interval(shares)
+    return Interval(max(0.0, interval.low), min(1.0, interval.high))
 
 
 def queries_for(q: float) -> int:
