@@ -1,21 +1,32 @@
 """The kernels that ran, as each runtime reports them: int8 that stays int8 between
 layers, shares of the FLOPs, ``unknown`` where a runtime does not say, never a guess."""
 
+import json
 import os
-import platform
+from pathlib import Path
 
 import pytest
 
 from runner import REPO_ROOT
 from runner.analysis.summary import precision_as_ran
 from runner.execution import kernels, quantize
-from runner.execution.kernels import Executed, Ran, described, kernels_ran
+from runner.execution.kernels import (
+    ISA_WORD,
+    UNKNOWN,
+    Executed,
+    Ran,
+    described,
+    kernels_ran,
+    onednn_ran,
+    onnxruntime_ran,
+    openvino_ran,
+)
 from runner.execution.onnx_graph import graph_of
 from tests.conftest import WEIGHTS
 from tests.test_strategies import make_job
 
 ONNX_CACHE = REPO_ROOT / "outputs" / "onnx"
-X86 = platform.machine().lower() in ("x86_64", "amd64")
+FIXTURES = Path(__file__).parent / "fixtures" / "kernels"
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +53,9 @@ def test_the_int8_graph_runs_int8_from_the_first_multiply_to_the_last(
     assert ran["precision_share"] == 1.0
     # ReLU and pooling in uint8: no op converts to f32 and back between the multiplies
     assert ran["fp32_between"] == 0, ran["layers"]
-    if X86:
-        assert all(layer["isa"].startswith(("avx", "sse", "amx")) for layer in ran["layers"])
+    # what holds on every CPU: an instruction set the runtime named, or unknown (AVX2's
+    # jit_gemm_I8 names none); each CPU's own names: the fixtures below
+    assert all(_named_or_unknown(layer["isa"]) for layer in ran["layers"]), ran["layers"]
 
     profiled = read(graph, test_split, backend="onnxruntime", precision="int8", onnx=int8_graph)
     assert [layer["kernel"] for layer in profiled["layers"]] == ["QLinearConv"] * 2 + ["QGemm"] * 3
@@ -130,3 +142,55 @@ def test_the_capture_gives_file_descriptor_1_back(capfd):
     os.write(1, b"after\n")
     assert log.text == "from C\n"
     assert capfd.readouterr().out == "after\n"
+
+
+def _named_or_unknown(isa: str) -> bool:
+    """An instruction set a runtime named (avx2, avx512_core_amx, asimd), or unknown."""
+    return isa == UNKNOWN or bool(ISA_WORD.match(isa))
+
+
+# Per kind of CPU (tests/fixtures/kernels/README.md): the instruction set each reader finds
+# for OpenVINO's int8 conv and fc layers, its fp32 conv layers and oneDNN's fp32 convs.
+EXPECTED = {
+    "x86-avx2": ("avx2", UNKNOWN, "avx2", "avx2"),
+    "x86-avx512": ("avx512", "avx512", "avx512", "avx512_core"),
+    "x86-avx512-vnni-bf16": ("avx512", "avx512", "avx512", "avx512_core"),
+    "x86-amx": ("avx512_amx", "avx512_amx", "avx512", "avx512_core"),
+    "arm64": (UNKNOWN, UNKNOWN, "asimd", UNKNOWN),
+}
+
+
+def test_every_kind_of_cpu_has_its_fixtures():
+    assert {path.name for path in FIXTURES.iterdir() if path.is_dir() and
+            (path / "openvino-int8.json").exists()} == set(EXPECTED)  # fmt: skip
+
+
+@pytest.mark.parametrize("cpu", sorted(EXPECTED))
+def test_each_kind_of_cpu_reads_as_it_ran(cpu):
+    folder = FIXTURES / cpu
+    conv_isa, fc_isa, fp32_conv_isa, onednn_isa = EXPECTED[cpu]
+
+    int8 = described(LAYERS, openvino_ran(_json(folder / "openvino-int8.json")), "int8")
+    assert [layer["precision"] for layer in int8["layers"]] == ["int8"] * 5
+    assert [layer["isa"] for layer in int8["layers"]] == [conv_isa] * 2 + [fc_isa] * 3
+    assert int8["fp32_between"] == 0 and int8["precision_share"] == 1.0
+    shown = "int8 (instruction set unknown)" if fc_isa == UNKNOWN else f"int8 on {fc_isa}"
+    assert f"fc 100 % {shown}" in int8["text"]
+
+    fp32 = described(LAYERS, openvino_ran(_json(folder / "openvino-fp32.json")), "fp32")
+    assert {layer["precision"] for layer in fp32["layers"]} == {"fp32"}
+    assert [layer["isa"] for layer in fp32["layers"][:2]] == [fp32_conv_isa] * 2
+    assert "fp32_between" not in fp32
+
+    profiled = onnxruntime_ran(_json(folder / "onnxruntime-int8.json"))
+    assert [op.kernel for op in profiled.ops] == ["QLinearConv"] * 2 + ["QGemm"] * 3
+    assert {op.isa for op in profiled.ops} == {UNKNOWN} and profiled.fp32_between == 0
+
+    onednn = onednn_ran((folder / "onednn-fp32.log").read_text())
+    convs = [op for op in onednn.ops if op.kind == "conv"]
+    assert [(op.precision, op.isa) for op in convs] == [("fp32", onednn_isa)] * 2
+    assert all(_named_or_unknown(op.isa) for op in onednn.ops)
+
+
+def _json(path: Path) -> list:
+    return json.loads(path.read_text())

@@ -159,26 +159,45 @@ def _in_order(source: str, executed: Iterable[tuple[Optional[Executed], str]]) -
 
 
 def _openvino(job: Job, spec: Spec) -> Ran:
-    """The executed graph: Convolution and FullyConnected ops with their primitive type
-    (``brgconv_avx512_amx_I8``) and runtime precision, and every other op on the images'
-    path (not those computing on weights alone)."""
+    """The executed graph of one batch of the run's (``openvino_ran`` reads it)."""
     from runner.execution.backends import openvino_model
 
     compiled = openvino_model(spec)
     compiled.create_infer_request().infer({"images": _batch(job)})  # shapes settle at the first
+    return openvino_ran(openvino_ops(compiled.get_runtime_model()))
+
+
+def openvino_ops(runtime_model: Any) -> list[dict[str, Any]]:
+    """OpenVINO's executed graph as plain data, in topological order: each op's name, the
+    ops it reads, its layer type, runtime precision and primitive type (what the fixtures
+    of ``tests/fixtures/kernels/`` record)."""
+    ops = []
+    for op in runtime_model.get_ordered_ops():
+        info = op.get_rt_info()
+        ops.append({
+            "name": op.get_name(),
+            "inputs": [value.get_source_output().get_node().get_name() for value in op.inputs()],
+            **{key: info[key].astype(str)
+               for key in ("layerType", "runtimePrecision", "primitiveType")},
+        })  # fmt: skip
+    return ops
+
+
+def openvino_ran(ops: list[dict[str, Any]]) -> Ran:
+    """Convolution and FullyConnected ops with their primitive type
+    (``brgconv_avx512_amx_I8``) and runtime precision, and every other op on the images'
+    path (not those computing on weights alone)."""
 
     def executed() -> Iterator[tuple[Optional[Executed], str]]:
         on_images: set[str] = set()
-        for op in compiled.get_runtime_model().get_ordered_ops():  # in topological order
-            info = op.get_rt_info()
-            layer_type = info["layerType"].astype(str)
-            sources = [value.get_source_output().get_node().get_name() for value in op.inputs()]
-            if layer_type != "Input" and not on_images.intersection(sources):
+        for op in ops:
+            layer_type = op["layerType"]
+            if layer_type != "Input" and not on_images.intersection(op["inputs"]):
                 continue  # a constant or what is computed from constants only
-            on_images.add(op.get_name())
-            precision = PRECISION_OF.get(info["runtimePrecision"].astype(str), UNKNOWN)
+            on_images.add(op["name"])
+            precision = PRECISION_OF.get(op["runtimePrecision"], UNKNOWN)
             kind = {"Convolution": "conv", "FullyConnected": "fc"}.get(layer_type)
-            primitive = info["primitiveType"].astype(str)
+            primitive = op["primitiveType"]
             isa = _isa(primitive.split("_")[1:-1])
             if layer_type != "Output":
                 yield (Executed(kind, precision, isa, primitive) if kind else None), precision
@@ -192,14 +211,18 @@ ORT_KINDS = {"Conv": "conv", "FusedConv": "conv", "QLinearConv": "conv", "NchwcC
 
 
 def _onnxruntime(job: Job, spec: Spec) -> Ran:
-    """ONNX Runtime's profile of one batch: the op type of each node that ran and the
-    element type of its first input."""
+    """ONNX Runtime's profile of one batch of the run's (``onnxruntime_ran`` reads it)."""
     from runner.execution.backends import ort_session
 
     with tempfile.TemporaryDirectory(prefix="gridbench-kernels-") as folder:
         session = ort_session(spec, str(Path(folder) / "profile"))
         session.run(None, {"images": _batch(job)})
-        events = json.loads(Path(session.end_profiling()).read_text())
+        return onnxruntime_ran(json.loads(Path(session.end_profiling()).read_text()))
+
+
+def onnxruntime_ran(events: list[dict[str, Any]]) -> Ran:
+    """The op type of each node that ran, in a profile's events, and the element type of
+    its first input."""
 
     def executed() -> Iterator[tuple[Optional[Executed], str]]:
         for event in events:
@@ -231,8 +254,14 @@ def _torch(job: Job, spec: Spec) -> Ran:
     verbose = torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON)
     with _stdout_captured() as log, verbose:
         classify(images)
+    return onednn_ran(log.text)
+
+
+def onednn_ran(log: str) -> Ran:
+    """Each convolution, matmul and inner product a oneDNN verbose log executed, its
+    source's element type and the instruction set of its implementation."""
     ops = []
-    for line in log.text.splitlines():
+    for line in log.splitlines():
         fields = line.split(",")
         if len(fields) < 9 or fields[2:4] != ["primitive", "exec"]:
             continue
