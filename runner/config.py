@@ -197,6 +197,10 @@ def validate(cfg: DictConfig) -> None:
     target = cfg.stability.target
     _require(0 < target < 1, "stability.target", target, "must be between 0 and 1 (0.02 is 2 %)")
     _require(cfg.stability.max_s > 0, "stability.max_s", cfg.stability.max_s, "must be more than 0")
+    wait = cfg.preflight.wait_s
+    _require(0 <= wait <= 86400, "preflight.wait_s", wait, "must be from 0 to 86,400 seconds")
+    look_s = cfg.preflight.look_s
+    _require(0 < look_s <= 60, "preflight.look_s", look_s, "must be more than 0, at most 60")
     _require(cfg.round >= 0, "round", cfg.round, "must be 0 or more")
     _check_scenario(cfg)
     progress = str(cfg.progress).lower()

@@ -271,6 +271,11 @@ def _from_mlflow_tags(run: Any, runtimes: tuple[float, ...]) -> RunResult:
         items=items,
         accuracy=metrics.get("accuracy", float("nan")),
         busy=tags.get("busy") == "true",
+        load={
+            key: metrics[f"load_{key}"]
+            for key in ("other_share", "steal_share", "own_share")
+            if f"load_{key}" in metrics
+        },  # fmt: skip
         round=int(metrics.get("round", 0)),
         job=int(tags.get("job", 0)),
         started_at=run.info.start_time / 1000,

@@ -50,6 +50,14 @@ class StabilityConfig:
 
 
 @dataclass
+class PreflightConfig:
+    """Defaults here too: run directories made before it read back with them."""
+
+    wait_s: float = 60.0
+    look_s: float = 2.0
+
+
+@dataclass
 class MachineConfig:
     name: Optional[str] = MISSING
 
@@ -87,6 +95,7 @@ class RunConfig:
     warmup: int = MISSING
     repeats: Any = MISSING  # a positive integer or "auto"
     stability: StabilityConfig = field(default_factory=StabilityConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     round: int = MISSING
     scenario: str = MISSING
     server: ServerConfig = field(default_factory=ServerConfig)

@@ -200,12 +200,29 @@ class SweepTracking(Callback):
         self.parent_id: Optional[str] = None
         self.title = "sweep"
         self.link = ""  # the parent run's page in MLflow's UI
+        self.preflight = ""  # what the look before the first job saw, where it was busy
+        self.last_round: Optional[int] = None  # the round of this process's last job
+
+    def _look(self, config: DictConfig) -> str:
+        """``runner.execution.load.preflight``: "" where the machine was quiet, else the
+        line that said how busy it stayed."""
+        from runner.execution.load import preflight
+
+        said: list[str] = []
+
+        def say(line: str) -> None:
+            said.append(line)
+            print(line, flush=True)
+
+        seen = preflight(config.preflight.wait_s, config.preflight.look_s, say)
+        return said[-1] if seen.busy else ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra turns a callback's exception into a warning and goes on: a bad job or a
         store that cannot be used ends the sweep here, in one line, before any job."""
         try:
             check_every_job(config)  # before any job, any file and any MLflow run
+            self.preflight = self._look(config)
             _measure_ceilings(config)
             self._open_parent(config)
         except RunnerError as error:
@@ -232,10 +249,21 @@ class SweepTracking(Callback):
             },  # fmt: skip
         )
         self.parent_id = run.info.run_id
+        if self.preflight:
+            self.client.set_tag(self.parent_id, "preflight", self.preflight[:5000])
         self.link = run_link(uri, experiment_id, self.parent_id)
         (sweep_dir / PARENT_FILE).write_text(self.parent_id + "\n")
         (sweep_dir / STORE_FILE).write_text(redact(uri) + "\n")  # for `runner.report DIR`
         atexit.register(self._finish, "KILLED")  # the sweep ended early (Ctrl-C, a crash)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep's new round starts with the pre-flight's look (the first job's was
+        before the sweep): a round is the unit of the scores, so it should start quiet."""
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        if self.last_round is not None and config.round != self.last_round:
+            self._look(config)
+        self.last_round = config.round
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -317,6 +345,7 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
     be read is said, the sweep's results stand."""
     from runner import result_file
     from runner.analysis.compare import beside_references
+    from runner.analysis.scores import quotable
 
     try:
         references = [(f"{p}", result_file.read(p)[1]) for p in result_file.reference_files()]
@@ -327,6 +356,7 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
     if len(lines) == 1:  # no score: one line says why
         print(lines[0], flush=True)
     elif lines:
+        lines += ["", quotable(records)]
         text = "\n".join(["Scores beside the reference machines (references/):", "", *lines])
         (sweep_dir / "scores.md").write_text(text + "\n")
         print(text, flush=True)

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from runner import REPO_ROOT, errors
@@ -94,6 +95,8 @@ def run_app(
     args = [sys.executable, "-m", "runner", *(["-m"] if multirun else [])]
     args += [f"hydra.run.dir={tmp_path / 'run'}",
              f"hydra.sweep.dir={sweep_dir or tmp_path / 'sweep'}"]  # fmt: skip
+    if multirun:  # a busy test machine: no minute's wait per sweep (test_sweep tests the wait)
+        args += ["preflight.wait_s=0", "preflight.look_s=0.5"]
     return subprocess.run(
         [*args, *overrides],
         cwd=tmp_path,
@@ -181,3 +184,27 @@ def start_mlflow_server(
                 return server, base
         except OSError:
             time.sleep(0.2)
+
+
+HOG_NAME = "gridbench-hog"  # the hogs' executable: a link to Python of that name
+
+
+@pytest.fixture
+def hog(tmp_path):
+    """Processes spinning on the CPU that are not ours, enough of them for a quarter of the
+    cores at least: started by a child that exits at once, so the hogs are left to init
+    (as another user's program would be). Their arguments hold a password."""
+    executable = tmp_path / HOG_NAME
+    executable.symlink_to(sys.executable)
+    count = (os.cpu_count() or 1) // 4 + 1
+    code = (
+        "import subprocess, sys; "
+        f"print(*[subprocess.Popen([{str(executable)!r}, '-c', 'while True: pass', 'pw=HUNTER2'], "
+        f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid for _ in range({count})])"
+    )  # the pipe is ours: not theirs
+    started = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True)  # fmt: skip
+    processes = [psutil.Process(int(pid)) for pid in started.stdout.split()]
+    yield processes[0]
+    for process in processes:
+        process.kill()

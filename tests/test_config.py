@@ -86,6 +86,10 @@ def test_overrides_compose_and_flatten():
         ("stability.target=-0.1", "stability.target"),
         ("stability.max_s=0", "stability.max_s"),
         ("round=-1", "round"),
+        ("preflight.wait_s=-1", "preflight.wait_s"),
+        ("preflight.wait_s=inf", "preflight.wait_s"),
+        ("preflight.wait_s=nan", "preflight.wait_s"),
+        ("preflight.look_s=0", "preflight.look_s"),
         ("mlflow.tracking_uri=ftp://x/y", "mlflow.tracking_uri"),
         ("mlflow.tracking_uri=http://u:pw@h", "mlflow.tracking_uri"),  # as from a config file
         ("+batchsize=256", "batchsize"),

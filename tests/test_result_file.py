@@ -195,3 +195,49 @@ def test_a_sweep_ends_with_its_scores_beside_the_references(tmp_path, capsys):
     assert out == (tmp_path / "scores.md").read_text()
     (row,) = [line for line in out.splitlines() if line.startswith("| `mine` | fp32 |")]
     assert row.split("|")[3].strip().startswith("1,000 [") and "| ~ (1.00x) |" in row
+    assert out.rstrip().endswith("These scores can be quoted: 144 of 144 runs were quiet.")
+
+
+def busy(made, share, every=1):
+    """``made`` with every ``every``-th run sharing the CPU with other work on ``share`` of
+    the cores, and slowed by it."""
+    return [dataclasses.replace(
+        r, busy=True, load={"busy": True, "other_share": share, "steal_share": 0.0},
+        passes=tuple(p * (1 - share) for p in r.passes),
+    ) if at % every == 0 else r for at, r in enumerate(made)]  # fmt: skip
+
+
+def test_a_busy_score_is_marked_and_calls_no_verdict(tmp_path, monkeypatch, capsys):
+    """The hardware preset beside other work: every round slowed alike, so the interval
+    over rounds is narrow and a t-test would call it slower; the score is marked, says how
+    many runs were busy and by how much, and makes no verdict either way; a few busy runs
+    (one of a score's 16) leave the verdict standing."""
+    from runner import sweep
+
+    references = tmp_path / "references"
+    references.mkdir()
+    monkeypatch.setattr(result_file, "REFERENCES", references)
+    monkeypatch.setattr(scores, "REFERENCE_MACHINE", "ref")
+    write(references / "ref.json.gz", records("ref", seed=1))
+    loaded = write(tmp_path / "loaded.json", busy(records("loaded", seed=2), 0.5))
+    out = tmp_path / "out"
+    assert compare_main([loaded, "--references", "--baseline", "ref", "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    row = score_rows(markdown)[("`loaded`", "fp32")]
+    single, versus, multi, multi_versus = (c.strip() for c in row.split("|")[3:7])
+    assert single.endswith(" busy") and multi.endswith(" busy")
+    assert versus.startswith("busy: not called (0.5") and multi_versus.startswith("busy: not")
+    assert "`loaded` fp32 single-core: 16 of 16 runs busy (other work on a median 50 % of" in (
+        markdown
+    )
+    assert "busy" not in score_rows(markdown)[("`ref`", "fp32")]
+
+    few = write(tmp_path / "few.json", busy(records("few", 0.6, seed=3), 0.3, every=128))
+    assert compare_main([few, "--references", "--baseline", "ref", "--out", str(out)]) == 0
+    row = score_rows((out / "compare.md").read_text())[("`few`", "fp32")]
+    assert "busy" not in row and row.split("|")[4].strip().startswith("0.6")
+
+    sweep._print_scores(busy(records("mine", seed=4), 0.4, every=4), tmp_path)
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("These scores cannot be quoted: 16 of 64 runs shared the CPU")
+    assert "a median 40 % of the cores" in last

@@ -7,12 +7,12 @@ import time
 from collections import namedtuple
 
 import psutil
-import pytest
 
 from runner.analysis.summary import console_lines
 from runner.execution import load
 from runner.execution.loop import AUTO_MIN_PASSES, enough_passes
 from runner.execution.sequential import run_sequential
+from tests.conftest import HOG_NAME
 from tests.test_strategies import make_job
 
 
@@ -73,23 +73,6 @@ def test_an_unstable_or_busy_run_says_so_in_one_line_each():
     assert "other work used 23 % of the cores" in busy and "steal 1 %" in busy
 
 
-@pytest.fixture
-def hog():
-    """A process spinning on the CPU that is not one of ours: started by a child that exits
-    at once, so the hog is left to init (as another user's program would be)."""
-    code = (
-        "import subprocess, sys; "
-        "print(subprocess.Popen([sys.executable, '-c', 'while True: pass'], "
-        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)"  # the pipe is ours
-    )
-    started = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=120, check=True)  # fmt: skip
-    pid = int(started.stdout)
-    process = psutil.Process(pid)
-    yield process
-    process.kill()
-
-
 def test_another_process_using_the_cpu_is_noticed(hog):
     assert hog.pid not in {child.pid for child in psutil.Process().children(recursive=True)}
     watch = load.Watch()
@@ -130,3 +113,43 @@ def test_a_system_that_reports_no_steal_or_iowait(monkeypatch):
     monkeypatch.setattr(load, "_own_seconds", lambda: {1: 0.0})
     seen = load.Watch().read()
     assert seen["steal_share"] == 0.0 and seen["other_share"] > 0
+
+
+def test_a_look_names_the_busiest_processes_but_never_their_arguments(hog):
+    deadline = time.monotonic() + 120
+    while hog.cpu_times().user < 0.2:  # the hog is running
+        assert time.monotonic() < deadline, "the hog never ran"
+        time.sleep(0.05)
+    seen = load.look(1.0)
+    assert seen.busy and HOG_NAME in dict(seen.busiest)
+    assert HOG_NAME in seen.text() and "HUNTER2" not in seen.text()
+
+
+def test_the_preflight_waits_for_quiet_and_says_each_step_in_one_line(monkeypatch):
+    """Looks scripted (busy, busy, quiet): it says busy, waits, says quiet; with no time
+    to wait, or the machine busy to the end, it goes on and says the runs will be marked."""
+    busy = load.Look(0.6, 2, (("stress-ng", 1.2),))
+    quiet = load.Look(0.02, 2, ())
+    said = []
+    monkeypatch.setattr(load, "look", lambda seconds: next(looks))
+
+    looks = iter([busy, busy, quiet])
+    assert load.preflight(600, 0.1, said.append) is quiet
+    assert said == [
+        "busy: other work used 60 % of the 2 cores (stress-ng 1.2 cores); "
+        "waiting up to 600 s for quiet (preflight.wait_s)",
+        "quiet: other work used 2 % of the 2 cores; going on",
+    ]
+    said.clear()
+    looks = iter([busy])
+    assert load.preflight(0, 0.1, said.append).busy and len(said) == 1
+    assert "going on at once (preflight.wait_s=0): its runs will be marked busy" in said[0]
+    said.clear()
+    looks = iter([quiet])
+    assert not load.preflight(600, 0.1, said.append).busy and said == []
+    said.clear()
+    clock = iter([0.0, 0.0, 5.0, 5.0, 11.0])  # the deadline passes during the second look
+    monkeypatch.setattr(load.time, "monotonic", lambda: next(clock, 99.0))
+    looks = iter([busy, busy, busy])
+    assert load.preflight(10, 0.1, said.append).busy
+    assert said[-1].startswith("still busy after 10 s: other work used 60 %")

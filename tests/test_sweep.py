@@ -19,6 +19,7 @@ from runner.app import UI_COMMAND
 from runner.errors import InputError
 from runner.report import main as report_main
 from tests.conftest import (
+    HOG_NAME,
     copy_store,
     free_port,
     run_app,
@@ -445,3 +446,19 @@ def test_a_job_after_the_grid_is_the_first_job_with_some_settings_changed():
         ["+experiment=hardware", "round=3", "batch_size=1"],
     ]
     assert sweep.also_jobs([], ["batch_size=64"]) == []
+
+
+@pytest.mark.usefixtures("made_store")
+def test_a_busy_machine_is_seen_before_the_first_job_and_each_round(tmp_path, hog):
+    """The pre-flight with other work spinning: one line before the sweep's first job and
+    one before its second round, naming the process, never its arguments; the parent run
+    keeps what it saw; a wait of 0 goes on at once."""
+    done = run_app(tmp_path, *SMALL, "round=1,2", multirun=True)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if line.endswith("marked busy")]
+    assert len(said) == 2 and all(HOG_NAME in line for line in said), done.stdout
+    assert "going on at once (preflight.wait_s=0)" in said[0]
+    assert "HUNTER2" not in done.stdout + done.stderr
+    assert done.stdout.index(said[0]) < done.stdout.index("Thread(s) used")
+    _, parents, _ = store(tmp_path)
+    assert parents[0].data.tags["preflight"] == said[0]

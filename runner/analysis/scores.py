@@ -12,6 +12,9 @@ machine reads on the same scale (``int8 1,800``: 1.8x the reference's fp32).
   each configuration's throughput over the reference's fp32 on it. Its 95 % interval and
   its test against another machine's take the round of a sweep as the unit
   (``statistics.unit_scores``): the configurations of a round share its minutes.
+- **busy**: a score of whose runs more than a tenth shared the CPU with other work
+  (``RunResult.busy``) is marked, and no verdict is made against it: an interval over
+  rounds cannot see a slowdown that every round shared.
 """
 
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from runner.result import RunResult
 REFERENCE_MACHINE = "amd-epyc-f25m17-2c-avx512f-1bb547"  # chosen once: docs/comparing.md
 SCALE = 1000.0
 SCOPES = ("single-core", "multi-core")
+BUSY_RUNS = 0.10  # a score with more than this share of busy runs is not the machine's alone
 
 
 def config_of(record: RunResult) -> tuple:
@@ -69,11 +73,25 @@ class Score:
     interval: Optional[stats.Interval]
     configs: int  # the configurations it is the mean over
     units: int  # the rounds it is the mean over
+    runs: int = 0  # the runs it was computed from
+    busy: int = 0  # of which shared the CPU with other work
+    busy_share: float = 0.0  # the median share of the cores other work took in those
+
+    @property
+    def marked(self) -> bool:
+        """More than a tenth of its runs were busy: not this machine's figure alone."""
+        return self.busy > BUSY_RUNS * self.runs
 
     def text(self) -> str:
-        """``1,840 [1,790, 1,890]``, or the value alone where there is no interval."""
+        """``1,840 [1,790, 1,890]``, or the value alone where there is no interval;
+        ``busy`` after it where it is marked."""
         spread = self.interval and f" [{self.interval.low:,.0f}, {self.interval.high:,.0f}]"
-        return f"{self.value:,.0f}{spread or ''}"
+        return f"{self.value:,.0f}{spread or ''}{' busy' if self.marked else ''}"
+
+    def busy_text(self) -> str:
+        """``107 of 108 runs busy (other work on a median 38 % of the cores)``."""
+        return (f"{self.busy} of {self.runs} runs busy (other work on a median "
+                f"{self.busy_share * 100:.0f} % of the cores)")  # fmt: skip
 
 
 def score(records: list[RunResult], scale: dict[tuple, float]) -> Optional[Score]:
@@ -84,7 +102,15 @@ def score(records: list[RunResult], scale: dict[tuple, float]) -> Optional[Score
         return None
     value, interval = stats.score(logs)
     scaled = interval and stats.Interval(interval.low * SCALE, interval.high * SCALE)
-    return Score(value * SCALE, scaled, len(configs), len(logs))
+    busy = [other_share(record) for record in records if record.busy]
+    share = float(np.median(busy)) if busy else 0.0
+    return Score(value * SCALE, scaled, len(configs), len(logs), len(records), len(busy), share)
+
+
+def other_share(record: RunResult) -> float:
+    """The share of the cores that other work and the hypervisor took while it ran (0
+    where the record does not say)."""
+    return float(record.load.get("other_share") or 0) + float(record.load.get("steal_share") or 0)
 
 
 def against(baseline: list[RunResult], other: list[RunResult],
@@ -119,6 +145,9 @@ def table(records: list[RunResult], scale_records: list[RunResult],
             base = groups.get((baseline, precision, scope), [])
             if machine != baseline and mine and base:
                 row[f"{scope} vs"] = against(base, mine, scale)
+                base_score = score(base, scale)
+                row[f"{scope} busy"] = any(found and found.marked
+                                           for found in (row[scope], base_score))  # fmt: skip
         if any(row[scope] for scope in SCOPES):  # else no configuration the scale has
             rows.append(row)
     return rows
@@ -144,8 +173,9 @@ def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[
             found = row.get(scope)
             cells.append(found.text() if found else "")
             if versus:
-                cells.append(verdict_text(row.get(f"{scope} vs")))
+                cells.append(verdict_text(row.get(f"{scope} vs"), row.get(f"{scope} busy")))
         lines.append("| " + " | ".join(cells) + " |")
+    busy = busy_lines(rows)
     lines += [
         "",
         f"Scores: throughput over `{scale_machine}`'s fp32 on the same backend and batch "
@@ -155,18 +185,50 @@ def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[
         + (f"; vs baseline (`{baseline}`): the ratio of scores and its interval where a "
            "t-test over rounds says they differ (p < 0.05), `~` where not, `n/a` where a side "
            "has one round." if versus else "."),
+        *busy,
     ]  # fmt: skip
     return lines
+
+
+def busy_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Under the table, what each score marked ``busy`` was made of, and what follows."""
+    marked = [(row, scope) for row in rows for scope in SCOPES
+              if row.get(scope) and row[scope].marked]  # fmt: skip
+    if not marked:
+        return []
+    each = "; ".join(f"`{row['machine']}` {row['precision']} {scope}: {row[scope].busy_text()}"
+                     for row, scope in marked)  # fmt: skip
+    return ["", f"busy: more than a tenth of a score's runs shared the CPU with other work, so "
+            f"it is not the machine's figure alone and no verdict is made against it "
+            f"(`busy: not called`): {each}."]  # fmt: skip
+
+
+def quotable(records: list[RunResult]) -> str:
+    """One line: whether the scores of these runs can be quoted, and why."""
+    scored = [record for record in records if record.scope]
+    busy = [other_share(record) for record in scored if record.busy]
+    if not scored:
+        return "No score to quote: no run of a scored configuration."
+    if len(busy) > BUSY_RUNS * len(scored):
+        return (f"These scores cannot be quoted: {len(busy)} of {len(scored)} runs shared the "
+                f"CPU with other work (a median {np.median(busy) * 100:.0f} % of the cores); "
+                "run again when the machine is quiet.")  # fmt: skip
+    return (
+        f"These scores can be quoted: {len(scored) - len(busy)} of {len(scored)} runs were quiet."
+    )
 
 
 def _compared(rows: list[dict[str, Any]]) -> list[bool]:
     return [f"{scope} vs" in row for row in rows for scope in SCOPES]
 
 
-def verdict_text(found: Optional[stats.Comparison]) -> str:
-    """The verdict, and where it is ``~`` or ``n/a`` the ratio it was made of."""
+def verdict_text(found: Optional[stats.Comparison], busy: bool = False) -> str:
+    """The verdict, and where it is ``~`` or ``n/a`` the ratio it was made of; none where
+    a side's score is busy."""
     if found is None:
         return ""
+    if busy:
+        return f"busy: not called ({found.ratio:.2f}x)"
     if found.verdict() in ("~", "n/a"):
         return f"{found.verdict()} ({found.ratio:.2f}x)"
     return found.verdict()
