@@ -137,6 +137,9 @@ def _read_source(source: str, experiment: str) -> tuple[str, list[RunResult], di
     """A result file's runs, or a store's (its URI checked as ``--tracking-uri`` is)."""
     if result_file.is_file_source(source):
         return source, result_file.read(Path(source))[1], {}
+    if "://" not in source and not Path(source).exists():
+        raise InputError(f"{source}: no such file (a SOURCE is a result file of runner.export, "
+                         "or a store's URI such as sqlite:///outputs/mlflow.db)")  # fmt: skip
     uri = command_uri(source)
     return (uri, *result_file.read_store(uri, experiment))
 

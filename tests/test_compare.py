@@ -233,6 +233,8 @@ def test_runs_logged_before_intervals_are_compared_as_far_as_they_go(tmp_path, b
         (["--out", "/proc/x"], 2, "--out /proc/x cannot be made"),
         (["--out", "FILE"], 2, "is a file, not a folder"),
         (["--tracking-uri", "http://ann:p@ss@127.0.0.1:1"], 2, "percent-encode it"),
+        # the README's line before the second machine's file has arrived
+        (["theirs.json.gz"], 2, "theirs.json.gz: no such file (a SOURCE is a result file"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(two_machines, tmp_path, capsys, arguments,

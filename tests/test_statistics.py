@@ -154,6 +154,20 @@ def test_unit_scores_take_the_configurations_every_round_ran():
     assert stats.compare_scores(logs[:1], logs).verdict() == "n/a"
 
 
+def test_a_sweeps_rounds_score_beside_single_runs_that_are_units_of_their_own():
+    """Two rounds of a sweep and four single runs of other configurations: no configuration
+    is in more than half the units, yet the rounds' two make the score; two machines are
+    scored on the configurations both ran in most units."""
+    units = {"r1": {"a": 2.0, "b": 8.0}, "r2": {"a": 2.0, "b": 8.0},
+             "s1": {"c": 1.0}, "s2": {"c": 1.0}, "s3": {"d": 1.0}, "s4": {"e": 1.0}}  # fmt: skip
+    scale = {"a": 1.0, "b": 2.0, "c": 5.0, "d": 1.0, "e": 1.0}
+    configs, logs = stats.unit_scores(units, scale)
+    assert configs == ["a", "b"] and len(logs) == 2
+    other = {1: {"a": 4.0, "b": 16.0, "c": 5.0}, 2: {"a": 4.0, "b": 16.0}}
+    assert stats.common_configs([units, other], scale) == ["a", "b"]
+    assert stats.common_configs([units, {1: {"z": 1.0}}], scale) == []
+
+
 def test_amdahl_fit_recovers_the_serial_fraction_with_an_interval():
     threads = np.array([1, 2, 4, 8, 16])
     serial, interval = fit_amdahl(threads, amdahl(threads, 0.1))

@@ -115,9 +115,10 @@ def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Sam
         if machine == baseline:
             continue
         shared = {k: v for k, v in scale.items() if machine in groups[k]}
-        base_configs, base_logs = stats.unit_scores(units[baseline], shared)
-        configs, logs = stats.unit_scores(units[machine], shared)
-        if configs and set(configs) == set(base_configs):
+        configs = stats.common_configs([units[baseline], units[machine]], shared)
+        if configs:
+            _, base_logs = stats.unit_scores(units[baseline], shared, configs)
+            _, logs = stats.unit_scores(units[machine], shared, configs)
             means[machine] = stats.compare_scores(base_logs, logs)
     return means
 

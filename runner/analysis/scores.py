@@ -119,10 +119,11 @@ def against(baseline: list[RunResult], other: list[RunResult],
     rounds the samples; None where they share none."""
     shared = set(scale) & {config_of(r) for r in baseline} & {config_of(r) for r in other}
     common = {config: scale[config] for config in shared}
-    base_configs, base_logs = stats.unit_scores(units_of(baseline), common)
-    configs, logs = stats.unit_scores(units_of(other), common)
-    if not configs or set(configs) != set(base_configs):
+    configs = stats.common_configs([units_of(baseline), units_of(other)], common)
+    if not configs:
         return None
+    _, base_logs = stats.unit_scores(units_of(baseline), common, configs)
+    _, logs = stats.unit_scores(units_of(other), common, configs)
     return stats.compare_scores(base_logs, logs)
 
 

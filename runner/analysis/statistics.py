@@ -205,19 +205,34 @@ def compare(baseline: Runs, other: Runs) -> Comparison:
 Units = dict[Any, dict[Any, float]]  # per unit (a round of a sweep), per configuration: a figure
 
 
-def unit_scores(units: Units, scale: dict[Any, float]) -> tuple[list[Any], np.ndarray]:
-    """The configurations that ``scale`` has and more than half the units ran, and per unit
-    that ran all of them the log of the geometric mean of its figures over ``scale``'s on
-    them: every unit's mean is over the same configurations (a round with a failed job is
-    left out; a configuration most rounds lack, too)."""
-    counts: dict[Any, int] = {}
-    for figures in units.values():
-        for config in figures:
-            if config in scale:
-                counts[config] = counts.get(config, 0) + 1
-    if not counts:
+def common_configs(sides: Sequence[Units], scale: dict[Any, float]) -> list[Any]:
+    """The configurations a score averages over: of the sets of ``scale``'s configurations
+    that one unit ran, the one whose size times the units that ran all of it (the fewest on
+    any side) is largest. A store that holds a sweep's rounds and a few single runs (each
+    a unit of its own) scores the rounds' configurations over the rounds, instead of
+    nothing; a round with a failed job is left out rather than its configuration, where
+    that keeps more figures."""
+    candidates = {frozenset(c for c in figures if c in scale)
+                  for side in sides for figures in side.values()}  # fmt: skip
+    best: tuple = (0, 0, ())
+    chosen: frozenset = frozenset()
+    for candidate in candidates - {frozenset()}:
+        fewest = min(sum(candidate <= figures.keys() for figures in side.values())
+                     for side in sides)  # fmt: skip
+        ranked = (len(candidate) * fewest, fewest, sorted(map(str, candidate)))
+        if fewest and ranked > best:
+            best, chosen = ranked, candidate
+    return sorted(chosen, key=str)
+
+
+def unit_scores(units: Units, scale: dict[Any, float],
+                configs: Optional[list[Any]] = None) -> tuple[list[Any], np.ndarray]:  # fmt: skip
+    """``configs`` (by default ``common_configs`` of these units), and per unit that ran
+    all of them the log of the geometric mean of its figures over ``scale``'s on them:
+    every unit's mean is over the same configurations."""
+    configs = common_configs([units], scale) if configs is None else configs
+    if not configs:
         return [], np.array([])
-    configs = sorted((c for c, n in counts.items() if n > len(units) / 2), key=str)
     logs = [
         np.mean([np.log(figures[c] / scale[c]) for c in configs])
         for figures in units.values()
