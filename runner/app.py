@@ -172,7 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         settings = settings_of(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         spare = leaves_a_core(settings, job)
-        with mlflow_run(settings, parent_of_job(), job_tags, spare) as tracked:
+        with mlflow_run(settings, parent_of_job(), job_tags, spare, run_dir) as tracked:
             summary = classify_and_write(settings, job, load_s, run_dir, tracked)
     except InputError as error:
         _discard(run_dir)

@@ -10,7 +10,7 @@ from runner import result_file
 from runner.config import settings_of_run
 from runner.credentials import adopt_from_environment
 from runner.errors import run_command
-from runner.tracking.sync import import_records, pending, sync
+from runner.tracking.sync import end_stopped, import_records, pending, sync
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -28,14 +28,17 @@ def _sync(args: argparse.Namespace) -> int:
     files = [path for path in args.sources if path.is_file()]
     run_dirs = [path.resolve() for path in args.sources if not path.is_file()]
     read = {path: result_file.read(path)[1] for path in files}  # all checked first:
-    for run_dir in run_dirs:  # nothing is logged for a bad list
-        pending(run_dir)
+    stopped = {run_dir for run_dir in run_dirs  # nothing is logged for a bad list
+               if "job_id" in pending(run_dir)}  # fmt: skip
     settings = {run_dir: settings_of_run(run_dir) for run_dir in run_dirs}
     for path, records in read.items():
         new = import_records(records, args.tracking_uri, args.experiment, path.name)
         print(f"{path}: {new} run(s) logged, {len(records) - new} there already", flush=True)
     for run_dir in run_dirs:
-        print(f"{run_dir}: logged as MLflow run {sync(run_dir, settings[run_dir])}", flush=True)
+        if run_dir in stopped:
+            print(f"{run_dir}: {end_stopped(run_dir, settings[run_dir])}", flush=True)
+        else:
+            print(f"{run_dir}: logged as MLflow run {sync(run_dir, settings[run_dir])}", flush=True)
     return 0
 
 

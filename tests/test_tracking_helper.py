@@ -7,17 +7,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import suppress
 
 import mlflow
 import pytest
 from filelock import FileLock
+from omegaconf import OmegaConf
 
 from runner import REPO_ROOT
 from runner.config import settings_of
 from runner.errors import InputError, RunnerError, Terminated, stops_deferred
 from runner.tracking import record, store
 from runner.tracking.helper import Helper
-from runner.tracking.record import mlflow_run
+from runner.tracking.record import JOB_ID_TAG, UNRECORDED_FILE, mlflow_run
 from tests.conftest import run_app, start_app, wait_for_phase
 from tests.test_config import compose_run
 from tests.test_faults import alive, descendants
@@ -191,20 +193,48 @@ def test_a_store_in_a_directory_that_takes_no_files_is_bad_input(tmp_path):
 
 def test_sigterm_ends_a_run_whose_store_is_locked(tmp_path):
     """The run waits for its store (several passes), whose lock another process holds:
-    SIGTERM ends that wait; the run then waits for its helper to mark it KILLED, which a
-    second SIGTERM ends too."""
+    SIGTERM ends that wait; the run gives its helper ``STOPPING_S`` to mark it KILLED, then
+    ends (exit 143) and leaves the status for ``runner.sync``, which, the lock let go,
+    finds that no run was begun."""
     database = tmp_path / "mlflow.db"
     with FileLock(f"{database}.lock"):
         process = start_app(tmp_path, "grid.rows=2", "grid.columns=2", "repeats=3")
         wait_for_phase(tmp_path, process, "store_lock")  # the helper waits at the lock
         everything = descendants(process.pid)
         os.killpg(process.pid, signal.SIGTERM)
-        wait_for_phase(tmp_path, process, "stopping")  # to end its MLflow run as KILLED
-        os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     assert (process.returncode, err.strip()) == (143, "error: terminated")
     assert alive(everything) == []
-    assert not (tmp_path / "run" / "summary.json").exists()
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "summary.json").exists()
+    assert json.loads((run_dir / UNRECORDED_FILE).read_text())["status"] == "KILLED"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    synced = subprocess.run([sys.executable, "-m", "runner.sync", str(run_dir)], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    assert "stopped before its MLflow run was begun: nothing to record" in synced.stdout
+    assert not (run_dir / UNRECORDED_FILE).exists()
+
+
+def test_sync_ends_a_stopped_run_that_the_store_did_not_take_in_time(tmp_path, capsys):
+    """A run begun, then stopped while its store would not answer: it stayed RUNNING, and
+    its directory kept the status; ``runner.sync`` ends that very run KILLED."""
+    from runner.sync import main as sync_main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("gridbench")
+    run = client.create_run(experiment, tags={JOB_ID_TAG: "abc123"})
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    cfg = compose_run(f"mlflow.tracking_uri={uri}")
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run_dir / UNRECORDED_FILE).write_text('{"status": "KILLED", "job_id": "abc123"}')
+    assert sync_main([str(run_dir)]) == 0
+    assert f"MLflow run {run.info.run_id} ended KILLED" in capsys.readouterr().out
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert sync_main([str(run_dir)]) == 2  # nothing left to record: one line
+    assert "incomplete (no summary.json)" in capsys.readouterr().err
 
 
 def test_mlflow_is_imported_with_the_garbage_collector_paused_then_running_again():
@@ -229,3 +259,36 @@ def test_mlflow_is_imported_with_the_garbage_collector_paused_then_running_again
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[False] True", "False"]
+
+
+def test_ctrl_c_while_the_server_never_answers_ends_at_once(tmp_path):
+    """A server that takes the connection and never answers: Ctrl-C once the helper's
+    request is in does not wait the request out (MLflow's retries: 15 to 20 s); the run
+    ends interrupted after ``STOPPING_S`` and leaves its status for ``runner.sync``."""
+    import socket
+    import threading
+
+    deaf = socket.create_server(("127.0.0.1", 0))
+    taken = []
+    arrived = threading.Event()
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                taken.append(deaf.accept()[0])
+                arrived.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    uri = f"http://127.0.0.1:{deaf.getsockname()[1]}"
+    process = start_app(tmp_path, "grid.rows=2", "grid.columns=2",
+                        env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    try:
+        assert arrived.wait(300), "the helper never asked the server"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        deaf.close()
+        for connection in taken:
+            connection.close()
+    assert (process.returncode, err.strip()) == (130, "error: interrupted")
+    assert (tmp_path / "run" / UNRECORDED_FILE).exists()

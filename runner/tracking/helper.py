@@ -39,7 +39,7 @@ from runner.errors import (
 )
 
 ANSWER_S = 300.0  # the most a request may take: the store's lock (60 s) and a slow server
-STOPPING_S = 30.0  # what ending the run as KILLED may take once it stops; a second stop ends it
+STOPPING_S = 1.5  # ending the run as KILLED once it stops; past it, left to ``runner.sync``
 
 
 class Helper:

@@ -2,8 +2,10 @@
 config, the results gathered from the summary and the run directory. MLflow itself works
 in the tracking helper (``runner.tracking.helper``)."""
 
+import json
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,7 +20,7 @@ from runner.errors import (
     stop_requested,
     stops_deferred,
 )
-from runner.files import RUN_PRODUCTS
+from runner.files import RUN_PRODUCTS, atomic
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
 from runner.result import RESULT_TAG, RunResult
@@ -94,6 +96,10 @@ TAG_KEYS = (
 )
 
 
+JOB_ID_TAG = "gridbench.job_id"  # made here, before the store answers: sync finds the run by it
+UNRECORDED_FILE = "unrecorded.json"  # a stopped run's status the store did not take in time
+
+
 class Recording:
     """The run of a job, asked of the helper: what ``mlflow_run`` yields."""
 
@@ -134,6 +140,7 @@ def mlflow_run(
     parent_id: Optional[str] = None,
     tags: Optional[dict[str, str]] = None,
     spare_core: bool = False,
+    run_dir: Optional[Path] = None,
 ) -> Iterator[Optional[Recording]]:
     """Yield the job's MLflow run (None when disabled), nested under ``parent_id`` if given.
 
@@ -143,7 +150,9 @@ def mlflow_run(
     store problem (rare for a file whose directory is there) comes with the results kept.
     An exception inside marks the run FAILED with the message as its ``error`` tag; Ctrl-C
     or SIGTERM marks it KILLED. The run ends FINISHED at its commit (``Recording.finish``,
-    ``app.commit``), or here if the block did not commit it.
+    ``app.commit``), or here if the block did not commit it. A stop's status is given
+    ``STOPPING_S`` to be recorded, so that Ctrl-C ends the command at once; where it could
+    not be, ``run_dir`` keeps it (``UNRECORDED_FILE``) for ``runner.sync``.
     """
     if not run.mlflow.enabled:
         stop_helper()  # the helper started for nothing: its core goes back to the run
@@ -152,7 +161,7 @@ def mlflow_run(
     uri = tracking_uri(run.mlflow.tracking_uri)
     check_place(uri)  # bad input, before the work in any case
     tracker = helper()
-    tags = {"mlflow.source.name": sys.argv[0], **(tags or {})}
+    tags = {"mlflow.source.name": sys.argv[0], JOB_ID_TAG: uuid.uuid4().hex, **(tags or {})}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     name, params = redact(run_name(run)), run_params(run)
@@ -171,8 +180,13 @@ def mlflow_run(
             status, cause = "FAILED", redact(one_line(error)) or type(error).__name__
         patience = STOPPING_S if status == "KILLED" else ANSWER_S  # a second stop ends it too
         begin("stopping")
+        recorded = False
         with stops_deferred(), suppress(Exception, *Stop):  # a store gone must not hide the cause
             tracker.ask("end", status, cause, patience=patience)
+            recorded = True
+        if not recorded and run_dir is not None and run_dir.is_dir():
+            with suppress(OSError), atomic(run_dir / UNRECORDED_FILE, stoppable=False) as tmp:
+                tmp.write_text(json.dumps({"status": status, "job_id": tags[JOB_ID_TAG]}) + "\n")
         raise
     if not recording.finished:
         tracker.ask("end", "FINISHED")

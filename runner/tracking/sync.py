@@ -28,7 +28,7 @@ from runner.errors import InputError, RunnerError, one_line
 from runner.redact import redact
 from runner.result import RESULT_TAG
 from runner.settings import RUN_CONFIG, RunConfig
-from runner.tracking.record import results
+from runner.tracking.record import JOB_ID_TAG, UNRECORDED_FILE, results
 from runner.tracking.store import (
     begin_run,
     end_run,
@@ -41,10 +41,19 @@ from runner.tracking.store import (
 
 
 def pending(run_dir: Path) -> dict[str, Any]:
-    """The run's summary, if it completed and was not tracked; else InputError."""
+    """The run's summary, if it completed and was not tracked, or the status of a stopped
+    run that its store did not take in time (``{"status": ..., "job_id": ...}``); else
+    InputError."""
     if not (run_dir / RUN_CONFIG).is_file():
         raise InputError(f"{run_dir} is not a run directory (no {RUN_CONFIG})")
     summary_path = run_dir / "summary.json"
+    unrecorded = run_dir / UNRECORDED_FILE
+    if not summary_path.is_file() and unrecorded.is_file():
+        try:
+            left = json.loads(unrecorded.read_text())
+            return {"status": str(left["status"]), "job_id": str(left["job_id"])}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{unrecorded} cannot be read: {one_line(error, 200)}")
     if not summary_path.is_file():
         raise InputError(f"{run_dir} is incomplete (no summary.json): the run never finished")
     summary = read_summary(summary_path)
@@ -52,6 +61,23 @@ def pending(run_dir: Path) -> dict[str, Any]:
         run = summary.get("mlflow_run_id")
         raise InputError(f"{run_dir} is already tracked{f' (run {run})' if run else ''}")
     return summary
+
+
+def end_stopped(run_dir: Path, run: RunConfig) -> str:
+    """Record the status of a stopped run whose store did not take it in time: its run,
+    found by the id the job gave it, ended so where it is still RUNNING. Returns what was
+    done, as a line's end."""
+    left = pending(run_dir)
+    client, experiment_id = open_store(tracking_uri(run.mlflow.tracking_uri),
+                                       run.mlflow.experiment)  # fmt: skip
+    found = client.search_runs([experiment_id], f"tags.`{JOB_ID_TAG}` = '{left['job_id']}'")
+    (run_dir / UNRECORDED_FILE).unlink()
+    if not found:
+        return "stopped before its MLflow run was begun: nothing to record"
+    if found[0].info.status != "RUNNING":
+        return f"MLflow run {found[0].info.run_id} is {found[0].info.status} already"
+    end_run(client, found[0].info.run_id, left["status"])
+    return f"MLflow run {found[0].info.run_id} ended {left['status']}"
 
 
 def sync(run_dir: Path, run: RunConfig) -> str:
