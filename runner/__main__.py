@@ -20,7 +20,10 @@ def describe(error: BaseException) -> str:
     if error.__cause__ is not None:
         parts.append(str(error.__cause__))
     lines = [part.strip().splitlines()[0].rstrip(".") for part in parts if part.strip()]
-    return (": ".join(lines) or type(error).__name__) + nearest_key(error.__cause__)
+    text = ": ".join(lines) or type(error).__name__
+    if "override 'experiment'" in text:  # a preset is added to the defaults, not swapped
+        text += ": a preset is added with a plus, +experiment=NAME (conf/experiment/)"
+    return text + nearest_key(error.__cause__)
 
 
 def nearest_key(cause: BaseException | None) -> str:

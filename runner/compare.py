@@ -18,10 +18,10 @@ from runner import result_file
 from runner.analysis.compare import (
     COMPARISON_TAG,
     FILES,
-    chosen,
     compare,
     machine_lines,
     merged_sources,
+    of_sweeps,
     plot,
     score_lines,
     write_csv,
@@ -30,7 +30,7 @@ from runner.analysis.compare import (
 from runner.analysis.report import write_rooflines
 from runner.errors import InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
-from runner.result import RunResult, check_one_workload
+from runner.result import RunResult, check_one_workload, machines_of
 from runner.tracking.store import OUTPUTS, command_uri, reading_client, run_link
 
 
@@ -42,9 +42,10 @@ def log_comparison(uri: str, table: dict[str, Any], out: Path, experiment: str,
     client = reading_client(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     machines = ",".join(table["machines"])
+    others = ", ".join(m for m in table["machines"] if m != table["baseline"]) or "itself"
     run = client.create_run(
         experiment_id,
-        run_name=f"compare {time.strftime('%Y-%m-%d %H:%M')}: {machines} vs {table['baseline']}",
+        run_name=f"compare {time.strftime('%Y-%m-%d %H:%M')}: {others} vs {table['baseline']}",
         tags={COMPARISON_TAG: "true", "machines": machines, "baseline": table["baseline"],
               "experiment": experiment, "mlflow.source.name": "runner.compare",
               "mlflow.note.content": description},
@@ -69,7 +70,7 @@ def _metric_name(machine: str) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m runner.compare", description=__doc__.splitlines()[0]
+        prog="python -m runner.compare", description=" ".join(__doc__.split("\n\n")[0].split())
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="a result file or a store's URI (none: the default)")  # fmt: skip
@@ -99,12 +100,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     sources = args.sources or [command_uri(args.tracking_uri)]
     found = [_read_source(source, args.experiment) for source in sources]
+    store = next((where for where, _, _ in found if "://" in where), None)
+    sweeps = _sweeps(args.sweep, store)
+    if sweeps is not None:  # of the sources: the references are whole
+        kept = {id(r) for r in of_sweeps([r for _, rs, _ in found for r in rs], sweeps)}
+        found = [(where, [r for r in records if id(r) in kept], counts)
+                 for where, records, counts in found]  # fmt: skip
     references = [(f"{path}", result_file.read(path)[1]) for path in result_file.reference_files()]
     if args.references:
         found += [(where, records, {}) for where, records in references]
     check_one_workload((where, records) for where, records, _ in found)
-    store = next((where for where, _, _ in found if "://" in where), None)
-    records = chosen(merged_sources(found), args.machines, _sweeps(args.sweep, store))
+    records = machines_of(merged_sources(found), args.machines)
     left_out: dict[str, int] = {}
     for _, _, counts in found:
         for status, n in counts.items():

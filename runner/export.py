@@ -18,8 +18,9 @@ from runner.result import machines_of
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.export",
-                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.export", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("--out", type=Path, required=True, help="FILE, .json or .json.gz")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
     parser.add_argument("--experiment", default="gridbench")

@@ -2,6 +2,7 @@
 (``runner.analysis.report``), from its run directories or from MLflow alone."""
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,6 +32,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     given = Path(args.sweep)
+    if not given.is_dir() and not re.fullmatch(r"[0-9a-f]{32}", args.sweep):
+        raise InputError(f"{args.sweep}: no such sweep directory (nor an MLflow run id, which "
+                         "is 32 hex digits)")  # fmt: skip
     if given.is_dir() and not (given / PARENT_FILE).exists():  # a sweep run without MLflow
         records = records_from_dir(given)
         if not records:
@@ -59,10 +63,6 @@ def _report(args: argparse.Namespace) -> int:
         raise RunnerError(f"run {parent_id} has no finished child runs")
     print(*written, sep="\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

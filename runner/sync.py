@@ -14,8 +14,9 @@ from runner.tracking.sync import end_stopped, import_records, pending, sync
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.sync",
-                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.sync", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("sources", nargs="+", type=Path, metavar="RUN_DIR|FILE")
     parser.add_argument("--tracking-uri", help="for a FILE: the store (default: as a run's)")
     parser.add_argument("--experiment", default="gridbench", help="for a FILE")

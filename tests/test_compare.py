@@ -13,6 +13,7 @@ from PIL import Image
 from runner import REPO_ROOT
 from runner.analysis import statistics as stats
 from runner.analysis.compare import FILES
+from runner.analysis.scores import REFERENCE_MACHINE
 from runner.compare import main as compare_main
 from runner.export import main as export_main
 from runner.result_file import read as read_file
@@ -127,6 +128,7 @@ def test_compare_groups_by_configuration_and_machine(two_machines, tmp_path, cap
     )
     assert logged.info.run_id in link and logged.info.status == "FINISHED"
     assert logged.data.tags["machines"] == "a,b" and logged.data.tags["baseline"] == "b"
+    assert logged.info.run_name.endswith(": a vs b")  # not "a,b vs b"
     assert logged.data.metrics["geomean_ratio.a"] == pytest.approx(ratio)
     # the sweeps measured the machine's ceilings first: a roofline per machine
     rooflines = {"roofline-a.png", "roofline-b.png"}
@@ -145,6 +147,10 @@ def test_compare_takes_the_machines_and_sweeps_it_is_given(two_machines, tmp_pat
         out = tmp_path / given[-8:].replace("/", "_")
         assert compare_main([uri, "--sweep", given, "--out", str(out), "--no-log"]) == 0
         assert "Machines: A = `b` (the baseline)." in (out / "compare.md").read_text()
+    out = tmp_path / "with-references"  # a sweep's runs beside the shipped machines, kept whole
+    given = ["--sweep", parent.info.run_id, "--references", "--out", str(out), "--no-log"]
+    assert compare_main([uri, *given]) == 0
+    assert f"| `{REFERENCE_MACHINE}` |" in (out / "compare.md").read_text()
     for wrong, message in ((["--machines", "c"], "no finished runs of machine c"),
                            (["--sweep", "nope"], "--sweep nope: no such sweep")):  # fmt: skip
         assert compare_main([uri, *wrong, "--out", str(tmp_path / "no")]) == 2

@@ -230,3 +230,7 @@ def test_run_names_and_params_say_what_ran():
     parallel = settings_of(compose_run("mode=parallel", "threads=2", "backend=openvino"))
     assert run_name(parallel) == "parallel-t2-b1-openvino-fp32-200x300"
     assert run_params(parallel)["threads"] == 2
+    served = {("scenario=server",): "-server-500qps", ("scenario=server", "server.qps=auto"):
+              "-server-peak", ("scenario=single_stream",): "-single_stream"}  # fmt: skip
+    for overrides, tail in served.items():  # a served run is named by its scenario
+        assert run_name(settings_of(compose_run(*overrides))).endswith(f"200x300{tail}")

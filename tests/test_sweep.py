@@ -317,6 +317,11 @@ def test_a_sweep_without_mlflow_is_reported_from_its_directory(tmp_path, capsys)
     assert report_main([str(tmp_path), "--out", str(tmp_path / "none")]) == 2
     assert "holds no completed job" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+    # the docs' example path, which this machine does not have: one line, exit 2
+    assert report_main([str(tmp_path / "2026-11-25" / "21-00-00")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "21-00-00: no such sweep directory (nor an MLflow run id, which is 32 hex digits)"
+    )
 
 
 def test_runner_report_rebuilds_a_sweep_from_its_directory(swept, monkeypatch):

@@ -33,7 +33,7 @@ from runner.analysis.scores import verdict_text
 from runner.errors import InputError
 from runner.files import atomic
 from runner.pictures.plots import pyplot, save_figure
-from runner.result import KEY, RunResult, check_one_workload, machines_of
+from runner.result import KEY, RunResult, check_one_workload
 
 FILES = ("compare.csv", "compare.md", "compare.png")
 COMPARISON_TAG = "gridbench.comparison"  # marks compare's own runs, which it never reads
@@ -333,18 +333,17 @@ def merged_sources(found: list[tuple[str, list[RunResult], Any]]) -> list[RunRes
     return sorted(records, key=lambda r: (r.machine, r.started_at, r.job))
 
 
-def chosen(records: list[RunResult], machines: Optional[list[str]],
-            sweeps: Optional[set[str]]) -> list[RunResult]:  # fmt: skip
-    """The records of ``machines`` and ``sweeps`` (all where None); a machine or a sweep
-    that has none is refused, naming what there is."""
-    if sweeps is not None:
-        have = {r.sweep for r in records if r.sweep}
-        missing = sorted(sweeps - have)
-        if missing:
-            raise InputError(f"--sweep: no finished runs of sweep {', '.join(missing)}"
-                             f" (sweeps: {', '.join(sorted(have)) or 'none'})")  # fmt: skip
-        records = [r for r in records if r.sweep in sweeps]
-    return machines_of(records, machines)
+def of_sweeps(records: list[RunResult], sweeps: Optional[set[str]]) -> list[RunResult]:
+    """The records of ``sweeps`` (all where None); a sweep that has none is refused,
+    naming what there is."""
+    if sweeps is None:
+        return records
+    have = {r.sweep for r in records if r.sweep}
+    missing = sorted(sweeps - have)
+    if missing:
+        raise InputError(f"--sweep: no finished runs of sweep {', '.join(missing)}"
+                         f" (sweeps: {', '.join(sorted(have)) or 'none'})")  # fmt: skip
+    return [r for r in records if r.sweep in sweeps]
 
 
 References = list[tuple[str, list[RunResult]]]  # the shipped result files: path, records

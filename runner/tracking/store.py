@@ -41,11 +41,16 @@ def tracking_uri(configured: Optional[str]) -> str:
 
 def run_name(run: "RunConfig") -> str:
     """What ran, as the runs list shows it: ``sequential-t1-b256-onnxruntime-int8-50x100``
-    (the workers that ran: sequential mode uses one, whatever ``threads`` says)."""
+    (the workers that ran: sequential mode uses one, whatever ``threads`` says), and a
+    served run's scenario after it (``-server-500qps``, ``-server-peak``,
+    ``-single_stream``)."""
     from runner.settings import workers_used
 
+    scenario = "" if run.scenario == "offline" else f"-{run.scenario}"
+    if run.scenario == "server":
+        scenario += "-peak" if run.server.qps == "auto" else f"-{float(run.server.qps):g}qps"
     return (f"{run.mode}-t{workers_used(run)}-b{run.batch_size}-{run.backend}-{run.precision}-"
-            f"{run.grid.rows}x{run.grid.columns}")  # fmt: skip
+            f"{run.grid.rows}x{run.grid.columns}{scenario}")  # fmt: skip
 
 
 def run_params(run: "RunConfig") -> dict[str, Any]:
