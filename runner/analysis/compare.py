@@ -188,7 +188,7 @@ def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[
 
 
 def _figure(sample: Sample) -> str:
-    """``4,233 ±0.7 % (2x5)``: the figure, its interval's half-width, runs x passes (``4
+    """``4,233 ±0.7 % (2x5)``: the figure, its interval's farther end, runs x passes (``4
     runs, 16 passes`` where the runs passed unequally)."""
     interval = sample.interval
     spread = f" ±{interval.relative_half_width(sample.median) * 100:.1f} %" if interval else ""
@@ -214,9 +214,9 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "",
         "Throughput in images/s (the geometric mean of the runs' medians; one run: its "
         "median pass; a server peak search: its peak in queries/s, one run: with the "
-        "search's interval), ± the half-width of its 95 % interval (runs x passes); each machine "
-        f"against `{baseline}`, the baseline: the ratio and its 95 % interval where "
-        "a t-test on the runs' log medians says they differ (p < 0.05), `~` "
+        "search's interval), ± the distance to the farther end of its 95 % interval (runs x "
+        f"passes); each machine against `{baseline}`, the baseline: the ratio and its 95 % "
+        "interval where a t-test on the runs' log medians says they differ (p < 0.05), `~` "
         "where it does not, `n/a` where a side has fewer than two runs to judge by.",
         "",
         "Machines: " + ", ".join(f"{short[m]} = `{m}`" for m in ordered)

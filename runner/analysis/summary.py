@@ -149,9 +149,9 @@ def precision_as_ran(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _throughput_interval(run: RunConfig, items: int, runtimes_s: list[float]) -> dict[str, Any]:
-    """The 95 % interval of the median throughput over the passes, its relative half-width,
-    and for ``repeats=auto`` whether it reached the target. Fewer than three passes give
-    none, and the summary says so."""
+    """The 95 % interval of the median throughput over the passes, its farther end's
+    distance as a share of it, and for ``repeats=auto`` whether it reached the target.
+    Fewer than three passes give none, and the summary says so."""
     figures: dict[str, Any] = {}
     if run.repeats == "auto":
         figures["stability_target"] = run.stability.target

@@ -45,7 +45,7 @@ class Job:
     activations: int = 0  # its layers' output values per image (written and read once)
     layers: tuple[tuple[str, int], ...] = ()  # each multiplying layer's FLOPs (model.costs)
     progress: bool = False  # a live bar on stderr
-    stability_target: float = 0.02  # repeats=auto: the interval's relative half-width
+    stability_target: float = 0.02  # repeats=auto: how close the interval's ends must come
     stability_max_s: float = 60.0  # repeats=auto: the most seconds of passes
     precision: str = "fp32"
     cache_dir: Optional[str] = None  # backend=compile: inductor's caches
