@@ -285,3 +285,17 @@ def test_openvino_starts_no_telemetry_thread_in_the_forkserver_or_the_run(graphs
     done = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.stdout.split() == ["1", "None"], done.stderr
+
+
+def test_a_precision_without_its_instructions_says_what_is_known_of_its_cost():
+    """int8 without VNNI still has AVX2's 8-bit multiply-adds (it beat fp32 on an AVX2-only
+    Zen 3): no rule of thumb that it is slower; bf16 without its instructions is converted."""
+    from runner.analysis.summary import _precision_lines
+
+    def line(precision):
+        return _precision_lines({"precision": precision, "precision_native": False,
+                                 "precision_reason": "this CPU has none of x"})[0]  # fmt: skip
+
+    assert line("int8").endswith("whether it beats fp32 here, a run with precision=fp32 says")
+    assert "slower" not in line("int8")
+    assert line("bf16").endswith("expect it slower than fp32 (converted to fp32 and back)")

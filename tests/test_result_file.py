@@ -120,6 +120,8 @@ def test_int8_of_another_quantization_is_never_scored_as_this_ones(tmp_path):
     shown = {(row["machine"], row["precision"]) for row in scores.table(now + before, now, "a")}
     assert ("b", "int8 (recipe before 2026-12-06)") in shown and ("a", "int8") in shown
     assert ("b", "int8") not in shown
+    text = "\n".join(scores.markdown(scores.table(now + before, now, "a"), "a", "a"))
+    assert "`int8 (recipe ...)`: quantized by other settings than this gridbench's" in text
     rows = compare(now + before, "a")["rows"]
     assert not any(len(row["machines"]) > 1 for row in rows if row["config"]["precision"] == "int8")
 

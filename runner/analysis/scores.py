@@ -177,6 +177,8 @@ def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[
                 cells.append(verdict_text(row.get(f"{scope} vs"), row.get(f"{scope} busy")))
         lines.append("| " + " | ".join(cells) + " |")
     busy = busy_lines(rows)
+    if any(row["precision"].startswith("int8 (recipe") for row in rows):
+        busy += ["", RECIPE_NOTE]
     lines += [
         "",
         f"Scores: throughput over `{scale_machine}`'s fp32 on the same backend and batch "
@@ -189,6 +191,14 @@ def markdown(rows: list[dict[str, Any]], scale_machine: str, baseline: Optional[
         *busy,
     ]  # fmt: skip
     return lines
+
+
+RECIPE_NOTE = (
+    "`int8 (recipe ...)`: quantized by other settings than this gridbench's int8, so scored "
+    "on a row of its own and never compared with today's int8 (a blank verdict); a new "
+    "result file of that machine, measured with this gridbench (`+experiment=hardware`, "
+    "then `runner.export`), gives the verdict."
+)
 
 
 def busy_lines(rows: list[dict[str, Any]]) -> list[str]:
