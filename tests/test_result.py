@@ -124,3 +124,11 @@ def test_a_peak_search_is_compared_by_its_peak_with_the_searchs_interval():
     offline = RunResult.from_summary({**summary, "scenario": "offline"}, job=2)
     _, served, grid = console_table(rows([offline, peak]), 200)  # the header, then by job
     assert "fp32 server qps=auto p99<=10ms  " in served and "server" not in grid
+    # at 80 columns the notes wrap under their column; at 40 under the row; no figure cut
+    for width in (80, 40):
+        lines = console_table(rows([offline, peak]), width)
+        assert not any("…" in line for line in lines)
+        assert any("[3,900, 4,400]" in line for line in lines)
+        notes = " ".join(rows([peak])[0]["notes"].split())
+        assert notes.split()[-1] in "\n".join(lines)
+        assert all(len(line) <= width for line in lines if line.startswith(" "))  # the notes

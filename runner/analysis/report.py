@@ -7,6 +7,7 @@ Made at the end of every sweep, and afterwards from MLflow alone:
 """
 
 import csv
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -220,7 +221,9 @@ def description(table: list[dict[str, Any]], title: str) -> str:
 
 
 def console_table(table: list[dict[str, Any]], width: int) -> list[str]:
-    """The report as aligned columns for the console, each line cut at ``width``."""
+    """The report as aligned columns for the console; notes past ``width`` wrap under
+    their column (or under the row where the figures fill the width). A figure is never
+    cut: a terminal narrower than the figures wraps them itself."""
     heads = ("configuration", "runs", "images/s", "speedup", "efficiency", "notes")
     rows = [heads]
     machines = len({row["machine"] for row in table}) > 1
@@ -231,9 +234,17 @@ def console_table(table: list[dict[str, Any]], width: int) -> list[str]:
     sizes = [max(len(r[n]) for r in rows) for n in range(len(heads) - 1)]
     lines = []
     for r in rows:
-        text = "  ".join(cell.ljust(size) for cell, size in zip(r, sizes, strict=False))
-        text = f"{text}  {r[-1]}".rstrip()
-        lines.append(text if len(text) <= width else text[: width - 1] + "…")
+        figures = "  ".join(cell.ljust(size) for cell, size in zip(r, sizes, strict=False))
+        room = width - len(figures) - 2
+        if len(figures) + 2 + len(r[-1]) <= width or not r[-1]:
+            lines.append(f"{figures}  {r[-1]}".rstrip())
+        elif room >= 20:  # the notes wrap in their column
+            first, *more = textwrap.wrap(r[-1], room)
+            lines += [f"{figures}  {first}", *(" " * (len(figures) + 2) + m for m in more)]
+        else:  # the notes under the row, indented
+            lines += [figures.rstrip(), *textwrap.wrap(r[-1], max(width - 4, 20),
+                                                       initial_indent="    ",
+                                                       subsequent_indent="    ")]  # fmt: skip
     return lines
 
 
