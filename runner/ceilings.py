@@ -220,8 +220,20 @@ def roofline(
         "roofline_precision": precision if precision in found["compute_gflops"] else "fp32",
     }
     if gflops > ceiling:  # no run goes faster than the machine can: the ceiling is wrong
-        placed["roofline_warning"] = (
-            f"{gflops / ceiling * 100:.0f} % of the measured ceiling: it was measured low "
-            "(python -m runner.machine --ceiling --again)"
-        )
+        placed["roofline_warning"] = _over_the_roof(gflops / ceiling, precision, placed, bound)
     return placed
+
+
+def _over_the_roof(share: float, precision: str, placed: dict[str, Any], bound: str) -> str:
+    """Why a run sits above its roof. An fp32 roof under an fp32 run was measured low; a
+    lower precision's run above its roof ran kernels that torch's multiply (the measure of
+    the roof) does not have, so that roof says nothing of it: no use measuring it again."""
+    roof = placed["roofline_precision"]
+    if precision == "fp32" or not bound.startswith("compute"):
+        return (f"{share * 100:.0f} % of the measured ceiling: it was measured low "
+                "(python -m runner.machine --ceiling --again)")  # fmt: skip
+    measured_by = "torch's _int_mm" if roof == "int8" else f"torch's {roof} matmul"
+    lacking = "" if roof == precision else f"{precision} has no measured roof here, so "
+    return (f"{share * 100:.0f} % of the {roof} roof: {lacking}the roof is {measured_by}, "
+            f"and the runtime's {precision} kernels outrun it: read the kernels line, not "
+            "this share")  # fmt: skip

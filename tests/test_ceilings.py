@@ -46,6 +46,19 @@ def test_a_run_over_its_ceiling_says_the_ceiling_is_wrong():
     assert "roofline_warning" not in ceilings.roofline(FOUND, "fp32", 99.0, 8e6, 4e6, 5e4, 256, 1)
 
 
+def test_a_lower_precision_over_its_roof_is_not_told_to_measure_it_again():
+    """int8 above a roof that torch's multiply measured (or above fp32's, where int8 has
+    none): the runtime's int8 kernels are not torch's, so measuring again changes nothing."""
+    int8 = ceilings.roofline(FOUND, "int8", 800.0, 8e6, 4_000_000, 50_000, 256, 2)
+    assert int8["roofline_share"] > 1 and "measured low" not in int8["roofline_warning"]
+    assert "the roof is torch's _int_mm, and the runtime's int8 kernels outrun it" in (
+        int8["roofline_warning"]
+    )
+    no_roof = {**FOUND, "compute_gflops": {"fp32": FOUND["compute_gflops"]["fp32"]}}
+    fallen = ceilings.roofline(no_roof, "int8", 500.0, 8e6, 4_000_000, 50_000, 256, 2)
+    assert "of the fp32 roof: int8 has no measured roof here" in fallen["roofline_warning"]
+
+
 def test_ceilings_are_measured_once_and_again_for_another_machine_or_a_bad_cache(
     tmp_path, monkeypatch
 ):
