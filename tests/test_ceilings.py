@@ -51,8 +51,9 @@ def test_a_lower_precision_over_its_roof_is_not_told_to_measure_it_again():
     none): the runtime's int8 kernels are not torch's, so measuring again changes nothing."""
     int8 = ceilings.roofline(FOUND, "int8", 800.0, 8e6, 4_000_000, 50_000, 256, 2)
     assert int8["roofline_share"] > 1 and "measured low" not in int8["roofline_warning"]
-    assert "the roof is torch's _int_mm, and the runtime's int8 kernels outrun it" in (
-        int8["roofline_warning"]
+    assert (
+        "the roof is torch's _int_mm, and the runtime's int8 kernels outrun it"
+        in (int8["roofline_warning"])
     )
     no_roof = {**FOUND, "compute_gflops": {"fp32": FOUND["compute_gflops"]["fp32"]}}
     fallen = ceilings.roofline(no_roof, "int8", 500.0, 8e6, 4_000_000, 50_000, 256, 2)

@@ -1,6 +1,8 @@
 """MLPerf's scenarios: the arrival schedule, percentiles that say when they are not
 established, the peak search, and serving by both local strategies."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,8 @@ def test_a_server_run_answers_every_query_with_the_offline_predictions(
     assert 1 <= figures["mean_batch"] <= 8
     offline = run_sequential(make_job(model, test_split, 600, 8, backend="onnxruntime"))
     np.testing.assert_array_equal(result.pred, offline.pred)
+    # throughput is the answered rate (900 queries in the run, not 600 cells over its time)
+    assert 600 / result.runtime_s == pytest.approx(figures["achieved_qps"], rel=1e-6)
 
 
 def test_a_rate_far_beyond_the_machine_ends_at_max_s_invalid_and_complete(model, test_split):
@@ -91,6 +95,15 @@ def test_a_rate_far_beyond_the_machine_ends_at_max_s_invalid_and_complete(model,
     figures = result.serving
     assert figures["answered"] < 3000 and not figures["valid"]
     assert figures["over_bound_share"] >= (3000 - figures["answered"]) / 3000
+    # no figure of cells never served: throughput from the answered ones, no infinite
+    # percentile (Infinity is no JSON), the untimed rest out of the batch latency
+    assert 3000 / result.runtime_s == pytest.approx(figures["achieved_qps"], rel=1e-6)
+    queries, unanswered = figures["queries"], figures["queries"] - figures["answered"]
+    said = f"not established: {unanswered} of {queries} queries never answered (server.max_s)"
+    assert figures["query_p99_ms"] == said
+    assert "query_max_ms" not in figures
+    json.dumps(figures, allow_nan=False)
+    assert len(result.batch_s) == figures["answered"]  # batch 1: one batch a query answered
     offline = run_sequential(make_job(model, test_split, 3000, 64, backend="onnxruntime"))
     np.testing.assert_array_equal(result.pred, offline.pred)
 
@@ -112,6 +125,7 @@ def test_single_stream_and_the_peak_search_run_end_to_end(model, test_split):
     assert figures["mean_batch"] == at_peak[-1]["mean_batch"]  # the batch the peak ran at
     assert figures["peak_qps_low"] in [0.0, *valid] and figures["peak_qps_low"] <= max(valid)
     assert search.runtime_s == pytest.approx(400 / figures["peak_qps"])
+    assert len(search.batch_s) == 0  # the products' pass timed no query: no batch latency
 
 
 @pytest.mark.parametrize("run, workers", [(run_sequential, 1), (run_parallel, 2)])

@@ -42,7 +42,11 @@ def summarize(
     runtime = result.runtime_s
     q1, q3 = np.percentile(result.runtimes_s, [25, 75])
     busy = result.timeline.busy_fractions()
-    p50, p90, p99 = np.percentile(result.batch_s, [50, 90, 99]) * 1000.0
+    batches = (  # a peak search's products come from a pass that no query timed: none
+        dict(zip(("latency_p50_ms", "latency_p90_ms", "latency_p99_ms"),
+                 map(float, np.percentile(result.batch_s, [50, 90, 99]) * 1000.0), strict=True))
+        if len(result.batch_s) else {}
+    )  # fmt: skip
     return {
         "mode": run.mode,
         "threads": result.workers,
@@ -68,9 +72,7 @@ def summarize(
         **_throughput_interval(run, items, result.runtimes_s),
         "load": result.load,  # what else used the CPU while the clock ran
         "warmup_pass_s": result.warmup_pass_s,  # repeats other than 1: the untimed first pass
-        "latency_p50_ms": float(p50),
-        "latency_p90_ms": float(p90),
-        "latency_p99_ms": float(p99),
+        **batches,
         "mflop_per_image": flops_per_image / 1e6,
         "gflops": flops_per_image * items / runtime / 1e9,
         "startup_s": result.startup_s,
@@ -208,9 +210,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         f" ({summary['backend']}{_precision_word(summary)}, {summary['torch_threads']} "
         "thread(s) per process)",
         *_precision_lines(summary),
-        f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
-        f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms"
-        + _per_image(summary),
+        *_batch_lines(summary),
         *_gpu_lines(summary),
         *_serving_lines(summary),
         *_roofline_lines(summary),
@@ -313,7 +313,19 @@ def _percentiles(summary: dict[str, Any]) -> str:
             shown.append(f"{label} {value:.3f} ms [{low:.3f}, {high:.3f}]")
     if "query_max_ms" in summary:  # runs recorded before it have none
         shown.append(f"max {summary['query_max_ms']:.3f} ms")
+    said = {summary[f"query_{name}_ms"] for name in ("p50", "p90", "p99", "p999")}
+    if len(said) == 1 and isinstance(next(iter(said)), str):  # none established, one reason
+        return next(iter(said))
     return ", ".join(shown)
+
+
+def _batch_lines(summary: dict[str, Any]) -> list[str]:
+    """``Batch latency: p50 ...``, where batches were timed (a peak search's were not)."""
+    if "latency_p50_ms" not in summary:
+        return []
+    return [f"Batch latency: p50 {summary['latency_p50_ms']:.3f} ms, p90 "
+            f"{summary['latency_p90_ms']:.3f} ms, p99 {summary['latency_p99_ms']:.3f} ms"
+            + _per_image(summary)]  # fmt: skip
 
 
 def _per_image(summary: dict[str, Any]) -> str:
@@ -413,5 +425,7 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 
 def write_summary(path: Path, summary: dict[str, Any], stoppable: bool = True) -> None:
+    """Strict JSON: a figure that is not finite (``Infinity`` is no JSON) is a fault found
+    here, not a file that other tools refuse."""
     with atomic(path, stoppable) as tmp:
-        tmp.write_text(json.dumps(redacted(summary), indent=2) + "\n")
+        tmp.write_text(json.dumps(redacted(summary), indent=2, allow_nan=False) + "\n")

@@ -22,7 +22,7 @@ strategy's workers (``loop.Workers.send`` and ``answers``).
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -82,18 +82,21 @@ class Served:
             figures["offered_qps"] = self.offered_qps
             figures["scheduled_qps"] = queries / float(self.arrivals_s[-1])
         latencies_ms = self.latencies_s * 1000
+        unanswered = queries - self.answered
         for name, q in PERCENTILES.items():
             interval = quantile_interval(latencies_ms, q)
-            if interval is None:
-                figures[f"query_{name}_ms"] = (
-                    f"not established: {queries} queries, it needs {queries_for(q)}"
-                )
-                continue
             value = float(np.quantile(latencies_ms, q, method="higher"))
+            if interval is None or not np.isfinite(interval.high):
+                needs = f"{queries} queries, it needs {queries_for(q)}"
+                if np.isinf(value) or interval is not None:  # the run met server.max_s
+                    needs = f"{unanswered} of {queries} queries never answered (server.max_s)"
+                figures[f"query_{name}_ms"] = f"not established: {needs}"
+                continue
             figures[f"query_{name}_ms"] = value
             figures[f"query_{name}_ms_low"] = interval.low
             figures[f"query_{name}_ms_high"] = interval.high
-        figures["query_max_ms"] = float(latencies_ms.max())  # LoadGen's too: the pause's mark
+        if not unanswered:  # LoadGen's too: the pause's mark
+            figures["query_max_ms"] = float(latencies_ms.max())
         if bound_s is not None:
             p99 = figures["query_p99_ms"]
             figures["latency_bound_ms"] = bound_s * 1000
@@ -249,7 +252,14 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         figures = {"scenario": job.scenario, **served.figures(None if stream else bound)}
         if job.scenario == "multi_stream":
             figures["cells_a_query"] = MULTI_STREAM_CELLS
-        return [*served.parts, *_the_rest(workers, job, served)], figures, [served.last_answer_s]
+        answered_cells = served.answered * served.cells_a_query
+        if not answered_cells:
+            raise RunnerError(f"no query was answered within server.max_s={job.serve_max_s:g} "
+                              "s: raise it")  # fmt: skip
+        # the grid at the rate its cells were answered, not the serving's whole time (which
+        # holds server.min_s past the grid, or cells never served where it met server.max_s)
+        runtime_s = job.cells * served.last_answer_s / answered_cells
+        return [*served.parts, *_the_rest(workers, job, served)], figures, [runtime_s]
     calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
     first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
     steps: list[dict[str, Any]] = []
@@ -274,7 +284,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         "latency_bound_ms": bound * 1000,
         "steps": steps,
     }
-    parts = list(workers.classify([(0, job.cells)]))  # the products: one untimed pass
+    parts = _untimed(workers, (0, job.cells))  # the products: one pass, not served
     return parts, figures, [job.cells / low]
 
 
@@ -330,7 +340,13 @@ def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
     if not len(unsent) or unsent[0] * served.cells_a_query >= job.cells:
         return []
     first = int(unsent[0]) * served.cells_a_query  # queries go out in cell order: one tail
-    return list(workers.classify([(first, job.cells)]))
+    return _untimed(workers, (first, job.cells))
+
+
+def _untimed(workers: "Workers", cells: tuple[int, int]) -> list[Part]:
+    """Cells classified for the products alone: their batches' times are no served
+    query's, so they leave the run's batch latency out."""
+    return [replace(part, batch_s=np.empty(0)) for part in workers.classify([cells])]
 
 
 def in_the_grid(parts: list[Part], cells: int) -> list[Part]:
