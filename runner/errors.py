@@ -108,6 +108,7 @@ def run_command(body: Callable[[], int]) -> int:
     stop 130 or 143."""
     from runner.redact import redact
 
+    catch_stop_signals()  # SIGTERM as Ctrl-C: one line and 143, not a silent death
     try:
         return body()
     except (KeyboardInterrupt, Terminated) as stop:

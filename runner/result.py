@@ -238,14 +238,28 @@ TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precis
          "roofline": dict, "kernels": dict, "peak": dict, "recipe": str}  # fmt: skip
 
 
+MOST_IPS = 1e9  # images a second no machine reaches with this model: a figure past it is corrupt
+DATED = (946_684_800.0, 4_102_444_800.0)  # 2000 to 2100: a start time outside is corrupt
+
+
 def _check_types(record: RunResult) -> None:
+    """The one check of a record on every way in (a result file, MLflow's tag, a summary):
+    types, and figures that are finite, positive and bounded, dated in a plausible range."""
     for name, kind in TYPES.items():
         if not isinstance(getattr(record, name), kind):
             raise TypeError(f"{name} is {getattr(record, name)!r}")
     if len(record.grid) != 2 or not record.passes or len(record.passes) != len(record.runtimes_s):
         raise ValueError("grid, passes or runtimes_s malformed")
-    if not all(p > 0 for p in record.passes):
-        raise ValueError("a pass without a positive throughput")
+    if not all(0 < p < MOST_IPS for p in record.passes):  # False for NaN and inf too
+        raise ValueError(f"a pass's throughput is not in (0, {MOST_IPS:g}) images/s")
+    if not all(0 < s < float("inf") for s in record.runtimes_s):
+        raise ValueError("a pass's runtime is not a positive, finite number of seconds")
+    if record.items < 1 or min(record.threads, record.batch_size, *record.grid) < 1:
+        raise ValueError("items, threads, batch_size and the grid must be at least 1")
+    if record.started_at and not DATED[0] <= record.started_at <= DATED[1]:  # 0: not recorded
+        raise ValueError(f"started_at {record.started_at!r} is not a date from 2000 to 2100")
+    if not 0 <= record.accuracy <= 1:
+        raise ValueError(f"accuracy {record.accuracy!r} is not from 0 to 1")
 
 
 def _from_mlflow_tags(run: Any, runtimes: tuple[float, ...]) -> RunResult:

@@ -34,15 +34,34 @@ def write(path: Path, records: list[RunResult], made: dict[str, Any]) -> None:
         tmp.write_bytes(data)
 
 
+MOST_BYTES = 256 * 2**20  # a file of a hundred machines' presets is a few MB: more is no file
+
+
+def _bounded(path: Path) -> bytes:
+    """The file's bytes, ungzipped where it is gzip, refused past ``MOST_BYTES`` either way
+    (an 8 MB file can expand to 8 GiB)."""
+    with path.open("rb") as handle:
+        data = handle.read(MOST_BYTES + 1)
+    if data[:2] == b"\x1f\x8b":
+        stream = zlib.decompressobj(wbits=31)  # gzip's header and trailer
+        data = stream.decompress(data, MOST_BYTES + 1)
+    if len(data) > MOST_BYTES:
+        raise ValueError(f"over {MOST_BYTES // 2**20} MiB (a result file is a few MB)")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no ``Infinity`` nor ``NaN``: a file that holds one is refused."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def read(path: Path) -> tuple[dict[str, Any], list[RunResult]]:
     """A result file's ``made`` facts and records; InputError in one line where it is not
     one (or truncated, or of a newer schema)."""
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        document = json.loads(data)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as error:
+        data = _bounded(path)
+        document = json.loads(data, parse_constant=_no_constant)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, RecursionError) as error:
         raise InputError(f"{path} is not a result file: {one_line(error, 200)}")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f'{path} is not a result file (no "format": "{FORMAT}")')

@@ -208,3 +208,28 @@ def hog(tmp_path):
     yield processes[0]
     for process in processes:
         process.kill()
+
+
+@pytest.fixture
+def deaf_server():
+    """A tracking server's address that takes connections and never answers: its URI, and
+    an event set once a request has come in."""
+    import threading
+
+    deaf = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+    arrived = threading.Event()
+
+    def accept() -> None:
+        try:
+            while True:
+                taken.append(deaf.accept()[0])
+                arrived.set()
+        except OSError:
+            return  # closed: the test is over
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{deaf.getsockname()[1]}", arrived
+    deaf.close()
+    for connection in taken:
+        connection.close()

@@ -278,3 +278,17 @@ def test_an_experiment_without_finished_runs_is_refused(tmp_path, blank_store, c
     assert compare_main(["--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 2
     assert "no finished runs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module", ["runner.export", "runner.compare"])
+def test_sigterm_to_a_command_waiting_on_a_server_is_one_line_and_143(module, tmp_path,
+                                                                       deaf_server):  # fmt: skip
+    uri, arrived = deaf_server
+    arguments = ["--out", str(tmp_path / "x.json")] if module == "runner.export" else []
+    process = subprocess.Popen([sys.executable, "-m", module, "--tracking-uri", uri, *arguments],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    assert arrived.wait(300), "the command never asked the server"
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err.strip()) == (143, "error: terminated")

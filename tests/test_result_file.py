@@ -73,11 +73,37 @@ def broken_files():
         "newer.json": (json.dumps({**good, "schema": 99}).encode(), "update gridbench"),
         "run.json": (json.dumps({**good, "runs": [{"schema": 1, "mode": 3}]}).encode(),
                      "run 0: not a run's record"),
+        # figures no run can have: each refused on the way in, never scored as inf or NaN
+        "inf.json": (json.dumps(changed(good, passes=[float("inf")])).encode(),
+                     "Infinity is not JSON"),
+        "nan.json": (json.dumps(changed(good, runtimes_s=[float("nan")])).encode(),
+                     "NaN is not JSON"),
+        "huge.json": (json.dumps(changed(good, passes=[1e308])).encode(),
+                      "a pass's throughput is not in (0, 1e+09) images/s"),
+        "negative.json": (json.dumps(changed(good, runtimes_s=[-1.0], passes=[5.0])).encode(),
+                          "a pass's runtime is not a positive, finite number"),
+        "empty.json": (json.dumps(changed(good, items=0)).encode(), "items, threads"),
+        "future.json": (json.dumps(changed(good, started_at=1e20)).encode(),
+                        "started_at 1e+20 is not a date from 2000 to 2100"),
+        "deep.json": (b'{"format": "gridbench-results", "runs": ' + b"[" * 100_000
+                      + b"]" * 100_000 + b"}", "is not a result file"),
     }  # fmt: skip
 
 
+def changed(document, **values):
+    """``document`` with its first run's values changed (one pass where they are lists)."""
+    first = {**document["runs"][0], **values}
+    if "passes" in values and "runtimes_s" not in values:
+        first["runtimes_s"] = [1.0] * len(values["passes"])
+    if "runtimes_s" in values and "passes" not in values:
+        first["passes"] = [100.0] * len(values["runtimes_s"])
+    return {**document, "runs": [first]}
+
+
 @pytest.mark.parametrize("name", ["not.json", "other.json", "cut.json.gz", "newer.json",
-                                  "run.json"])  # fmt: skip
+                                  "run.json", "inf.json", "nan.json", "huge.json",
+                                  "negative.json", "empty.json", "future.json",
+                                  "deep.json"])  # fmt: skip
 def test_what_is_not_a_result_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, name):
     data, message = broken_files()[name]
     (tmp_path / name).write_bytes(data)
@@ -86,6 +112,16 @@ def test_what_is_not_a_result_file_is_one_line_exit_2_nothing_written(tmp_path, 
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not out.exists()
+
+
+def test_a_file_that_expands_past_the_bound_is_refused_without_expanding_it(
+    tmp_path, monkeypatch, capsys
+):
+    """A gzip bomb (8 MB that expand to 8 GiB): refused at the bound, in one line."""
+    monkeypatch.setattr(result_file, "MOST_BYTES", 10_000)
+    (tmp_path / "bomb.json.gz").write_bytes(gzip.compress(b" " * 1_000_000))
+    assert compare_main([str(tmp_path / "bomb.json.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a result file: over 0 MiB" in capsys.readouterr().err
 
 
 def test_another_workload_is_refused_and_other_software_flagged(tmp_path, capsys):

@@ -108,3 +108,39 @@ def test_what_is_not_a_pending_run_is_refused_and_nothing_logged(tmp_path, make,
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {target} {message}")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_run_an_interrupted_sync_left_running_is_made_again_whole(tmp_path, capsys):
+    """A sync stopped between making a run and ending it left it RUNNING: the next sync
+    does not count it as there already, but makes it again whole; a stop now comes
+    between runs, never inside one."""
+    import hashlib
+
+    from runner.sync import main as sync_main
+    from runner.tracking.sync import RECORD_ID_TAG
+    from tests.test_result_file import records, write
+
+    made = records("m", rounds=1)[:2]
+    path = write(tmp_path / "m.json", made)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, experiment_id = open_store(uri, "gridbench")
+    digest = hashlib.sha256(made[0].carried().encode()).hexdigest()[:16]
+    cut = client.create_run(experiment_id, tags={RECORD_ID_TAG: digest})  # left RUNNING
+    assert sync_main([path, "--tracking-uri", uri]) == 0
+    assert "2 run(s) logged, 0 there already" in capsys.readouterr().out
+    runs = client.search_runs([experiment_id])
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    assert cut.info.run_id not in {run.info.run_id for run in runs}
+    assert sync_main([path, "--tracking-uri", uri]) == 0
+    assert "0 run(s) logged, 2 there already" in capsys.readouterr().out
+
+
+def test_a_file_with_a_figure_no_run_has_is_refused_before_anything_is_logged(tmp_path, capsys):
+    from runner.sync import main as sync_main
+    from tests.test_result_file import broken_files
+
+    (tmp_path / "inf.json").write_bytes(broken_files()["inf.json"][0])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert sync_main([str(tmp_path / "inf.json"), "--tracking-uri", uri]) == 2
+    assert "Infinity is not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from contextlib import suppress
 
 import mlflow
 import pytest
@@ -261,34 +260,15 @@ def test_mlflow_is_imported_with_the_garbage_collector_paused_then_running_again
     assert done.stdout.split("\n")[:2] == ["[False] True", "False"]
 
 
-def test_ctrl_c_while_the_server_never_answers_ends_at_once(tmp_path):
+def test_ctrl_c_while_the_server_never_answers_ends_at_once(tmp_path, deaf_server):
     """A server that takes the connection and never answers: Ctrl-C once the helper's
     request is in does not wait the request out (MLflow's retries: 15 to 20 s); the run
     ends interrupted after ``STOPPING_S`` and leaves its status for ``runner.sync``."""
-    import socket
-    import threading
-
-    deaf = socket.create_server(("127.0.0.1", 0))
-    taken = []
-    arrived = threading.Event()
-
-    def accept() -> None:
-        with suppress(OSError):
-            while True:
-                taken.append(deaf.accept()[0])
-                arrived.set()
-
-    threading.Thread(target=accept, daemon=True).start()
-    uri = f"http://127.0.0.1:{deaf.getsockname()[1]}"
+    uri, arrived = deaf_server
     process = start_app(tmp_path, "grid.rows=2", "grid.columns=2",
                         env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
-    try:
-        assert arrived.wait(300), "the helper never asked the server"
-        os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        deaf.close()
-        for connection in taken:
-            connection.close()
+    assert arrived.wait(300), "the helper never asked the server"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
     assert (process.returncode, err.strip()) == (130, "error: interrupted")
     assert (tmp_path / "run" / UNRECORDED_FILE).exists()

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runner.analysis.summary import read_summary, write_summary
-from runner.errors import InputError, RunnerError, one_line
+from runner.errors import InputError, RunnerError, one_line, raise_if_stopped, stops_deferred
 from runner.redact import redact
 from runner.result import RESULT_TAG
 from runner.settings import RUN_CONFIG, RunConfig
@@ -125,8 +125,6 @@ def import_records(records: list[Any], given_uri: Optional[str], experiment: str
     """Each record not in the store yet as a FINISHED run of its own; how many were new."""
     import hashlib
 
-    from mlflow.entities import Metric, Param
-
     from runner.tracking.store import command_uri
 
     client, experiment_id = open_store(command_uri(given_uri), experiment)
@@ -134,8 +132,10 @@ def import_records(records: list[Any], given_uri: Optional[str], experiment: str
     for record in records:
         digest = hashlib.sha256(record.carried().encode()).hexdigest()[:16]
         there = client.search_runs([experiment_id], f"tags.`{RECORD_ID_TAG}` = '{digest}'")
-        if there:
+        if any(run.info.status == "FINISHED" for run in there):
             continue
+        for cut in there:  # an earlier sync stopped mid-run (before stops were held)
+            client.delete_run(cut.info.run_id)
         tags = {"mode": record.mode, "threads": str(record.threads), "machine": record.machine,
                 "batch_size": str(record.batch_size), "backend": record.backend,
                 "precision": record.precision, "device": record.device,
@@ -143,19 +143,28 @@ def import_records(records: list[Any], given_uri: Optional[str], experiment: str
                 "busy": str(record.busy).lower(), "cores": str(record.cores),
                 "job": str(record.job), RESULT_TAG: record.carried(), RECORD_ID_TAG: digest,
                 "gridbench.imported_from": source, "mlflow.source.name": "runner.sync"}  # fmt: skip
-        started_ms = int(record.started_at * 1000)
-        name = (f"{record.machine}: {record.mode}-t{record.threads}-b{record.batch_size} "
-                f"{record.backend} {record.precision}")  # fmt: skip
-        run = client.create_run(experiment_id, start_time=started_ms, tags=tags, run_name=name)
-        figures = {"throughput_ips": float(np.median(record.passes)), "items": record.items,
-                   "accuracy": record.accuracy, "round": record.round,
-                   "runtime_s": float(np.median(record.runtimes_s))}  # fmt: skip
-        metrics = [Metric(k, float(v), started_ms, 0) for k, v in figures.items()]
-        metrics += [Metric("repeat_runtime_s", seconds, started_ms, step)
-                    for step, seconds in enumerate(record.runtimes_s)]  # fmt: skip
-        params = [Param(k, str(getattr(record, k))) for k in ("repeats", "split", "offset")]
-        client.log_batch(run.info.run_id, metrics=metrics, params=params)
-        end_ms = started_ms + int(1000 * sum(record.runtimes_s))
-        client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
+        with stops_deferred():  # a run whole or not at all; a stop ends the sync after it
+            _import_one(client, experiment_id, record, tags)
+        raise_if_stopped()
         new += 1
     return new
+
+
+def _import_one(client: Any, experiment_id: str, record: Any, tags: dict[str, str]) -> None:
+    """One record as a FINISHED run: made, its figures logged, ended."""
+    from mlflow.entities import Metric, Param
+
+    started_ms = int(record.started_at * 1000)
+    name = (f"{record.machine}: {record.mode}-t{record.threads}-b{record.batch_size} "
+            f"{record.backend} {record.precision}")  # fmt: skip
+    run = client.create_run(experiment_id, start_time=started_ms, tags=tags, run_name=name)
+    figures = {"throughput_ips": float(np.median(record.passes)), "items": record.items,
+               "accuracy": record.accuracy, "round": record.round,
+               "runtime_s": float(np.median(record.runtimes_s))}  # fmt: skip
+    metrics = [Metric(k, float(v), started_ms, 0) for k, v in figures.items()]
+    metrics += [Metric("repeat_runtime_s", seconds, started_ms, step)
+                for step, seconds in enumerate(record.runtimes_s)]  # fmt: skip
+    params = [Param(k, str(getattr(record, k))) for k in ("repeats", "split", "offset")]
+    client.log_batch(run.info.run_id, metrics=metrics, params=params)
+    end_ms = started_ms + int(1000 * sum(record.runtimes_s))
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
