@@ -314,7 +314,7 @@ class SweepTracking(Callback):
             self.client.log_metric(self.parent_id, name, float(value))
         swept = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
         for key, value in swept.items():
-            if not key.startswith(("hydra.", "mlflow.")):
+            if not key.startswith(NOT_MEASURED):
                 self.client.log_param(self.parent_id, key, redact(value)[:6000])
 
     def _finish(self, status: str) -> None:
@@ -331,10 +331,14 @@ def forget_earlier_sweep(sweep_dir: Path) -> None:
     shutil.rmtree(sweep_dir / CLAIMS_DIR, ignore_errors=True)
 
 
+NOT_MEASURED = ("hydra.", "mlflow.", "preflight.")  # where and how, not what: out of the title
+
+
 def short_title(sweep_dir: Path, overrides: list[str], width: int = 80) -> str:
     """``sweep 14-02-11: mode=sequential,parallel threads=1,2``: what was swept, without
-    where it was recorded or written (hydra.*, mlflow.*), cut at ``width``."""
-    shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "mlflow."))]
+    where it was recorded or written, or how it started (``NOT_MEASURED``), cut at
+    ``width``."""
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(NOT_MEASURED)]
     title = f"sweep {sweep_dir.name}: {redact(' '.join(shown)) or '(no overrides)'}"
     return title if len(title) <= width else title[: width - 1] + "…"
 

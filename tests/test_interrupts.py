@@ -18,6 +18,7 @@ import pytest
 from runner import REPO_ROOT
 from runner.execution.devices import available_cores
 from runner.phases import PHASES
+from runner.tracking.record import UNRECORDED_FILE
 from tests.conftest import copy_store, run_app, wait_for
 from tests.test_faults import alive, descendants
 
@@ -103,7 +104,9 @@ def test_a_stop_in_each_phase_leaves_nothing_and_the_next_run_works(
         client = mlflow.MlflowClient(store)
         experiment = client.get_experiment_by_name("gridbench")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        assert [run.info.status for run in runs] in ([], ["KILLED"])
+        statuses = [run.info.status for run in runs]
+        left = (tmp_path / "run" / UNRECORDED_FILE).exists()  # the store too slow: for sync
+        assert statuses in ([], ["KILLED"]) or (statuses == ["RUNNING"] and left), statuses
     if phase not in ("store", "logging"):
         return  # a stop elsewhere writes nothing to the store but its KILLED (checked above)
     again = run_app(tmp_path, "grid.rows=2", "grid.columns=2")
