@@ -36,10 +36,11 @@ def test_the_graph_is_cached_by_the_weights_file_and_never_stale(model, tmp_path
     assert graph_of(weights, cache).onnx == b"again" and len(exported) == 2
 
 
-@pytest.mark.parametrize("damage", ["flipped", "replaced"])
+@pytest.mark.parametrize("damage", ["flipped", "replaced", "facts"])
 def test_a_graph_altered_in_the_cache_is_never_used(tmp_path, monkeypatch, capsys, damage):
-    """Bytes flipped in the cached graph (it ran at 44.7 % accuracy), or another graph (the
-    int8 one) copied in its place: its sha256 no longer matches, so it is exported again."""
+    """Bytes flipped in the cached graph (it ran at 44.7 % accuracy), another graph (the
+    int8 one) copied in its place, or a digit of its facts changed (every GFLOP/s 27 %
+    off): a sha256 no longer matches, so it is exported again."""
     weights, cache = tmp_path / "mnist-cnn.pt", tmp_path / "cache"
     shutil.copy(WEIGHTS, weights)
     good = graph_of(weights, cache)
@@ -47,14 +48,18 @@ def test_a_graph_altered_in_the_cache_is_never_used(tmp_path, monkeypatch, capsy
     altered = bytearray(good.onnx)
     if damage == "flipped":
         altered[len(altered) // 2 : len(altered) // 2 + 64] = bytes(64)
-    else:
+    elif damage == "replaced":
         altered = b"another graph, the int8 one say"
+    else:
+        facts = graph_file.with_suffix(".json")
+        flops = str(good.flops_per_image)
+        facts.write_text(facts.read_text().replace(flops, flops[:-1] + str(int(flops[-1]) ^ 1)))
     graph_file.write_bytes(bytes(altered))
     exported = []
     monkeypatch.setattr(onnx_graph, "export_onnx", lambda m: exported.append(m) or good.onnx)
     assert graph_of(weights, cache) == good and len(exported) == 1
     assert graph_file.read_bytes() == good.onnx  # the cache is whole again
-    assert f"{graph_file} does not match the sha256" in capsys.readouterr().err
+    assert f"{graph_file} or its facts do not match the sha256" in capsys.readouterr().err
     assert graph_of(weights, cache) == good and len(exported) == 1  # and trusted again
 
 

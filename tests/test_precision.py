@@ -129,7 +129,7 @@ def test_the_int8_graph_is_cached_by_its_settings_and_calibrated_again_when_corr
         quantize.int8_graph_of(fp32.onnx, fp32.key, lambda: train_split.images, tmp_path)
         == b"again"
     )
-    assert "does not match the sha256" in capsys.readouterr().err
+    assert "or its facts do not match the sha256" in capsys.readouterr().err
     assert graph_file.read_bytes() == b"again"
     graph_file.with_suffix(".json").write_text("{")  # facts unreadable: stale, rebuilt
     monkeypatch.setattr(quantize, "quantize", lambda *args: calls.append(args) or b"third")
