@@ -20,7 +20,12 @@ RUN_PRODUCTS = ("summary.json", "predictions.npz", "mask.png", "mask_preview.png
 def atomic(path: Path, stoppable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds.
     A Ctrl-C while the file is made waits until the cleanup below is sure to run, then
-    ends the write, unless it is not ``stoppable`` (a run's commit decides for itself)."""
+    ends the write, unless it is not ``stoppable`` (a run's commit decides for itself).
+    Only a regular file is ever replaced: a device (``--out /dev/null`` as root replaced
+    the system's), a folder, a pipe or a link at ``path`` is refused, untouched."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a file"
+        raise InputError(f"{path} is {kind}: only a regular file is ever replaced")
     with stops_deferred():
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)

@@ -3,8 +3,10 @@
 import csv
 import os
 import re
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -292,3 +294,29 @@ def test_sigterm_to_a_command_waiting_on_a_server_is_one_line_and_143(module, tm
     process.terminate()
     _, err = process.communicate(timeout=120)
     assert (process.returncode, err.strip()) == (143, "error: terminated")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "link", "device"])
+def test_out_never_replaces_what_is_not_a_regular_file(two_machines, tmp_path, capsys, kind):
+    """``--out`` onto a device (as root, ``--out /dev/null`` replaced the system's), a
+    pipe, a folder or a link: refused in one line (exit 2), the thing left as it was."""
+    uri = two_machines[0]
+    target = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    elif kind == "link":
+        (tmp_path / "real.json").write_text("mine")
+        target.symlink_to(tmp_path / "real.json")
+    else:  # a device node: root makes one (CI), anyone else has /dev/null's own
+        target = tmp_path / "null" if os.geteuid() == 0 else Path(os.devnull)
+        if os.geteuid() == 0:
+            os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    before = os.lstat(target)
+    assert export_main(["--tracking-uri", uri, "--out", str(target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {target} is ") and "only a regular file is ever" in error
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not list(target.parent.glob(f".{target.name}.*.tmp"))
