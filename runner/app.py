@@ -168,11 +168,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
-        clear_products(run_dir)  # a run dir given again: nothing old beside the new
         settings = settings_of(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         spare = leaves_a_core(settings, job)
         with mlflow_run(settings, parent_of_job(), job_tags, spare, run_dir) as tracked:
+            # a run dir given again: nothing old beside the new, once nothing can refuse
+            # the run (a store refused or gone would have left a user's folder emptied)
+            clear_products(run_dir)
             summary = classify_and_write(settings, job, load_s, run_dir, tracked)
     except InputError as error:
         _discard(run_dir)

@@ -125,3 +125,20 @@ def test_report_against_a_server_that_is_not_there_is_an_outage(tmp_path, capsys
     assert report_main(["0123abcd", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 1
     assert one_line(capsys).startswith(f"error: no MLflow run 0123abcd in {uri}: ")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_refused_run_leaves_a_users_folder_as_it_was(tmp_path, foreign):
+    """``hydra.run.dir`` pointed at a user's folder holding a summary.json and a mask.png,
+    the store refused: exit 2, and both files and the folder stay (they were deleted)."""
+    from tests.conftest import run_app
+
+    mine = tmp_path / "run"
+    mine.mkdir()
+    for name in ("summary.json", "mask.png"):
+        (mine / name).write_text(f"the user's own {name}")
+    done = run_app(tmp_path, "grid.rows=2", "grid.columns=2",
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{foreign}"})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "another program's database" in done.stderr
+    for name in ("summary.json", "mask.png"):
+        assert (mine / name).read_text() == f"the user's own {name}"
