@@ -2,7 +2,7 @@
 (``runner.analysis.report``), from its run directories or from MLflow alone."""
 
 import argparse
-import re
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,9 +32,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     given = Path(args.sweep)
-    if not given.is_dir() and not re.fullmatch(r"[0-9a-f]{32}", args.sweep):
-        raise InputError(f"{args.sweep}: no such sweep directory (nor an MLflow run id, which "
-                         "is 32 hex digits)")  # fmt: skip
+    if not given.is_dir() and ("/" in args.sweep or os.sep in args.sweep):  # a path: no id
+        raise InputError(f"{args.sweep}: no such sweep directory")
     if given.is_dir() and not (given / PARENT_FILE).exists():  # a sweep run without MLflow
         records = records_from_dir(given)
         if not records:

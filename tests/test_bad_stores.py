@@ -30,11 +30,17 @@ def foreign(tmp_path):
     return database
 
 
-def test_another_programs_database_is_refused_before_anything_is_written(foreign):
+@pytest.mark.parametrize("spelling", ["sqlite", "SQLITE", "sqlite+pysqlite"])
+def test_another_programs_database_is_refused_before_anything_is_written(foreign, spelling):
     """MLflow added its 50 tables to it. ``check_place`` runs in the app's main process
-    before the work (``bench/promises.py`` runs the app on such a file)."""
+    before the work (``bench/promises.py`` runs the app on such a file), and sees the file
+    however the URI spells SQLite; the helper's warm-up leaves it alone too."""
+    from runner.tracking.store import normalized, warm
+
     before = foreign.read_bytes()
-    uri = f"sqlite:///{foreign}"
+    uri = normalized(f"{spelling}:///{foreign}")
+    warm(f"{spelling}:///{foreign}")
+    assert foreign.read_bytes() == before
     with pytest.raises(InputError) as refused:
         check_place(uri)
     assert str(refused.value) == (
@@ -44,6 +50,17 @@ def test_another_programs_database_is_refused_before_anything_is_written(foreign
     with pytest.raises(InputError, match="another program's database"):
         open_store(uri, "gridbench")  # the helper's way in, the same refusal
     assert foreign.read_bytes() == before
+
+
+def test_a_database_with_a_table_named_runs_is_not_taken_for_mlflows(tmp_path):
+    """One name of MLflow's schema is not MLflow's schema: refused, left as it was."""
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as db:
+        db.execute("create table runs (a integer)")
+    before = database.read_bytes()
+    with pytest.raises(InputError, match="another program's database .tables runs."):
+        check_place(f"sqlite:///{database}")
+    assert database.read_bytes() == before
 
 
 @pytest.mark.parametrize("command", ["compare", "report"])

@@ -36,7 +36,19 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 def tracking_uri(configured: Optional[str]) -> str:
     """``MLFLOW_TRACKING_URI`` wins over the config's, which wins over the SQLite default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI
+    return normalized(os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI)
+
+
+def normalized(uri: str) -> str:
+    """One spelling of a store: the scheme in lower case, and SQLite without its driver
+    (``SQLITE:///x.db`` and ``sqlite+pysqlite:///x.db`` are ``sqlite:///x.db``), so that
+    every check of a SQLite file sees it (those spellings went past them, into another
+    program's database)."""
+    scheme, colon, rest = uri.partition(":")
+    if not colon:
+        return uri
+    scheme = scheme.lower()
+    return ("sqlite" if scheme.partition("+")[0] == "sqlite" else scheme) + colon + rest
 
 
 def run_name(run: "RunConfig") -> str:
@@ -122,7 +134,7 @@ def check_ours(uri: str) -> None:
     except sqlite3.DatabaseError as error:
         raise InputError(f"MLflow tracking store {uri}: {database} is not a SQLite database "
                          f"({error})")  # fmt: skip
-    if tables and not tables & MLFLOW_TABLES:
+    if tables and not tables >= MLFLOW_TABLES:  # MLflow's schema whole, not one name of it
         shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
         raise InputError(
             f"MLflow tracking store {uri}: {database} is another program's database (tables "
@@ -140,7 +152,7 @@ def command_uri(given: Optional[str]) -> str:
         uri, source = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, "MLFLOW_TRACKING_URI"
     if not known_scheme(uri):
         raise InputError(f"{source} {uri}: {URI_HINT}")
-    return uri
+    return normalized(uri)
 
 
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -218,10 +230,16 @@ def warm(uri: str) -> None:
     (MLflow keeps one store object per URI). A store not there yet is left alone: creating
     one is a write, for a run that starts. Failures are left for ``open_store`` to report."""
     mlflow = _mlflow()
+    uri = normalized(uri)
     if not uri.startswith(("sqlite:///", "http://", "https://")):
         return  # a file store's client would create its directory
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return
+    if uri.startswith("sqlite:///"):
+        if not Path(uri.removeprefix("sqlite:///")).is_file():
+            return
+        try:
+            check_ours(uri)  # MLflow would add its tables to another program's database
+        except InputError:
+            return  # the run refuses it in one line
     with suppress(Exception), _store_lock(uri):
         mlflow.MlflowClient(with_userinfo(uri))
 
