@@ -237,3 +237,34 @@ def test_batch_means_hold_a_bursty_share_where_independent_queries_would_not():
         binomial_ci = binomtest(int(late.sum()), len(late)).proportion_ci()
         binomial += binomial_ci.low <= truth <= binomial_ci.high
     assert batch_means / 300 >= 0.8 and binomial / 300 < 0.6
+
+
+def test_no_garbage_collection_runs_while_queries_are_served():
+    """A full collection among a serving's thousands of answers stalled every query behind
+    it (up to 127 ms): collection is held while queries are served, and runs after."""
+    import gc
+
+    from runner.execution.classify import Part
+
+    class Workers:  # answers at once, noting whether collection could run meanwhile
+        count, seen, sent = 1, [], []
+
+        def send(self, first, stop):
+            self.sent.append((first, stop))
+
+        def answers(self, wait_s):
+            first, stop = self.sent.pop()
+            self.seen.append(gc.isenabled())
+            return [Part(first, np.zeros(stop - first, np.uint8),
+                         np.ones(stop - first, np.float32), np.zeros(1))]  # fmt: skip
+
+    job = make_job(None, None, 50, 1, scenario="single_stream", serve_max_s=60.0)
+    collected = []
+    callback = lambda phase, info: collected.append(phase)  # noqa: E731
+    gc.callbacks.append(callback)
+    try:
+        served = serving.single_stream(Workers(), job, 50)
+    finally:
+        gc.callbacks.remove(callback)
+    assert served.answered == 50 and Workers.seen == [False] * 50
+    assert gc.isenabled() and collected  # collected once the serving was over
