@@ -3,6 +3,7 @@
     python bench/serving.py            # prints, and writes outputs/bench/serving.md
     python bench/serving.py --write    # the same, and updates its section of BENCHMARKS.md
     python bench/serving.py --gaps     # only the model's pass, back to back and with gaps
+    python bench/serving.py --gc       # only single-stream with collection held and not
 
 On ONNX Runtime fp32, one thread per process, the test split:
 - peak searches of one configuration (batch 64): whether their intervals overlap, and how
@@ -41,7 +42,7 @@ from runner.execution.load import Watch  # noqa: E402
 from runner.execution.loop import run_strategy  # noqa: E402
 from runner.execution.onnx_graph import graph_of  # noqa: E402
 from runner.execution.parallel import Pool  # noqa: E402
-from runner.execution.sequential import run_sequential  # noqa: E402
+from runner.execution.sequential import InThisProcess, run_sequential  # noqa: E402
 from runner.machine import torch_version  # noqa: E402
 
 WEIGHTS = ROOT / "weights" / "mnist-cnn.pt"
@@ -150,13 +151,54 @@ def interval(figures: dict) -> str:
     return f"{figures['peak_qps']:,.0f} [{low:,.0f}, {high:,.0f}]"
 
 
+GC_QUERIES = 20_000  # a single-stream run long enough for a full collection or two
+GC_PAIRS = 4  # held and not, alternated
+
+
+def collection_held_or_not() -> list[str]:
+    """Single-stream runs of ``GC_QUERIES`` queries with the collector held while serving
+    (``serving.collection_held``, the tool's way) and running, alternated: the collections
+    started meanwhile, the slowest query and the p99.9, medians over the pairs."""
+    import gc
+
+    job = job_of(1, GC_QUERIES, scenario="single_stream")
+    found: dict[str, list[tuple[int, float, float]]] = {"held": [], "running": []}
+    for _ in range(GC_PAIRS):
+        for way, serve in (("held", serving.single_stream),
+                           ("running", serving.single_stream.__wrapped__)):  # fmt: skip
+            started: list[dict] = []
+
+            def callback(phase: str, info: dict, started: list[dict] = started) -> None:
+                if phase == "start":
+                    started.append(info)
+
+            gc.callbacks.append(callback)
+            workers = InThisProcess(job)
+            workers.start()
+            try:
+                served = serve(workers, job, GC_QUERIES)
+            finally:
+                gc.callbacks.remove(callback)
+            latencies = served.latencies_s * 1000
+            found[way].append((len(started), float(latencies.max()),
+                               float(np.quantile(latencies, 0.999))))  # fmt: skip
+    return [f"{way}: collections {np.median([c for c, _, _ in runs]):.0f}, slowest query "
+            f"{np.median([m for _, m, _ in runs]):.2f} ms, p99.9 "
+            f"{np.median([q for _, _, q in runs]):.3f} ms (medians of {len(runs)} runs of "
+            f"{GC_QUERIES:,} queries)" for way, runs in found.items()]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="also update BENCHMARKS.md")
     parser.add_argument("--gaps", action="store_true", help="only the model's pass with gaps")
+    parser.add_argument("--gc", action="store_true", help="only single-stream, collection held")
     args = parser.parse_args()
     if args.gaps:
         print("The model's forward pass, one image:", "; ".join(forward_with_gaps()))
+        return
+    if args.gc:
+        print(*collection_held_or_not(), sep="\n")
         return
     watch = Watch()
     searches_again, searches_once = searches()

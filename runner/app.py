@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -127,6 +128,7 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         max_delay_s=cfg.server.max_delay_ms / 1000,
         serve_max_s=cfg.server.max_s,
         serve_min_s=cfg.server.min_s,
+        driver=cfg.server.driver,
         progress=progress_wanted(
             str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
         ),
@@ -168,6 +170,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         check_writable(run_dir)
         job, load_s = prepare(cfg)
+        job = replace(job, logs_dir=str(run_dir / "loadgen"))  # LoadGen's logs, if it drives
         settings = settings_of(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         spare = leaves_a_core(settings, job)

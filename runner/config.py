@@ -255,6 +255,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 PROGRESS = ("auto", "true", "false")
+DRIVERS = ("gridbench", "loadgen")
 MAX_REPEATS = 1000  # passes of one run: beyond, the interval stops narrowing, days go by
 BYTES_PER_CELL = 40  # prediction, probability, label, the mask's pixel and their copies
 WORKER_MB = 350  # a worker's PSS: torch, the model and its share of the images
@@ -354,7 +355,15 @@ def _check_scenario(cfg: DictConfig) -> None:
     _require(
         server.min_s <= server.max_s, "server.min_s", server.min_s, "must be at most server.max_s"
     )
-    if scenario == "offline":
+    driver = server.driver
+    _require(driver in DRIVERS, "server.driver", driver, f"must be one of {', '.join(DRIVERS)}")
+    if driver == "loadgen":
+        from runner.execution.loadgen import missing
+
+        _require(not missing(), "server.driver", driver, missing())
+        peak_search = "the peak search runs on server.driver=gridbench: give LoadGen a rate"
+        _require(scenario != "server" or qps != "auto", "server.qps", qps, peak_search)
+    if scenario == "offline" and driver == "gridbench":
         return
     _require(
         cfg.mode != "ray", "scenario", scenario, "runs in mode=sequential or parallel, not ray"

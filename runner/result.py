@@ -51,12 +51,14 @@ def roofline_of(summary: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_of(summary: dict[str, Any]) -> str:
     """The scenario with the settings that change its figures, as the key has it:
-    ``offline``, ``single_stream``, ``multi_stream``, ``server qps=auto p99<=10ms delay=1ms``."""
+    ``offline``, ``single_stream``, ``multi_stream``, ``server qps=auto p99<=10ms delay=1ms``,
+    and ``by loadgen`` after it where MLPerf's LoadGen drove the run."""
     scenario = summary.get("scenario", "offline")
+    by = " by loadgen" if summary.get("driver") == "loadgen" else ""  # another yardstick
     if scenario != "server":
-        return scenario
+        return scenario + by
     return (f"server qps={summary['server_qps']} p99<={summary['latency_bound_ms']:g}ms "
-            f"delay={summary['max_delay_ms']:g}ms")  # fmt: skip
+            f"delay={summary['max_delay_ms']:g}ms{by}")  # fmt: skip
 
 
 @dataclass(frozen=True)

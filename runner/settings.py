@@ -81,6 +81,7 @@ class ServerConfig:
     max_delay_ms: float = MISSING
     min_s: float = MISSING
     max_s: float = MISSING
+    driver: str = "gridbench"  # a default here too: runs made before it read back with it
 
 
 @dataclass

@@ -102,7 +102,7 @@ def summarize(
 
 def _scenario(run: RunConfig, result: Result) -> dict[str, Any]:
     """The scenario and, served, its settings and figures (``runner.execution.serving``)."""
-    if run.scenario == "offline":
+    if run.scenario == "offline" and not result.serving:  # LoadGen's offline has figures
         return {"scenario": "offline"}
     facts: dict[str, Any] = {**result.serving, "scenario": run.scenario}
     if run.scenario == "server":
@@ -237,6 +237,8 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
 def _serving_lines(summary: dict[str, Any]) -> list[str]:
     """A served scenario: its rates, query latencies with their intervals, and verdict."""
     scenario = summary.get("scenario", "offline")
+    if summary.get("driver") == "loadgen":
+        return _loadgen_lines(summary)
     if scenario == "offline":
         return []
     if "peak_qps" in summary:
@@ -265,6 +267,22 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
                 else ""
             )  # fmt: skip
         )
+    return lines
+
+
+def _loadgen_lines(summary: dict[str, Any]) -> list[str]:
+    """A run MLPerf's LoadGen drove: its rate, latencies and verdict, as LoadGen gave them."""
+    unit = "samples/s" if summary["scenario"] == "offline" else "queries/s"  # LoadGen's words
+    rates = f"{summary['achieved_qps']:,.0f} {unit} completed"
+    if "cells_a_query" in summary:
+        rates += f", {summary['cells_a_query']} cells a query"
+    if "offered_qps" in summary:
+        rates += f" ({summary['offered_qps']:g} asked)"
+    unmet = f" ({summary['loadgen_unmet']} not satisfied)" if "loadgen_unmet" in summary else ""
+    lines = [f"Scenario: {summary['scenario']} driven by MLPerf LoadGen, {rates}"]
+    if "query_p50_ms" in summary:
+        lines.append("Query latency (LoadGen's): " + _percentiles(summary))
+    lines.append(f"LoadGen: {summary['loadgen_result']}{unmet}; its logs in loadgen/")
     return lines
 
 
@@ -304,16 +322,20 @@ def _percentiles(summary: dict[str, Any]) -> str:
     """``p50 0.21 ms [0.20, 0.22]``, or why a percentile is not established."""
     shown = []
     for name in ("p50", "p90", "p99", "p999"):
+        if f"query_{name}_ms" not in summary:  # LoadGen's summary has no p99.9 in some scenarios
+            continue
         value = summary[f"query_{name}_ms"]
         label = "p99.9" if name == "p999" else name
         if isinstance(value, str):
             shown.append(f"{label} {value}")
+        elif f"query_{name}_ms_low" not in summary:  # LoadGen gives none: no interval
+            shown.append(f"{label} {value:.3f} ms")
         else:
             low, high = summary[f"query_{name}_ms_low"], summary[f"query_{name}_ms_high"]
             shown.append(f"{label} {value:.3f} ms [{low:.3f}, {high:.3f}]")
     if "query_max_ms" in summary:  # runs recorded before it have none
         shown.append(f"max {summary['query_max_ms']:.3f} ms")
-    said = {summary[f"query_{name}_ms"] for name in ("p50", "p90", "p99", "p999")}
+    said = {summary.get(f"query_{name}_ms") for name in ("p50", "p90", "p99", "p999")}
     if len(said) == 1 and isinstance(next(iter(said)), str):  # none established, one reason
         return next(iter(said))
     return ", ".join(shown)

@@ -55,6 +55,8 @@ class Job:
     max_delay_s: float = 0.001  # server: a free worker's longest wait for its batch to fill
     serve_max_s: float = 60.0  # server, single_stream: the longest one serving may last
     serve_min_s: float = 1.0  # server: the shortest (past the grid, the next images)
+    driver: str = "gridbench"  # who issues the queries: gridbench, or loadgen (MLPerf's)
+    logs_dir: Optional[str] = None  # where a driver keeps its own logs (LoadGen's)
 
     def spec(self, model: Optional["MnistCNN"], device: str) -> Spec:
         """What the backend's builder needs, in a process that has ``model`` (or None)."""

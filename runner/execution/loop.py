@@ -65,7 +65,7 @@ def run_strategy(job: Job, workers: Workers) -> Result:
                 advance(len(part.pred))
             return assemble(job.cells, parts)
 
-        if job.scenario == "offline":
+        if job.scenario == "offline" and job.driver == "gridbench":
             timed = repeat(job, one_pass, workers.count)
         else:  # single_stream, multi_stream, server: queries of a few cells
             timed = served(job, workers)

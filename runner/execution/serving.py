@@ -264,6 +264,10 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     """Serve the job's scenario: the parts that were classified (the grid's every cell at
     least once, for the products), the figures, and the seconds the serving took (for a
     peak search, the time the peak rate takes over the grid)."""
+    if job.driver == "loadgen":  # MLPerf's LoadGen issues the queries
+        from runner.execution.loadgen import drive
+
+        return drive(workers, job)
     bound = job.latency_bound_s
     if job.scenario != "server" or job.qps is not None:  # one serving of the grid
         served = _served_once(workers, job)

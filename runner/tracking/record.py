@@ -89,6 +89,8 @@ TAG_KEYS = (
     "grid",
     "stable",
     "scenario",
+    "driver",
+    "loadgen_result",
     "valid",
     "recipe",
     *ENVIRONMENT_KEYS,

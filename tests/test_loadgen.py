@@ -1,0 +1,113 @@
+"""MLPerf LoadGen as the driver of a served run: each scenario runs, its figures come from
+LoadGen's own summary under gridbench's names, its logs are kept, the predictions are
+offline's; a missing package or a setting LoadGen cannot take is one line."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from runner.config import ConfigError, validate
+from runner.execution import loadgen
+from runner.execution.sequential import run_sequential
+from tests.test_config import compose_run
+from tests.test_strategies import make_job
+
+
+def served(tmp_path, test_split, scenario, cells=400, batch=1, **settings):
+    job = make_job(None, test_split, cells, batch, backend="onnxruntime", warmup=1,
+                   scenario=scenario, driver="loadgen", logs_dir=str(tmp_path / "loadgen"),
+                   serve_min_s=0.2, serve_max_s=30.0, **settings)  # fmt: skip
+    return job, run_sequential(job)
+
+
+@pytest.mark.parametrize("scenario", ["single_stream", "multi_stream", "offline"])
+def test_each_scenario_runs_under_loadgen_with_offlines_predictions(tmp_path, test_split,
+                                                                    scenario):  # fmt: skip
+    job, result = served(tmp_path, test_split, scenario)
+    figures = result.serving
+    assert figures["driver"] == "loadgen" and figures["scenario"] == scenario
+    assert figures["loadgen_result"] in ("VALID", "INVALID") and figures["achieved_qps"] > 0
+    if scenario != "offline":  # LoadGen's offline summary gives no latency percentiles
+        assert 0 < figures["query_p50_ms"] <= figures["query_p90_ms"] <= figures["query_max_ms"]
+    assert (figures.get("cells_a_query") == 8) == (scenario == "multi_stream")
+    # the runtime is the grid at the rate LoadGen measured
+    rate = figures["achieved_qps"] * figures.get("cells_a_query", 1)
+    assert result.runtime_s == pytest.approx(400 / rate)
+    logs = tmp_path / "loadgen"
+    assert {"mlperf_log_summary.txt", "mlperf_log_detail.txt"} <= {p.name for p in logs.iterdir()}
+    offline = run_sequential(make_job(None, test_split, 400, 64, backend="onnxruntime"))
+    np.testing.assert_array_equal(result.pred, offline.pred)
+
+
+def test_the_server_scenario_batches_loadgens_queries(tmp_path, test_split):
+    """At a rate far under the machine's, with a loose bound: every query answered about
+    as LoadGen scheduled them, dynamically batched, valid by LoadGen's rules."""
+    job, result = served(tmp_path, test_split, "server", cells=300, batch=4, qps=300.0,
+                         latency_bound_s=1.0)  # fmt: skip
+    figures = result.serving
+    assert figures["offered_qps"] == 300.0 and figures["latency_bound_ms"] == 1000.0
+    assert abs(figures["achieved_qps"] / figures["scheduled_qps"] - 1) < 0.2
+    assert figures["valid"] == (figures["loadgen_result"] == "VALID")
+    assert 0 < figures["query_p99_ms"] < 1000
+
+
+def test_loadgens_summary_is_read_under_gridbenchs_names(tmp_path):
+    summary = tmp_path / "mlperf_log_summary.txt"
+    summary.write_text(
+        "================================================\nMLPerf Results Summary\n"
+        "SUT name : PySUT\nScenario : Server\nMode     : PerformanceOnly\n"
+        "Completed samples per second    : 398.52\nScheduled samples per second : 400.10\n"
+        "Result is : INVALID\n  Performance constraints satisfied : NO\n"
+        "  Min duration satisfied : Yes\n  Early stopping satisfied: NO\n"
+        "50.00 percentile latency (ns)   : 939000\n99.00 percentile latency (ns)   : 2930000\n"
+        "Max latency (ns)                : 11000000\n"
+    )  # fmt: skip
+    job = make_job(None, None, 100, 1, scenario="server", qps=400.0, latency_bound_s=0.01)
+    figures = loadgen.figures_of(loadgen.read_summary(summary), job)
+    assert figures["achieved_qps"] == 398.52 and figures["scheduled_qps"] == 400.10
+    assert figures["query_p50_ms"] == 0.939 and figures["query_p99_ms"] == 2.93
+    assert figures["query_max_ms"] == 11.0 and figures["valid"] is False
+    assert figures["loadgen_unmet"] == "Performance constraints, Early stopping"
+    summary.write_text("nothing of LoadGen's\n")
+    with pytest.raises(loadgen.RunnerError, match="says no result"):
+        loadgen.read_summary(summary)
+
+
+def test_a_missing_package_or_a_peak_search_is_refused_naming_the_key(monkeypatch):
+    with pytest.raises(ConfigError, match="server.qps='auto': the peak search runs on"):
+        validate(compose_run("scenario=server", "server.qps=auto", "server.driver=loadgen"))
+    with pytest.raises(ConfigError, match="server.driver='nope': must be one of gridbench"):
+        validate(compose_run("scenario=single_stream", "server.driver=nope"))
+    monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)  # as if not installed
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_run("scenario=single_stream", "server.driver=loadgen"))
+    assert str(refused.value) == "server.driver='loadgen': pip install mlcommons-loadgen"
+
+
+@pytest.mark.usefixtures("made_store")
+def test_a_loadgen_run_reads_as_any_run_its_logs_kept(tmp_path):
+    """The app with LoadGen driving: its console lines, LoadGen's logs beside the products,
+    the record's scenario naming the driver (never pooled with gridbench's), the tags."""
+    import json
+
+    import mlflow
+
+    from runner.result import RunResult
+    from tests.conftest import run_app
+
+    done = run_app(tmp_path, "scenario=single_stream", "server.driver=loadgen", "grid.rows=5",
+                   "grid.columns=40", "server.min_s=0.2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Scenario: single_stream driven by MLPerf LoadGen, " in done.stdout
+    assert "LoadGen: VALID; its logs in loadgen/" in done.stdout or "LoadGen: INVALID" in (
+        done.stdout
+    )
+    run_dir = tmp_path / "run"
+    assert (run_dir / "loadgen" / "mlperf_log_summary.txt").is_file()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["driver"] == "loadgen" and summary["query_p50_ms"] > 0
+    assert RunResult.from_summary(summary).scenario == "single_stream by loadgen"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
+    assert run.data.tags["driver"] == "loadgen" and "query_p50_ms" in run.data.metrics
