@@ -94,8 +94,7 @@ class Dispatcher:
                     free -= 1
                     continue
                 if not self.in_flight:
-                    with self.ready:
-                        self.ready.wait(0.01)
+                    self._await_samples()
                     continue
                 for part in self.workers.answers(POLL_S):
                     ids = self.in_flight.pop(part.first)
@@ -104,6 +103,13 @@ class Dispatcher:
                     free += 1
         except BaseException as error:  # LoadGen waits on: the caller ends the test
             self.failed = error
+
+    def _await_samples(self) -> None:
+        """Asleep until LoadGen issues more. (Kept awake by spinning instead, it held the
+        GIL that LoadGen's issue call needs: BENCHMARKS.md, "LoadGen as the driver".)"""
+        with self.ready:
+            if not self.pending and not self.done:
+                self.ready.wait(0.01)
 
     def _take(self) -> list[int]:
         """Up to ``batch_size`` queued sample ids, once the batch is full or its oldest

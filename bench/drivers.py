@@ -1,0 +1,146 @@
+"""Benchmark: gridbench's own serving driver against MLPerf's LoadGen, side by side.
+
+    python bench/drivers.py            # prints, and writes outputs/bench/drivers.md
+
+On ONNX Runtime fp32, one process, one thread, the test split, the two drivers
+alternated round after round (a slow minute of the machine falls on both): single-stream
+p50 and p90; the server scenario at a tenth and at half of gridbench's batch-1 peak
+(achieved rate, p50, p99); offline at batch 256 (samples a second). Each figure is the
+median over rounds, with each driver's spread; LoadGen over gridbench is called different
+only where a t-test over rounds says so (``runner.analysis.statistics``).
+"""
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from run import describe_machine  # noqa: E402
+from serving import job_of  # noqa: E402
+
+from runner.analysis import statistics as stats  # noqa: E402
+from runner.execution.sequential import run_sequential  # noqa: E402
+from runner.machine import torch_version  # noqa: E402
+
+ROUNDS = 3
+QUERIES = 5000
+OUT = ROOT / "outputs" / "bench"
+
+
+def figures(driver: str, scenario: str, **settings: object) -> dict:
+    """One served run's figures under ``driver``."""
+    job = replace(job_of(settings.pop("batch_size", 1), QUERIES, scenario=scenario, **settings),
+                  driver=driver, logs_dir=str(OUT / "loadgen"))  # fmt: skip
+    return run_sequential(job).serving
+
+
+def main() -> None:
+    peak = run_sequential(job_of(1, QUERIES, qps=None)).serving["peak_qps"]
+    cases = {
+        "single-stream": ("single_stream", {}, ("query_p50_ms", "query_p90_ms")),
+        f"server at {0.1 * peak:,.0f}/s (a tenth of the peak)": (
+            "server", {"qps": 0.1 * peak}, ("achieved_qps", "query_p50_ms", "query_p99_ms")),
+        f"server at {0.5 * peak:,.0f}/s (half the peak)": (
+            "server", {"qps": 0.5 * peak}, ("achieved_qps", "query_p50_ms", "query_p99_ms")),
+        "offline, batch 256": ("offline", {"batch_size": 256}, ("achieved_qps",)),
+    }  # fmt: skip
+    seen: dict[tuple[str, str, str], list[float]] = {}
+    for _ in range(ROUNDS):
+        for name, (scenario, settings, keys) in cases.items():
+            for driver in ("gridbench", "loadgen"):
+                if driver == "gridbench" and scenario == "offline":
+                    found = {"achieved_qps": _offline_rate(settings["batch_size"])}
+                else:
+                    found = figures(driver, scenario, **dict(settings))
+                for key in keys:
+                    seen.setdefault((name, key, driver), []).append(float(found[key]))
+    machine = describe_machine(torch_version())
+    lines = [f"Measured by `python bench/drivers.py` on: {machine}; gridbench's "
+             f"batch-1 peak under a 10 ms p99: {peak:,.0f} queries/s. Medians of {ROUNDS} "
+             "alternated rounds [each driver's lowest, highest]; LoadGen 6.0.17.", "",
+             "| scenario | figure | gridbench | LoadGen | LoadGen / gridbench |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, (_, _, keys) in cases.items():
+        for key in keys:
+            ours, theirs = seen[(name, key, "gridbench")], seen[(name, key, "loadgen")]
+            verdict = stats.compare([[v] for v in ours], [[v] for v in theirs])
+            lines.append(f"| {name} | {key} | {_shown(ours)} | {_shown(theirs)} | "
+                         f"{verdict.ratio:.2f} ({verdict.verdict()}) |")  # fmt: skip
+    floor, handed = (np.median([_null_p50(threaded) for _ in range(ROUNDS)])
+                     for threaded in (False, True))  # fmt: skip
+    lines += ["", f"LoadGen single-stream with no model: a system under test that answers "
+              f"inside LoadGen's issue call, p50 {floor * 1000:.1f} us; through gridbench's "
+              f"dispatcher thread (the handoff every LoadGen-driven query pays), "
+              f"{handed * 1000:.1f} us."]  # fmt: skip
+    text = "\n".join(lines)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "drivers.md").write_text(text + "\n")
+    print(text)
+
+
+def _null_p50(threaded: bool) -> float:
+    """LoadGen's single-stream p50 (ms) with a system under test that runs no model: it
+    answers inside LoadGen's issue call, or hands each sample to ``loadgen.Dispatcher``'s
+    thread over workers that answer at once."""
+    import threading
+
+    import mlperf_loadgen as lg
+
+    from runner.execution import loadgen
+    from runner.execution.classify import Part
+
+    class AtOnce:  # workers that answer the moment they are sent a range
+        count = 1
+
+        def __init__(self) -> None:
+            self.sent: list[Part] = []
+
+        def send(self, first: int, stop: int) -> None:
+            self.sent.append(Part(first, np.zeros(stop - first), np.zeros(stop - first),
+                                  np.zeros(1)))  # fmt: skip
+
+        def answers(self, wait_s: float) -> list[Part]:
+            done, self.sent = self.sent, []
+            return done
+
+    job = replace(job_of(1, QUERIES, scenario="single_stream", serve_min_s=0.5),
+                  driver="loadgen", logs_dir=str(OUT / "loadgen"))  # fmt: skip
+    dispatcher = loadgen.Dispatcher(AtOnce(), job)
+
+    def inline(samples: list) -> None:
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
+
+    sut = lg.ConstructSUT(dispatcher.issue if threaded else inline, dispatcher.flush)
+    qsl = lg.ConstructQSL(QUERIES, QUERIES, lambda _: None, lambda _: None)
+    thread = threading.Thread(target=dispatcher.serve, daemon=True)
+    thread.start()
+    log = lg.LogSettings()
+    log.log_output.outdir = job.logs_dir
+    Path(job.logs_dir).mkdir(parents=True, exist_ok=True)
+    lg.StartTestWithLogSettings(sut, qsl, loadgen.settings_of(job), log)
+    dispatcher.stop()
+    thread.join()
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
+    summary = loadgen.read_summary(Path(job.logs_dir) / loadgen.SUMMARY)
+    return float(summary["50.00 percentile latency (ns)"]) / 1e6
+
+
+def _offline_rate(batch_size: int) -> float:
+    """gridbench's offline figure: one pass over the grid's cells, images a second."""
+    job = replace(job_of(batch_size, QUERIES, scenario="offline"), repeats=3)
+    return QUERIES / run_sequential(job).runtime_s
+
+
+def _shown(values: list[float]) -> str:
+    digits = 0 if max(values) >= 100 else 3
+    return (f"{np.median(values):,.{digits}f} [{min(values):,.{digits}f}, "
+            f"{max(values):,.{digits}f}]")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
