@@ -274,6 +274,11 @@ def test_a_busy_score_is_marked_and_calls_no_verdict(tmp_path, monkeypatch, caps
     assert compare_main([few, "--references", "--baseline", "ref", "--out", str(out)]) == 0
     row = score_rows((out / "compare.md").read_text())[("`few`", "fp32")]
     assert "busy" not in row and row.split("|")[4].strip().startswith("0.6")
+    two = busy(records("two", seed=5), 0.3, every=32)  # two runs of one score of 16: marked
+    sweep._print_scores(two, tmp_path)
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == ("These scores can be quoted, but for the one(s) marked busy (fp32 "
+                    "single-core): 62 of 64 runs were quiet.")  # fmt: skip
 
     sweep._print_scores(busy(records("mine", seed=4), 0.4, every=4), tmp_path)
     last = capsys.readouterr().out.rstrip().splitlines()[-1]

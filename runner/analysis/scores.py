@@ -224,9 +224,18 @@ def quotable(records: list[RunResult]) -> str:
         return (f"These scores cannot be quoted: {len(busy)} of {len(scored)} runs shared the "
                 f"CPU with other work (a median {np.median(busy) * 100:.0f} % of the cores); "
                 "run again when the machine is quiet.")  # fmt: skip
-    return (
-        f"These scores can be quoted: {len(scored) - len(busy)} of {len(scored)} runs were quiet."
-    )
+    quiet = len(scored) - len(busy)
+    marked = sorted({f"{precision_label(r.precision, r.recipe)} {r.scope}" for r in scored
+                     if _group_busy(scored, r)})  # fmt: skip
+    but = f", but for the one(s) marked busy ({', '.join(marked)})" if marked else ""
+    return f"These scores can be quoted{but}: {quiet} of {len(scored)} runs were quiet."
+
+
+def _group_busy(records: list[RunResult], one: RunResult) -> bool:
+    """Whether ``one``'s score (its machine, precision and scope) is marked busy."""
+    group = [r for r in records if (r.machine, r.precision, r.recipe, r.scope)
+             == (one.machine, one.precision, one.recipe, one.scope)]  # fmt: skip
+    return sum(r.busy for r in group) > BUSY_RUNS * len(group)
 
 
 def _compared(rows: list[dict[str, Any]]) -> list[bool]:
