@@ -3,6 +3,7 @@ LoadGen's own summary under gridbench's names, its logs are kept, the prediction
 offline's; a missing package or a setting LoadGen cannot take is one line."""
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -111,3 +112,23 @@ def test_a_loadgen_run_reads_as_any_run_its_logs_kept(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("gridbench").experiment_id])
     assert run.data.tags["driver"] == "loadgen" and "query_p50_ms" in run.data.metrics
+
+
+def test_ctrl_c_while_loadgen_serves_ends_the_run_at_once(tmp_path):
+    """LoadGen's call holds the thread that makes it until its test ends (here 60 s at
+    least): the run waits on another thread, so a Ctrl-C ends it at once, exit 130."""
+    import os
+    import signal
+
+    from tests.conftest import start_app, wait_for_phase
+
+    process = start_app(tmp_path, "scenario=single_stream", "server.driver=loadgen",
+                        "server.min_s=60", "server.max_s=120", "mlflow.enabled=false",
+                        "grid.rows=5", "grid.columns=40")  # fmt: skip
+    wait_for_phase(tmp_path, process, "classify")
+    while not (tmp_path / "run" / "loadgen").is_dir():  # LoadGen's test has begun
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)  # LoadGen alone would have held it 60 s
+    assert (process.returncode, err.strip()) == (130, "error: interrupted")

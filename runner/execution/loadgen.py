@@ -171,15 +171,20 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     sut = lg.ConstructSUT(dispatcher.issue, dispatcher.flush)
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
+    arguments = (sut, qsl, settings_of(job), log_settings)
+    test = threading.Thread(target=lg.StartTestWithLogSettings, args=arguments, daemon=True)
     thread.start()
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, settings_of(job), log_settings)
+    test.start()
+    try:  # LoadGen's call would hold a Ctrl-C until its test ends: this thread waits instead
+        while test.is_alive() and dispatcher.failed is None:
+            test.join(0.05)
     finally:
         dispatcher.stop()
         thread.join()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    if dispatcher.failed is not None:
+        if not test.is_alive():  # else LoadGen still holds them, and the process is ending
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+    if dispatcher.failed is not None:  # a worker that failed: LoadGen would wait on for ever
         raise dispatcher.failed
     figures = figures_of(read_summary(logs / SUMMARY), job)
     rest = []
