@@ -222,7 +222,7 @@ def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent_and_writes_no_report(tmp
     sweep_dir = tmp_path / "sweep"
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", "-m", *GRID[2:], "mode=parallel", "threads=1,2",
-         f"hydra.sweep.dir={sweep_dir}"],
+         f"hydra.sweep.dir={sweep_dir}", "preflight.wait_s=0", "preflight.look_s=0.5"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -235,5 +235,9 @@ def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent_and_writes_no_report(tmp
     parents = [run for run in runs if "sweep_dir" in run.data.tags]
     jobs = [run for run in runs if "sweep_dir" not in run.data.tags]
     assert [run.info.status for run in parents] == ["KILLED"]
-    assert [run.info.status for run in jobs] == ["KILLED"]  # the second job never started
+    # the second job never started; the first's status recorded, or (its store not ready
+    # within the stop's bound) left in its directory for runner.sync
+    left = (sweep_dir / "0" / UNRECORDED_FILE).exists()
+    statuses = [run.info.status for run in jobs]
+    assert statuses == ["KILLED"] or (left and statuses in ([], ["RUNNING"])), statuses
     assert not list(sweep_dir.glob("report.*")) and not (sweep_dir / "speedup.png").exists()

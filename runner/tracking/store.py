@@ -117,7 +117,9 @@ def check_place(uri: str) -> None:
     check_ours(uri)
 
 
-MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+# tables only MLflow's schema has (a half-made store has one of them): not "runs", which
+# another program's database had, and was then written into
+MLFLOW_TABLES = {"alembic_version", "experiments"}
 
 
 def check_ours(uri: str) -> None:
@@ -134,7 +136,8 @@ def check_ours(uri: str) -> None:
     except sqlite3.DatabaseError as error:
         raise InputError(f"MLflow tracking store {uri}: {database} is not a SQLite database "
                          f"({error})")  # fmt: skip
-    if tables and not tables >= MLFLOW_TABLES:  # MLflow's schema whole, not one name of it
+    mlflows = tables & MLFLOW_TABLES or any(t.startswith("_alembic_tmp_") for t in tables)
+    if tables and not mlflows:
         shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
         raise InputError(
             f"MLflow tracking store {uri}: {database} is another program's database (tables "
