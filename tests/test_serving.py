@@ -268,3 +268,32 @@ def test_no_garbage_collection_runs_while_queries_are_served():
         gc.callbacks.remove(callback)
     assert served.answered == 50 and Workers.seen == [False] * 50
     assert gc.isenabled() and collected  # collected once the serving was over
+
+
+def test_a_search_step_serves_what_its_rate_needs_whatever_the_grid():
+    """60,000 cells at 500 queries/s cannot be served in server.max_s (60 s): a step no
+    longer serves the grid but its rate for server.min_s, and at least what four p99s
+    need; a search whose lowest rate was cut by max_s says so, not "raise the bound"."""
+    job = make_job(None, None, 60_000, 1, scenario="server", qps=None, serve_min_s=1.0)
+    needs = serving.STEP_P99S * queries_for(0.99)
+    assert serving.step_queries(500.0, job) == max(500, needs) < 60_000
+    assert serving.step_queries(20_000.0, job) == 20_000
+    cut = {"qps": 250.0, "queries": 1000, "answered": 400, "query_p50_ms": "not established",
+           "query_p99_ms": "not established"}  # fmt: skip
+    error = serving._no_peak([cut], 0.010)
+    assert "600 of its 1000 queries were never answered within server.max_s: raise " in (str(error))
+    slow = {**cut, "answered": 1000, "query_p50_ms": 14.0, "query_p99_ms": 19.0}
+    assert str(serving._no_peak([slow], 0.010)).endswith("p50 14 ms, p99 19 ms: raise the bound)")
+
+
+def test_a_rate_valid_above_the_peak_is_said_with_why():
+    from runner.analysis.summary import _serving_lines
+
+    summary = {"scenario": "server", "peak_qps": 488.0, "peak_qps_low": 488.0,
+               "peak_qps_high": 2016.0, "latency_bound_ms": 10.0, "steps": [{}] * 7,
+               "valid_above_peak": [1008.0]}  # fmt: skip
+    peak, note = _serving_lines(summary)
+    assert peak.startswith("Server peak: 488 queries/s")
+    assert note.startswith("Note: 1,008 queries/s kept the bound in a run above the peak")
+    del summary["valid_above_peak"]
+    assert len(_serving_lines(summary)) == 1

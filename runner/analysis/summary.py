@@ -243,10 +243,16 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
         return []
     if "peak_qps" in summary:
         bound = f"p99 <= {summary['latency_bound_ms']:g} ms"
+        above = summary.get("valid_above_peak") or []
+        why = (f"Note: {', '.join(f'{q:,.0f}' for q in above)} queries/s kept the bound in a "
+               "run above the peak, and failed when the search served it again or came back "
+               "to it: the machine's speed moved during the search (serving.png shows every "
+               "run)")  # fmt: skip
         return [
             f"Server peak: {summary['peak_qps']:,.0f} queries/s with {bound} (the peak lies in "
             f"[{summary['peak_qps_low']:,.0f}, {summary['peak_qps_high']:,.0f}]; "
-            f"{len(summary['steps'])} rates tried, serving.png)"
+            f"{len(summary['steps'])} rates tried, serving.png)",
+            *([why] if above else []),
         ]
     rates = f"{summary['achieved_qps']:,.0f} queries/s answered"
     if "cells_a_query" in summary:

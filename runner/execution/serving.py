@@ -21,6 +21,7 @@ strategy's workers (``loop.Workers.send`` and ``answers``).
 """
 
 import gc
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ AGAIN = 1  # more runs at a rate whose run failed unsure (bench/serving.py sets 
 MOST_DOUBLINGS_PAST = 3  # rates tried above the search's for one surely over the bound
 CALIBRATION_QUERIES = 100  # single-stream queries that pick the search's first rate
 MULTI_STREAM_CELLS = 8  # MLPerf's samples a MultiStream query
+STEP_P99S = 4  # a search's step serves at least this many times the queries a p99 needs
 
 
 def arrivals(queries: int, qps: float) -> np.ndarray:
@@ -127,9 +129,10 @@ def collection_held() -> Iterator[None]:
 
 
 @collection_held()
-def serve(workers: "Workers", job: Job, qps: float) -> Served:
-    """The grid's cells as queries arriving at ``qps`` a second, dynamically batched."""
-    count = max(job.cells, int(np.ceil(qps * job.serve_min_s)))
+def serve(workers: "Workers", job: Job, qps: float, queries: Optional[int] = None) -> Served:
+    """The grid's cells (or ``queries`` of them, wrapping past its end) as queries arriving
+    at ``qps`` a second, dynamically batched."""
+    count = queries or max(job.cells, int(np.ceil(qps * job.serve_min_s)))
     schedule = arrivals(count, qps)
     batch_size, delay_s = job.batch_size, job.max_delay_s
     latencies = np.full(count, np.inf)
@@ -288,8 +291,14 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     steps: list[dict[str, Any]] = []
 
     def step(qps: float) -> dict[str, Any]:
-        figures = {"qps": qps, **serve(workers, job, qps).figures(bound)}
+        figures = {"qps": qps, **serve(workers, job, qps, step_queries(qps, job)).figures(bound)}
         steps.append(figures)
+        if job.progress:  # a search of minutes says each rate as it goes
+            verdict = "valid" if figures["valid"] else "INVALID"
+            p99 = figures["query_p99_ms"]
+            shown = f"{p99:.3f} ms" if isinstance(p99, float) else "not established"
+            print(f"step {len(steps)}: {qps:,.0f} queries/s, p99 {shown}: {verdict}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         hopeless = figures["over_bound_share"] == 1.0  # even a query that met no queue
         if not any(earlier["valid"] for earlier in steps) and hopeless:
             raise _no_peak(steps, bound)
@@ -299,9 +308,11 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     if not low:
         raise _no_peak(steps, bound)
     surely_over_above(step, steps, high, bound * 1000)
+    valid_above = sorted({s["qps"] for s in steps if s["valid"] and s["qps"] > low})
     figures = {
         "scenario": job.scenario,
         "peak_qps": low,
+        **({"valid_above_peak": valid_above} if valid_above else {}),
         **peak_interval(steps, low, high, bound * 1000),
         "mean_batch": next(s for s in reversed(steps) if s["qps"] == low)["mean_batch"],
         "latency_bound_ms": bound * 1000,
@@ -311,17 +322,31 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     return parts, figures, [job.cells / low]
 
 
+def step_queries(qps: float, job: Job) -> int:
+    """A step's queries: ``server.min_s`` at its rate, and at least ``STEP_P99S`` times
+    what establishes a p99, whatever the grid (60,000 cells at a rate under 1,000 a second
+    could not be served in ``server.max_s``: every such step failed by construction)."""
+    return max(int(np.ceil(qps * job.serve_min_s)), STEP_P99S * queries_for(P99))
+
+
 def _no_peak(steps: list[dict[str, Any]], bound_s: float) -> RunnerError:
-    """No rate kept the bound: the run has no figure, and says what the lowest rate gave."""
+    """No rate kept the bound: the run has no figure, and says why, as the lowest rate
+    tried shows it: queries never answered in ``server.max_s``, or latencies over the
+    bound even without a queue."""
     lowest = min(steps, key=lambda step: step["qps"])
     shown = [
         f"{name} {value:.3g} ms" if isinstance(value, float) else f"{name} not established"
         for name, value in (("p50", lowest["query_p50_ms"]), ("p99", lowest["query_p99_ms"]))
     ]
+    at = f"at {lowest['qps']:,.0f} queries/s, the lowest tried"
+    if lowest["answered"] < lowest["queries"]:
+        cause = (f"{lowest['queries'] - lowest['answered']} of its {lowest['queries']} queries "
+                 "were never answered within server.max_s: raise server.max_s")  # fmt: skip
+    else:
+        cause = f"{', '.join(shown)}: raise the bound"
     return RunnerError(
         f"server.qps=auto: no rate kept the p99 under server.latency_bound_ms={bound_s * 1000:g}"
-        f" (at {lowest['qps']:,.0f} queries/s, the lowest tried: {', '.join(shown)}): raise "
-        "the bound"
+        f" ({at}: {cause})"
     )
 
 
