@@ -9,6 +9,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 SPLITS = ("train", "test")
 SCENARIOS = ("offline", "single_stream", "multi_stream", "server")  # MLPerf Inference's
 RAY_HINT = "mode=ray needs Ray: pip install -r requirements-ray.txt"
+MAX_REPEATS = 1000  # passes of one run, counted or auto: beyond, the interval stops narrowing
 
 
 def usable_start_method(wanted: str) -> str:

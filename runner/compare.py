@@ -28,7 +28,7 @@ from runner.analysis.compare import (
     write_markdown,
 )
 from runner.analysis.report import write_rooflines
-from runner.errors import InputError, RunnerError, one_line, run_command
+from runner.errors import CommandParser, InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
 from runner.result import RunResult, check_one_workload, machines_of
 from runner.tracking.store import OUTPUTS, command_uri, reading_client, run_link
@@ -69,7 +69,7 @@ def _metric_name(machine: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m runner.compare", description=" ".join(__doc__.split("\n\n")[0].split())
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE",

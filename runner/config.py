@@ -7,6 +7,7 @@ value out of range before any work starts.
 
 import functools
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -20,7 +21,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner import REPO_ROOT
 from runner.analysis.statistics import P99, queries_for
-from runner.choices import MODES, PRECISIONS, RAY_HINT, SCENARIOS, SPLITS, START_METHODS
+from runner.choices import (
+    MAX_REPEATS,
+    MODES,
+    PRECISIONS,
+    RAY_HINT,
+    SCENARIOS,
+    SPLITS,
+    START_METHODS,
+)
 from runner.credentials import PASSWORD, USERNAME, split_userinfo
 from runner.errors import ConfigError, InputError, one_line
 from runner.execution.backends import (
@@ -164,7 +173,8 @@ def validate(cfg: DictConfig) -> None:
     _refuse_unknown_keys(cfg)
     _require(cfg.mode in MODES, "mode", cfg.mode, f"must be one of {', '.join(MODES)}")
     _require(cfg.mode != "ray" or _ray_imports(), "mode", cfg.mode, RAY_HINT)
-    _require(cfg.threads >= 1, "threads", cfg.threads, "must be at least 1")
+    _require(1 <= cfg.threads <= MOST_WORKERS, "threads", cfg.threads,
+             f"must be from 1 to {MOST_WORKERS:,}")  # fmt: skip
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
     backend = cfg.backend
     _require(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
@@ -196,7 +206,7 @@ def validate(cfg: DictConfig) -> None:
     )
     target = cfg.stability.target
     _require(0 < target < 1, "stability.target", target, "must be between 0 and 1 (0.02 is 2 %)")
-    _require(cfg.stability.max_s > 0, "stability.max_s", cfg.stability.max_s, "must be more than 0")
+    _within_a_day(cfg.stability.max_s, "stability.max_s")
     wait = cfg.preflight.wait_s
     _require(0 <= wait <= 86400, "preflight.wait_s", wait, "must be from 0 to 86,400 seconds")
     look_s = cfg.preflight.look_s
@@ -211,7 +221,9 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.grid.columns >= 1, "grid.columns", cfg.grid.columns, "must be at least 1")
     split = cfg.data.split
     _require(split in SPLITS, "data.split", split, f"must be one of {', '.join(SPLITS)}")
-    _require(cfg.data.offset >= 0, "data.offset", cfg.data.offset, "must be 0 or more")
+    offset = cfg.data.offset
+    most = f"must be from 0 to {MOST_OFFSET:,}"
+    _require(0 <= offset <= MOST_OFFSET, "data.offset", offset, most)
     weights = repo_path(cfg.weights)
     _require(weights.is_file(), "weights", cfg.weights, f"no such file: {weights}")
     method = cfg.parallel.start_method
@@ -221,8 +233,10 @@ def validate(cfg: DictConfig) -> None:
         method,
         f"must be one of {', '.join(START_METHODS)} (fork deadlocks once torch has threads)",
     )
-    timeout = cfg.parallel.timeout_s
-    _require(timeout > 0, "parallel.timeout_s", timeout, "must be more than 0")
+    _within_a_day(cfg.parallel.timeout_s, "parallel.timeout_s")
+    name = cfg.machine.name
+    _require(name is None or bool(MACHINE_NAME.fullmatch(str(name))), "machine.name", name,
+             "letters, digits, '.', '_' and '-' only: it names files")  # fmt: skip
     cells = cfg.grid.rows * cfg.grid.columns
     need_mb = cells * BYTES_PER_CELL // 2**20
     _require(
@@ -254,9 +268,19 @@ def validate(cfg: DictConfig) -> None:
         _check_worker_count(cfg, cores, local=not on_a_cluster)
 
 
+def _within_a_day(seconds: float, key: str) -> None:
+    """A duration: more than 0, finite, at most a day (a wait without end, or a number
+    that overflows the work, was an "unexpected" failure after the work had begun)."""
+    _require(0 < seconds <= DAY_S, key, seconds, "must be more than 0 and at most a day")
+
+
 PROGRESS = ("auto", "true", "false")
+DAY_S = 86_400.0
+MOST_QPS = 10_000_000.0  # queries a second: beyond any machine's, and its schedule's memory
+MOST_OFFSET = 2**31  # past any split's size: the offset wraps, and numpy's indices hold it
+MOST_WORKERS = 4096  # processes: parallel.allow_any_workers lifts the cores' limit, not this
+MACHINE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 DRIVERS = ("gridbench", "loadgen")
-MAX_REPEATS = 1000  # passes of one run: beyond, the interval stops narrowing, days go by
 BYTES_PER_CELL = 40  # prediction, probability, label, the mask's pixel and their copies
 WORKER_MB = 350  # a worker's PSS: torch, the model and its share of the images
 CORES_MULTIPLE = 4  # beyond this many workers per core, a run measures the scheduler
@@ -349,9 +373,10 @@ def _check_scenario(cfg: DictConfig) -> None:
     _require(scenario in SCENARIOS, "scenario", scenario, f"must be one of {', '.join(SCENARIOS)}")
     qps = server.qps
     rate = isinstance(qps, (int, float)) and not isinstance(qps, bool)
-    _require(qps == "auto" or (rate and qps > 0), "server.qps", qps, "must be more than 0, or auto")
+    _require(qps == "auto" or (rate and 0 < qps <= MOST_QPS), "server.qps", qps,
+             f"must be more than 0 and at most {MOST_QPS:,.0f}, or auto")  # fmt: skip
     for key in ("latency_bound_ms", "max_delay_ms", "min_s", "max_s"):
-        _require(server[key] > 0, f"server.{key}", server[key], "must be more than 0")
+        _within_a_day(server[key] / (1000 if key.endswith("_ms") else 1), f"server.{key}")
     _require(
         server.min_s <= server.max_s, "server.min_s", server.min_s, "must be at most server.max_s"
     )

@@ -1,5 +1,6 @@
 """Errors that end a run with a one-line message and a chosen exit status."""
 
+import argparse
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -132,3 +133,16 @@ def last_line(text: object) -> str:
     """The last non-empty line: where TorchScript and Ray put the actual cause."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The commands' arguments: a usage error is one line and exit 2, as every other bad
+    input (argparse printed its usage and the error on two to eight lines, a password
+    given in a mistyped option among them)."""
+
+    def error(self, message: str) -> NoReturn:
+        from runner.redact import redact
+
+        print(f"error: {redact(one_line(message))} (see {self.prog} --help)", file=sys.stderr,
+              flush=True)  # fmt: skip
+        sys.exit(2)

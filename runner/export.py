@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 from runner import result_file
-from runner.errors import InputError, run_command
+from runner.errors import CommandParser, InputError, run_command
 from runner.result import machines_of
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m runner.export", description=" ".join(__doc__.split("\n\n")[0].split())
     )
     parser.add_argument("--out", type=Path, required=True, help="FILE, .json or .json.gz")

@@ -239,9 +239,9 @@ def machine_name(facts: dict[str, Any]) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     """``python -m runner.machine``: what a run on this machine is tagged; ``--ceiling``:
     its measured ceilings (``runner.ceilings``), from the cache or measured now."""
-    import argparse
+    from runner.errors import CommandParser
 
-    parser = argparse.ArgumentParser(prog="python -m runner.machine", description=main.__doc__)
+    parser = CommandParser(prog="python -m runner.machine", description=main.__doc__)
     parser.add_argument("--ceiling", action="store_true", help="the measured ceilings")
     parser.add_argument("--again", action="store_true", help="with --ceiling: measure anew")
     args = parser.parse_args(argv)

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Optional
 
 from runner.analysis.report import PARENT_FILE, STORE_FILE, records_from_dir, write_report
-from runner.errors import InputError, RunnerError, one_line, run_command
+from runner.errors import CommandParser, InputError, RunnerError, one_line, run_command
 from runner.files import output_dir
 from runner.result_file import read_sweep
 from runner.tracking.store import command_uri, reading_client
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m runner.report", description="Write a sweep's report from MLflow."
     )
     parser.add_argument(

@@ -9,12 +9,12 @@ from typing import Optional
 from runner import result_file
 from runner.config import settings_of_run
 from runner.credentials import adopt_from_environment
-from runner.errors import run_command
+from runner.errors import CommandParser, run_command
 from runner.tracking.sync import end_stopped, import_records, pending, sync
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m runner.sync", description=" ".join(__doc__.split("\n\n")[0].split())
     )
     parser.add_argument("sources", nargs="+", type=Path, metavar="RUN_DIR|FILE")

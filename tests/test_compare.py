@@ -320,3 +320,23 @@ def test_out_never_replaces_what_is_not_a_regular_file(two_machines, tmp_path, c
     after = os.lstat(target)
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
     assert not list(target.parent.glob(f".{target.name}.*.tmp"))
+
+
+@pytest.mark.parametrize("module, arguments", [
+    ("runner.compare", ["--tracking_uri=http://ann:HUNTER2@h"]),  # a typo: argparse echoed it
+    ("runner.compare", ["--bogus"]),
+    ("runner.export", []),  # no --out
+    ("runner.sync", []),
+    ("runner.report", ["a", "http://ann:HUNTER2@h"]),
+    ("runner.machine", ["--bogus"]),
+])  # fmt: skip
+def test_a_commands_usage_error_is_one_line_exit_2_with_no_password(module, arguments, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(module).main(arguments)
+    assert ended.value.code == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: ") and line.endswith(f"(see python -m {module} --help)")
+    assert "HUNTER2" not in captured.err + captured.out

@@ -8,6 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from runner import REPO_ROOT, config
+from runner.choices import MAX_REPEATS
 from runner.config import flatten, register, repo_path, validate
 from runner.errors import ConfigError
 from runner.execution.devices import available_cores
@@ -87,6 +88,15 @@ def test_overrides_compose_and_flatten():
         ("stability.max_s=0", "stability.max_s"),
         ("round=-1", "round"),
         ("preflight.wait_s=-1", "preflight.wait_s"),
+        # numbers that reached the work unbounded (MemoryError, OverflowError, no end)
+        ("server.qps=1e12", "server.qps"),
+        ("server.qps=inf", "server.qps"),
+        ("server.max_s=1e12", "server.max_s"),
+        ("data.offset=9223372036854775807", "data.offset"),
+        ("parallel.timeout_s=inf", "parallel.timeout_s"),
+        ("stability.max_s=100000", "stability.max_s"),
+        ("threads=100000000", "threads"),
+        ("machine.name=a/b", "machine.name"),
         ("preflight.wait_s=inf", "preflight.wait_s"),
         ("preflight.wait_s=nan", "preflight.wait_s"),
         ("preflight.look_s=0", "preflight.look_s"),
@@ -137,7 +147,7 @@ def test_the_scenarios_take_their_settings():
 def test_repeats_is_a_count_or_auto():
     validate(compose_run("repeats=auto", "stability.target=0.05", "stability.max_s=5"))
     assert compose_run("repeats=7").repeats == 7
-    validate(compose_run(f"repeats={config.MAX_REPEATS}"))
+    validate(compose_run(f"repeats={MAX_REPEATS}"))
 
 
 def test_a_batch_larger_than_the_grid_is_the_grid_in_one_batch():
@@ -197,7 +207,7 @@ def test_an_unknown_tracking_scheme_in_the_environment_is_refused(monkeypatch):
             "more than 1 worker(s) (the grid is only 1",
         ),
         (("threads=3", "grid.rows=1", "grid.columns=4", "batch_size=2"), "more than 2 worker(s)"),
-        (("threads=50000",), f"more than {4 * CORES} worker(s) (4 per core on {CORES} core(s))"),
+        (("threads=4000",), f"more than {4 * CORES} worker(s) (4 per core on {CORES} core(s))"),
     ],
 )
 def test_a_worker_count_that_cannot_help_is_refused_unless_allowed(overrides, limit):

@@ -9,6 +9,7 @@ from collections import namedtuple
 import psutil
 
 from runner.analysis.summary import console_lines
+from runner.choices import MAX_REPEATS
 from runner.execution import load
 from runner.execution.loop import AUTO_MIN_PASSES, enough_passes
 from runner.execution.sequential import run_sequential
@@ -32,6 +33,10 @@ def test_auto_needs_five_passes_then_a_narrow_enough_interval(model, test_split)
     assert enough_passes(wider, ragged)
     counted = make_job(model, test_split, 100, 10, repeats=2)
     assert not enough_passes(counted, [0.1]) and enough_passes(counted, [0.1, 0.5])
+    # a target no interval reaches, and time to spare: the pass limit ends it (it ran on)
+    endless = auto_job(model, test_split, stability_target=1e-7, stability_max_s=86_400)
+    fast = [0.001, 0.002] * (MAX_REPEATS // 2)
+    assert not enough_passes(endless, fast[:-1]) and enough_passes(endless, fast)
 
 
 def test_an_auto_run_stops_on_its_own(model, test_split):

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from runner.choices import MAX_REPEATS
 from runner.execution.classify import TASKS_PER_WORKER, Job, Part, Result, assemble, chunk_ranges
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline
@@ -113,6 +114,8 @@ def enough_passes(job: Job, runtimes_s: list[float], elapsed_s: Optional[float] 
     passes where not given)."""
     if job.repeats is not None:
         return len(runtimes_s) >= job.repeats
+    if len(runtimes_s) >= MAX_REPEATS:  # a target no interval reaches: it stops all the same
+        return True
     if len(runtimes_s) < AUTO_MIN_PASSES:
         return False
     if (sum(runtimes_s) if elapsed_s is None else elapsed_s) >= job.stability_max_s:
