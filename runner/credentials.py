@@ -1,7 +1,9 @@
 """A tracking URI's user name and password never reach a file, a param, a tag or the console.
 
-They are taken out of the URI where it enters (an ``mlflow.tracking_uri=`` override on the
-command line, ``MLFLOW_TRACKING_URI``, a command's ``--tracking-uri``), before Hydra writes
+They are taken out of the URI where it enters (an ``mlflow.tracking_uri=`` or
+``hydra.job.env_set.MLFLOW_TRACKING_URI=`` override on the command line,
+``MLFLOW_TRACKING_URI``, a command's ``--tracking-uri``; a database's ``?user=&password=``
+query too), before Hydra writes
 its files or any library prints the URI, and travel by the environment, which every process
 of the run inherits: a server's as MLflow's own ``MLFLOW_TRACKING_USERNAME`` and
 ``MLFLOW_TRACKING_PASSWORD``, a database's (which MLflow can take only inside its URI) in
@@ -23,6 +25,7 @@ USERNAME, PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 USERINFO = "GRIDBENCH_TRACKING_USERINFO"
 SERVERS = ("http", "https", "databricks")  # MLflow sends their credentials as basic auth
 URI_KEY = "mlflow.tracking_uri"
+ENV_SET_URI = "hydra.job.env_set.MLFLOW_TRACKING_URI"  # Hydra's way to set it for the job
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -46,8 +49,11 @@ def split_userinfo(uri: str, what: str = URI_KEY) -> tuple[str, Optional[str]]:
 
 
 def adopt(uri: str, what: str = URI_KEY) -> str:
-    """``uri`` without its credentials, which go to this process's environment."""
+    """``uri`` without its credentials, which go to this process's environment: its
+    userinfo, or a database's ``user=`` and ``password=`` in its query (libpq's form)."""
     clean, userinfo = split_userinfo(uri, what)
+    if userinfo is None:
+        clean, userinfo = _query_credentials(uri)
     if userinfo is None:
         return uri
     if clean.partition("://")[0].lower() in SERVERS:
@@ -57,6 +63,24 @@ def adopt(uri: str, what: str = URI_KEY) -> str:
     else:
         os.environ[USERINFO] = userinfo
     return clean
+
+
+def _query_credentials(uri: str) -> tuple[str, Optional[str]]:
+    """A database URI without the ``user`` and ``password`` of its query, and them as a
+    userinfo (``with_userinfo`` puts it back where the store is opened); None where its
+    query has no password."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in SERVERS or not parts.query:
+        return uri, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    found = {key: value for key, value in pairs if key in ("user", "password")}
+    if "password" not in found:
+        return uri, None
+    kept = urlencode([(key, value) for key, value in pairs if key not in found])
+    userinfo = f"{quote(found.get('user', ''), safe='')}:{quote(found['password'], safe='')}"
+    return urlunsplit(parts._replace(query=kept)), userinfo
 
 
 def adopt_from_environment() -> None:
@@ -72,7 +96,7 @@ def adopt_from_overrides(overrides: list[str]) -> list[str]:
     cleaned = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        if sep and key.lstrip("+~") == URI_KEY:
+        if sep and key.lstrip("+~") in (URI_KEY, ENV_SET_URI):
             quote = value[0] if value[:1] in ("'", '"') and value[-1:] == value[:1] else ""
             inner = value[1:-1] if quote else value
             override = f"{key}={quote}{adopt(inner)}{quote}"

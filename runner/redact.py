@@ -19,12 +19,18 @@ URL = re.compile(
 SECRET = r"passw|secret|token|api[_-]?key|credential"
 SECRET_KEY = re.compile(SECRET, re.IGNORECASE)
 SECRET_OVERRIDE = re.compile(rf"([\w.+~]*(?:{SECRET})[\w.]*=)\S+", re.IGNORECASE)
+# a server or proxy that echoes the request puts its header in the error line
+AUTHORIZATION = re.compile(
+    r"((?:Authorization|auth)['\"]?\s*[:=]\s*['\"]?(?:Basic|Bearer|Token)\s+)[^\s'\",}]+",
+    re.IGNORECASE,
+)
 HIDDEN = "***"
 
 
 def redact(text: str) -> str:
     """``text`` with the userinfo of every URL in it hidden, and the value of every
     ``key=value`` whose key looks secret (a Hydra override)."""
+    text = AUTHORIZATION.sub(rf"\1{HIDDEN}", text)
     return SECRET_OVERRIDE.sub(rf"\1{HIDDEN}", URL.sub(_hide_userinfo, text))
 
 

@@ -121,3 +121,24 @@ def test_credentials_travel_by_the_environment(monkeypatch):
     adopt_from_environment()
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://h2"
     assert os.environ[PASSWORD_VAR] == "p2"
+
+
+def test_query_form_passwords_env_set_and_echoed_headers_are_taken_out(monkeypatch):
+    """libpq's ``?user=&password=`` go to the environment as a userinfo, put back where the
+    store is opened; Hydra's ``env_set`` of the URI is adopted as ``mlflow.tracking_uri``
+    is; a server's echo of the request's Authorization header is hidden."""
+    for key in (USERNAME, PASSWORD_VAR, USERINFO):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    uri = f"postgresql://db:5432/m?user=ann&password={ENCODED}&sslmode=require"
+    assert adopt(uri) == "postgresql://db:5432/m?sslmode=require"
+    assert with_userinfo("postgresql://db:5432/m?sslmode=require") == (
+        f"postgresql://ann:{ENCODED}@db:5432/m?sslmode=require"
+    )
+    assert adopt("postgresql://db/m?sslmode=require") == "postgresql://db/m?sslmode=require"
+    override = "+hydra.job.env_set.MLFLOW_TRACKING_URI=http://ann:PW2@h"
+    assert adopt_from_overrides([override]) == ["+hydra.job.env_set.MLFLOW_TRACKING_URI=http://h"]
+    assert os.environ[PASSWORD_VAR] == "PW2"
+    echoed = 'error: 400 {"headers": {"Authorization": "Basic YW5uOlBXMg=="}}'
+    assert "YW5uOlBXMg" not in redact(echoed) and "Basic ***" in redact(echoed)
+    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
