@@ -159,3 +159,13 @@ def test_a_refused_run_leaves_a_users_folder_as_it_was(tmp_path, foreign):
     assert "another program's database" in done.stderr
     for name in ("summary.json", "mask.png"):
         assert (mine / name).read_text() == f"the user's own {name}"
+
+
+@pytest.mark.parametrize("uri", ["postgresql+psycopg2://127.0.0.1:9/db", "mysql://127.0.0.1:9/db"])
+def test_a_database_that_refuses_connections_is_one_line_not_minutes_of_retries(uri, capsys):
+    """MLflow retried a refused connection ten times with a doubling sleep: 110 s before
+    its line. A database store's server is asked once first (run, compare, export)."""
+    with pytest.raises(RunnerError, match="cannot be reached at 127.0.0.1:9: Connection refused"):
+        open_store(uri, "gridbench")
+    assert compare_main(["--tracking-uri", uri, "--no-log"]) == 1
+    assert "cannot be reached at 127.0.0.1:9" in one_line(capsys)

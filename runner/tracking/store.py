@@ -173,6 +173,7 @@ def reading_client(uri: str) -> Any:
         if not Path(uri.removeprefix("sqlite:///")).exists():
             raise InputError(f"no tracking store at {uri}")
         check_ours(uri)
+    reachable(uri)
     return _mlflow().MlflowClient(with_userinfo(uri))
 
 
@@ -211,6 +212,7 @@ def open_store(uri: str, experiment: str) -> tuple[Any, str]:
     """
     mlflow = _mlflow()
     try:
+        reachable(uri)
         with _store_lock(uri):
             if uri.startswith("sqlite:///"):
                 check_ours(uri)
@@ -226,6 +228,31 @@ def open_store(uri: str, experiment: str) -> tuple[Any, str]:
         advice = _sqlite_advice(uri, str(error))
         problem = one_line(error, 300)
         raise RunnerError(f"MLflow tracking store {uri} cannot be used: {problem}{advice}")
+
+
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+REACH_S = 5.0  # a database that takes no connection in this long is down
+
+
+def reachable(uri: str) -> None:
+    """A database store's server takes a connection, or RunnerError in seconds: MLflow
+    retries a refused connection ten times with a doubling sleep (110 s before its line)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    default = DATABASE_PORTS.get(parts.scheme.partition("+")[0].lower())
+    if default is None or not parts.hostname:
+        return  # a server (MLflow's own timeout), a file, or a local socket
+    try:
+        port = parts.port or default
+    except ValueError:
+        return  # a port MLflow will refuse in its own words
+    try:
+        socket.create_connection((parts.hostname, port), timeout=REACH_S).close()
+    except OSError as error:
+        raise RunnerError(f"MLflow tracking store {uri} cannot be reached at "
+                          f"{parts.hostname}:{port}: {error.strerror or error}")  # fmt: skip
 
 
 def warm(uri: str) -> None:
