@@ -169,3 +169,23 @@ def test_a_database_that_refuses_connections_is_one_line_not_minutes_of_retries(
         open_store(uri, "gridbench")
     assert compare_main(["--tracking-uri", uri, "--no-log"]) == 1
     assert "cannot be reached at 127.0.0.1:9" in one_line(capsys)
+
+
+def test_a_store_another_process_holds_locked_is_waited_on_and_named_locked(
+    blank_store, tmp_path, monkeypatch
+):
+    """It was "not a SQLite database (database is locked)", exit 2, at once."""
+    from runner.tracking import store
+
+    uri = copy_store(blank_store, tmp_path)
+    monkeypatch.setattr(store, "LOCK_S", 0.2)
+    holder = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("begin exclusive")
+    try:
+        with pytest.raises(RunnerError, match="another process held it locked for 0.2 s") as held:
+            check_place(uri)
+        assert not isinstance(held.value, InputError)  # an outage, exit 1: not bad input
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    check_place(uri)  # let go: ours again

@@ -130,9 +130,14 @@ def check_ours(uri: str) -> None:
         raise InputError(f"MLflow tracking store {uri}: {database} is a directory")
     if not database.is_file() or database.stat().st_size == 0:
         return
-    try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+    try:  # a lock another process holds is waited on, as MLflow's own writes wait
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=LOCK_S)) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            raise InputError(f"MLflow tracking store {uri}: {database} cannot be read ({error})")
+        raise RunnerError(f"MLflow tracking store {uri}: another process held it locked for "
+                          f"{LOCK_S:g} s")  # fmt: skip
     except sqlite3.DatabaseError as error:
         raise InputError(f"MLflow tracking store {uri}: {database} is not a SQLite database "
                          f"({error})")  # fmt: skip
