@@ -327,6 +327,16 @@ def draw(
         plotting.result()
 
 
+def _trace_to_the_log_file() -> None:
+    """The traceback of an unexpected failure into the job's log file only: Hydra's job
+    logging also writes to the console, where it put 30 lines above the one error line."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    trace = logging.getLogger("runner.trace")
+    trace.propagate = False
+    trace.handlers = files
+    trace.exception("unexpected failure")
+
+
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: failures become one line on stderr and an exit status."""
@@ -347,7 +357,7 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(error, Exception):
             raise
         if not isinstance(error, RunnerError):
-            logging.getLogger("runner").exception("unexpected failure")  # into the job's log
+            _trace_to_the_log_file()
             error = RunnerError(f"unexpected {type(error).__name__}: {error}")
         message = redact(one_line(error, 2000))
         print(f"error: {message}", file=sys.stderr, flush=True)

@@ -220,3 +220,29 @@ def test_a_peak_search_reaches_the_console_the_summary_mlflow_and_its_picture(tm
     assert record.scenario == "server qps=auto p99<=10ms delay=1ms" and record.scope == ""
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "serving.png" in artifacts
+
+
+def test_an_unexpected_failures_trace_goes_to_the_log_file_not_the_console(tmp_path):
+    """Hydra's job logging writes to the console and the job's log file: the 30 lines of
+    an unexpected failure's traceback went above its one error line on stdout."""
+    import io
+    import logging
+
+    from runner.app import _trace_to_the_log_file
+
+    console, log_file = io.StringIO(), tmp_path / "runner.log"
+    handlers = [logging.StreamHandler(console), logging.FileHandler(log_file)]
+    root = logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        try:
+            raise ZeroDivisionError("seeded")
+        except ZeroDivisionError:
+            _trace_to_the_log_file()
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    assert "ZeroDivisionError: seeded" in log_file.read_text()
+    assert console.getvalue() == ""
