@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner import REPO_ROOT
-from runner.derived import cached, key_of, read_checked
+from runner.derived import facts_path, key_of, read_checked, write_checked
+from runner.errors import InputError
+from runner.files import output_dir
 from runner.machine import IDENTITY_KEYS, fingerprint
 
 CACHE = REPO_ROOT / "outputs" / "ceilings"  # shared by the command, sweeps and runs
@@ -151,13 +153,17 @@ def ceilings(cache_dir: Path, cores: int, again: bool = False) -> dict[str, Any]
     """This machine's ceilings: from the cache where this machine and software measured
     them (``again``: measured anew all the same), else measured now and cached."""
     path, identity = _cache_file(cache_dir, cores)
-    if again:
-        path.unlink(missing_ok=True)
-
-    def build() -> tuple[bytes, dict[str, Any]]:
-        return json.dumps(measure(cores), sort_keys=True).encode(), {"of": identity}
-
-    return cached(path, build, lambda data, _: json.loads(data))
+    if not again:
+        found = measured(cache_dir, cores)
+        if found is not None:
+            return found
+    for place in (path, facts_path(path)):  # found before tens of seconds of measuring
+        if place.is_symlink() or (place.exists() and not place.is_file()):
+            raise InputError(f"{place} is not a file: the ceilings' cache is made of files")
+    output_dir(cache_dir, "the ceilings' cache")
+    data = json.dumps(measure(cores), sort_keys=True).encode()
+    write_checked(path, data, {"of": identity})  # the earlier cache replaced only now
+    return json.loads(data)
 
 
 def measured(cache_dir: Path, cores: int) -> Optional[dict[str, Any]]:

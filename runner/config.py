@@ -252,7 +252,10 @@ def validate(cfg: DictConfig) -> None:
         cfg.mask.max_pixels,
         f"must allow at least one pixel per cell ({cells})",
     )
-    _require(bool(cfg.mlflow.experiment), "mlflow.experiment", cfg.mlflow.experiment, "is empty")
+    experiment = cfg.mlflow.experiment
+    _require(bool(experiment), "mlflow.experiment", experiment, "is empty")
+    _require(len(str(experiment)) <= 256, "mlflow.experiment", f"{str(experiment)[:20]}...",
+             "is longer than MLflow's 256 characters")  # fmt: skip
     uri = cfg.mlflow.tracking_uri
     _require(uri is None or known_scheme(uri), "mlflow.tracking_uri", uri, URI_HINT)
     _require(

@@ -31,6 +31,8 @@ def facts_path(path: Path) -> Path:
 def read_checked(path: Path) -> Optional[tuple[bytes, dict[str, Any]]]:
     """``path``'s bytes and facts if both are there and the bytes match the recorded
     sha256; None otherwise (absent, incomplete, unreadable or altered: build it again)."""
+    if not (path.is_file() and facts_path(path).is_file()):
+        return None  # absent, or not a file (a pipe's read would wait for ever)
     try:
         facts = json.loads(facts_path(path).read_text())
         data = path.read_bytes()

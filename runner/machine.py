@@ -236,28 +236,33 @@ def machine_name(facts: dict[str, Any]) -> str:
     return f"{line}-{family_model}-{facts['logical_cores']}c-{facts['isa']}-{digest}"
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
     """``python -m runner.machine``: what a run on this machine is tagged; ``--ceiling``:
     its measured ceilings (``runner.ceilings``), from the cache or measured now."""
-    from runner.errors import CommandParser
+    from runner.errors import CommandParser, run_command
 
     parser = CommandParser(prog="python -m runner.machine", description=main.__doc__)
     parser.add_argument("--ceiling", action="store_true", help="the measured ceilings")
     parser.add_argument("--again", action="store_true", help="with --ceiling: measure anew")
     args = parser.parse_args(argv)
-    if not args.ceiling:
+    return run_command(lambda: _machine(args.ceiling, args.again))  # one line, its status
+
+
+def _machine(ceiling: bool, again: bool) -> int:
+    if not ceiling:
         facts = fingerprint()
         json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
         print()
-        return
+        return 0
     from runner.ceilings import CACHE, ceilings, lines
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     started = time.perf_counter()
-    found = ceilings(CACHE, cores or 1, again=args.again)
+    found = ceilings(CACHE, cores or 1, again=again)
     print("\n".join(lines(found)))
     print(f"({time.perf_counter() - started:.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

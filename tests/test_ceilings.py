@@ -1,9 +1,12 @@
 """The machine's ceilings (runner.ceilings): measured once, cached by machine and
 software, and a run placed under the lower of its compute and bandwidth bounds."""
 
+import os
+
 import pytest
 
 from runner import ceilings
+from runner.errors import InputError
 
 FOUND = {
     "compute_gflops": {"fp32": {"single_core": 100.0, "all_cores": 180.0},
@@ -117,3 +120,29 @@ def test_a_served_run_is_placed_at_the_batch_that_ran():
     assert batch_that_ran(Job(), {}) == 64  # offline
     assert batch_that_ran(Job(), {"mean_batch": 7.5}) == 7.5  # a fixed rate, or a peak's
     assert batch_that_ran(Job(4), {"mean_batch": 1.0, "cells_a_query": 8}) == 4
+
+
+def test_a_cache_that_is_not_a_file_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    """A pipe in the cache's place hung every run after classifying; a folder there failed
+    after 17-36 s of measuring; ``--again`` deleted the cache before measuring anew."""
+    from runner import machine
+
+    measured = []
+    monkeypatch.setattr(ceilings, "measure", lambda cores: measured.append(cores) or FOUND)
+    path = ceilings._cache_file(tmp_path, 2)[0]
+    os.mkfifo(path)
+    assert ceilings.measured(tmp_path, 2) is None  # not read: a pipe's read waits for ever
+    with pytest.raises(InputError, match="is not a file: the ceilings' cache is made of files"):
+        ceilings.ceilings(tmp_path, 2)
+    path.unlink()
+    path.mkdir()
+    monkeypatch.setattr(ceilings, "CACHE", tmp_path)
+    assert machine.main(["--ceiling"]) == 2 and measured == []
+    assert "is not a file" in capsys.readouterr().err
+    path.rmdir()
+    assert ceilings.ceilings(tmp_path, 2) == FOUND and measured == [2]
+    before = path.read_bytes()
+    monkeypatch.setattr(ceilings, "measure", lambda cores: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ceilings.ceilings(tmp_path, 2, again=True)
+    assert path.read_bytes() == before  # a measurement stopped midway leaves the cache as it was

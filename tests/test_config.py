@@ -97,6 +97,7 @@ def test_overrides_compose_and_flatten():
         ("stability.max_s=100000", "stability.max_s"),
         ("threads=100000000", "threads"),
         ("machine.name=a/b", "machine.name"),
+        (f"mlflow.experiment={'x' * 600}", "mlflow.experiment"),  # the run's work, then "upgrade"
         ("preflight.wait_s=inf", "preflight.wait_s"),
         ("preflight.wait_s=nan", "preflight.wait_s"),
         ("preflight.look_s=0", "preflight.look_s"),
