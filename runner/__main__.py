@@ -45,6 +45,7 @@ def cli() -> None:
     """
     wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    one_line_usage_errors()
     app = None
     try:
         take_out_credentials()
@@ -58,6 +59,20 @@ def cli() -> None:
             raise
         print(f"error: {redact(describe(error))}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def one_line_usage_errors() -> None:
+    """Hydra's own options (``--foo``, ``--cfg nope``) are argparse's: their error printed
+    the whole usage, seven lines, above it. One line here, as from every command."""
+    import argparse
+
+    from runner.errors import CommandParser
+
+    def error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+        parser.prog = "python -m runner"
+        CommandParser.error(parser, message)  # type: ignore[arg-type]
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
 
 
 def take_out_credentials() -> None:

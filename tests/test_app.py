@@ -122,6 +122,19 @@ def test_wrongly_typed_override_exits_2(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("arguments, said", [
+    (["--foo"], "error: unrecognized arguments: --foo (see python -m runner --help)"),
+    (["experiment=hardware"], "a preset is added with a plus, +experiment=NAME"),
+])  # fmt: skip
+def test_a_usage_error_of_the_app_is_one_line(tmp_path, arguments, said):
+    """Hydra's own options went through argparse, whose error printed seven lines of usage
+    above it; a preset without its plus got Hydra's bare "No match in the defaults list"."""
+    done = run_app(tmp_path, *arguments)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert said in line and line.startswith("error: ")
+
+
 def test_sequential_without_mlflow_runs_offline(tmp_path):
     done = run_app(tmp_path, *SMALL, "mlflow.enabled=false", "data.split=test")
     assert done.returncode == 0, done.stderr
