@@ -10,6 +10,29 @@ from runner.phases import begin
 from runner.redact import redact
 
 catch_stop_signals()  # from the first instant: Ctrl-C while torch imports is no traceback
+OPEN_FILES = 256  # a run's files, pipes and workers, with room: 16 failed in parallel mode
+
+
+def enough_open_files() -> None:
+    """Raise this process's open-files limit to ``OPEN_FILES`` where its hard limit allows
+    (``ulimit -n 8`` ended in a 50-line traceback while libraries loaded); one line and
+    exit 2 where it does not. No such limit to read on Windows: nothing to do."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= OPEN_FILES:
+        return
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < OPEN_FILES:
+        print(f"error: the open-files limit is {hard} (ulimit -Hn): a run needs {OPEN_FILES}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sys.exit(2)
+
+
+enough_open_files()
 begin("imports")
 
 

@@ -259,3 +259,27 @@ def test_an_unexpected_failures_trace_goes_to_the_log_file_not_the_console(tmp_p
             handler.close()
     assert "ZeroDivisionError: seeded" in log_file.read_text()
     assert console.getvalue() == ""
+
+
+@pytest.mark.parametrize("hard", ["kept", 8])
+def test_an_open_files_limit_too_low_is_raised_or_said_in_one_line(tmp_path, hard):
+    """``ulimit -n 8`` ended in a 50-line traceback while libraries loaded: the soft limit
+    is raised where the hard one allows, else one line and exit 2."""
+    import resource
+
+    def limited() -> None:
+        ceiling = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if hard == "kept" else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (8, ceiling))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "grid.rows=2", "grid.columns=2", "mode=parallel",
+         "threads=2", "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limited,
+    )  # fmt: skip
+    if hard == "kept":
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode == 2
+        assert (
+            done.stderr.strip() == "error: the open-files limit is 8 (ulimit -Hn): a run needs 256"
+        )

@@ -3,10 +3,10 @@ workers, its helper, Ray's processes): the POSIX APIs that Windows lacks are tak
 from gridbench's code, so a run on Linux takes the paths that a run on Windows takes.
 
 Gone for gridbench (``runner.*``): ``signal.pthread_sigmask``, ``os.sched_getaffinity``,
-``os.getuid``, ``os.killpg`` and ``/proc``. Gone for everyone: ``fcntl``, ``subprocess``'s
-``pass_fds``, the ``forkserver`` start method. Libraries that choose their Linux code by
-``sys.platform`` (Ray blocks signals in its children; psutil reads /proc) keep what that
-code needs: on Windows they take other paths."""
+``os.getuid``, ``os.killpg`` and ``/proc``. Gone for everyone: ``fcntl``, ``resource``,
+``subprocess``'s ``pass_fds``, the ``forkserver`` start method. Libraries that choose their
+Linux code by ``sys.platform`` (Ray blocks signals in its children; psutil reads /proc)
+keep what that code needs: on Windows they take other paths."""
 
 import builtins
 import multiprocessing
@@ -36,6 +36,7 @@ def _hide(module, names):
 _hide(os, ("sched_getaffinity", "getuid", "killpg"))
 _hide(signal, ("pthread_sigmask",))
 sys.modules["fcntl"] = None  # importing it fails, as on Windows
+sys.modules["resource"] = None  # so does this (the open-files limit: runner.__main__)
 multiprocessing.get_all_start_methods = lambda: ["spawn"]
 _popen_init = subprocess.Popen.__init__
 
