@@ -221,6 +221,9 @@ class SweepTracking(Callback):
         """Hydra turns a callback's exception into a warning and goes on: a bad job or a
         store that cannot be used ends the sweep here, in one line, before any job."""
         try:
+            # the preset's 145 jobs take seconds to check: the sweep never starts silent
+            print("Checking every job of the sweep, then the machine, before the first job",
+                  flush=True)  # fmt: skip
             check_every_job(config)  # before any job, any file and any MLflow run
             self.preflight = self._look(config)
             _measure_ceilings(config)

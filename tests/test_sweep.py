@@ -463,5 +463,6 @@ def test_a_busy_machine_is_seen_before_the_first_job_and_each_round(tmp_path, ho
     assert "going on at once (preflight.wait_s=0)" in said[0]
     assert "HUNTER2" not in done.stdout + done.stderr
     assert done.stdout.index(said[0]) < done.stdout.index("Thread(s) used")
+    assert done.stdout.startswith("Checking every job of the sweep, then the machine")
     _, parents, _ = store(tmp_path)
     assert parents[0].data.tags["preflight"] == said[0]
