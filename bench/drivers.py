@@ -72,20 +72,26 @@ def main() -> None:
                          f"{verdict.ratio:.2f} ({verdict.verdict()}) |")  # fmt: skip
     floor, handed = (np.median([_null_p50(threaded) for _ in range(ROUNDS)])
                      for threaded in (False, True))  # fmt: skip
-    lines += ["", f"LoadGen single-stream with no model: a system under test that answers "
+    scheduled = {rate: np.median([_null_p50(False, "server", qps=rate) for _ in range(ROUNDS)])
+                 for rate in (0.1 * peak, 0.5 * peak)}  # fmt: skip
+    lines += ["", f"LoadGen with no model, single-stream: a system under test that answers "
               f"inside LoadGen's issue call, p50 {floor * 1000:.1f} us; through gridbench's "
-              f"dispatcher thread (the handoff every LoadGen-driven query pays), "
-              f"{handed * 1000:.1f} us."]  # fmt: skip
+              f"dispatcher thread, {handed * 1000:.1f} us (single- and multi-stream, and the "
+              "server at batch 1 in one process, now answer inside the call). Server, "
+              "answering inside the call: p50 " + ", ".join(
+                  f"{p50 * 1000:.0f} us at {rate:,.0f}/s" for rate, p50 in scheduled.items())
+              + ": LoadGen's own wake-up after each scheduled arrival (gridbench's driver "
+              "keeps awake before each)."]  # fmt: skip
     text = "\n".join(lines)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "drivers.md").write_text(text + "\n")
     print(text)
 
 
-def _null_p50(threaded: bool) -> float:
-    """LoadGen's single-stream p50 (ms) with a system under test that runs no model: it
-    answers inside LoadGen's issue call, or hands each sample to ``loadgen.Dispatcher``'s
-    thread over workers that answer at once."""
+def _null_p50(threaded: bool, scenario: str = "single_stream", **settings: object) -> float:
+    """LoadGen's p50 (ms) with a system under test that runs no model: it answers inside
+    LoadGen's issue call, or hands each sample to ``loadgen.Dispatcher``'s thread over
+    workers that answer at once."""
     import threading
 
     import mlperf_loadgen as lg
@@ -107,7 +113,7 @@ def _null_p50(threaded: bool) -> float:
             done, self.sent = self.sent, []
             return done
 
-    job = replace(job_of(1, QUERIES, scenario="single_stream", serve_min_s=0.5),
+    job = replace(job_of(1, QUERIES, scenario=scenario, serve_min_s=0.5, **settings),
                   driver="loadgen", logs_dir=str(OUT / "loadgen"))  # fmt: skip
     dispatcher = loadgen.Dispatcher(AtOnce(), job)
 

@@ -56,7 +56,9 @@ def missing() -> str:
 class Dispatcher:
     """The system under test: LoadGen's issued samples queue here; one thread hands them to
     the workers (up to ``batch_size`` a worker, waiting at most ``max_delay`` for a fuller
-    batch) and tells LoadGen of each answer. Only that thread touches the workers."""
+    batch) and tells LoadGen of each answer. Only that thread touches the workers. Where
+    queries come one at a time with nothing to batch, ``issue_inline`` answers them inside
+    LoadGen's call instead."""
 
     def __init__(self, workers: "Workers", job: Job) -> None:
         self.workers, self.job = workers, job
@@ -74,6 +76,27 @@ class Dispatcher:
         with self.ready:
             self.pending.extend((sample.id, now) for sample in samples)
             self.ready.notify()
+
+    def issue_inline(self, samples: list[Any]) -> None:
+        """LoadGen's issue callback where its queries go one at a time (single- and
+        multi-stream): the query classified and completed inside LoadGen's call, as
+        gridbench's own driver does it, with no thread to wake in between."""
+        import mlperf_loadgen as lg
+
+        if self.failed is not None:
+            return  # the caller ends the test
+        try:
+            first = self.next_cell
+            self.next_cell += len(samples)
+            self.workers.send(first, first + len(samples))
+            answers = self.workers.answers(self.job.timeout_s)
+            if not answers:
+                raise RunnerError(f"no worker answered within {self.job.timeout_s:g} s "
+                                  "(parallel.timeout_s)")  # fmt: skip
+            self.parts += answers
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
+        except BaseException as error:
+            self.failed = error
 
     def flush(self) -> None:
         """LoadGen's flush callback: every sample is sent as soon as a worker is free."""
@@ -167,8 +190,15 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
     dispatcher = Dispatcher(workers, job)
-    thread = threading.Thread(target=dispatcher.serve, name="loadgen-sut", daemon=True)
-    sut = lg.ConstructSUT(dispatcher.issue, dispatcher.flush)
+    # a query at a time, where nothing is to be batched or spread over workers: as
+    # gridbench's own driver, in the thread that issues it (a thread woken per query cost
+    # LoadGen-driven runs 28 us each: BENCHMARKS.md)
+    inline = job.scenario in ("single_stream", "multi_stream") or (
+        job.scenario == "server" and job.batch_size == 1 and workers.count == 1
+    )
+    thread = threading.Thread(target=None if inline else dispatcher.serve, daemon=True)
+    sut = lg.ConstructSUT(dispatcher.issue_inline if inline else dispatcher.issue,
+                          dispatcher.flush)  # fmt: skip
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
     arguments = (sut, qsl, settings_of(job), log_settings)
