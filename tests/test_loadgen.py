@@ -75,9 +75,20 @@ def test_loadgens_summary_is_read_under_gridbenchs_names(tmp_path):
         loadgen.read_summary(summary)
 
 
-def test_a_missing_package_or_a_peak_search_is_refused_naming_the_key(monkeypatch):
-    with pytest.raises(ConfigError, match="server.qps='auto': the peak search runs on"):
-        validate(compose_run("scenario=server", "server.qps=auto", "server.driver=loadgen"))
+def test_loadgens_own_peak_search_gives_the_peak(tmp_path, test_split):
+    """``server.qps=auto`` under LoadGen: its FindPeakPerformance from gridbench's
+    calibrated first rate; the peak is the rate LoadGen kept, the run's figure."""
+    job, result = served(tmp_path, test_split, "server", cells=200, qps=None,
+                         latency_bound_s=0.01)  # fmt: skip
+    figures = result.serving
+    assert figures["peak_qps"] > 0 and figures["latency_bound_ms"] == 10.0
+    assert figures["valid"] == (figures["loadgen_result"] == "VALID")
+    assert result.runtime_s == pytest.approx(200 / figures["peak_qps"])
+    assert "FindPeakPerformance" in (tmp_path / "loadgen" / "mlperf_log_summary.txt").read_text()
+
+
+def test_a_missing_package_or_an_unknown_driver_is_refused_naming_the_key(monkeypatch):
+    validate(compose_run("scenario=server", "server.qps=auto", "server.driver=loadgen"))
     with pytest.raises(ConfigError, match="server.driver='nope': must be one of gridbench"):
         validate(compose_run("scenario=single_stream", "server.driver=nope"))
     monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)  # as if not installed

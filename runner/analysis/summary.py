@@ -286,6 +286,9 @@ def _loadgen_lines(summary: dict[str, Any]) -> list[str]:
         rates += f" ({summary['offered_qps']:g} asked)"
     unmet = f" ({summary['loadgen_unmet']} not satisfied)" if "loadgen_unmet" in summary else ""
     lines = [f"Scenario: {summary['scenario']} driven by MLPerf LoadGen, {rates}"]
+    if "peak_qps" in summary:
+        lines.insert(0, f"Server peak (LoadGen's search): {summary['peak_qps']:,.0f} queries/s "
+                        f"with p99 <= {summary['latency_bound_ms']:g} ms")  # fmt: skip
     if "query_p50_ms" in summary:
         lines.append("Query latency (LoadGen's): " + _percentiles(summary))
     lines.append(f"LoadGen: {summary['loadgen_result']}{unmet}; its logs in loadgen/")

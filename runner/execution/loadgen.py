@@ -152,20 +152,22 @@ class Dispatcher:
             self.ready.notify()
 
 
-def settings_of(job: Job) -> Any:
-    """LoadGen's test settings for the job: its scenario, performance mode, the run's
-    shortest and longest duration, and at least the grid's cells as samples."""
+def settings_of(job: Job, first_qps: float = 0.0) -> Any:
+    """LoadGen's test settings for the job: its scenario, performance mode (its peak
+    search from ``first_qps`` for ``server.qps=auto``), the run's shortest and longest
+    duration, and at least the grid's cells as samples."""
     import mlperf_loadgen as lg
 
     settings = lg.TestSettings()
     settings.scenario = getattr(lg.TestScenario, SCENARIOS[job.scenario])
-    settings.mode = lg.TestMode.PerformanceOnly
+    peak = job.scenario == "server" and job.qps is None
+    settings.mode = lg.TestMode.FindPeakPerformance if peak else lg.TestMode.PerformanceOnly
     settings.min_duration_ms = int(job.serve_min_s * 1000)
     settings.max_duration_ms = int(job.serve_max_s * 1000)
     cells_a_query = 8 if job.scenario == "multi_stream" else 1
     settings.min_query_count = 1 if job.scenario == "offline" else -(-job.cells // cells_a_query)
     if job.scenario == "server":
-        settings.server_target_qps = float(job.qps)
+        settings.server_target_qps = float(first_qps if peak else job.qps)
         settings.server_target_latency_ns = int(job.latency_bound_s * 1e9)
         settings.server_target_latency_percentile = 0.99
     elif job.scenario == "offline":  # LoadGen sizes its one query by the expected rate
@@ -189,6 +191,12 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     log_settings.log_output.outdir = str(logs)
     log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
+    first_qps = 0.0
+    if job.scenario == "server" and job.qps is None:  # LoadGen's peak search starts here
+        from runner.execution.serving import CALIBRATION_QUERIES, single_stream
+
+        calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
+        first_qps = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
     dispatcher = Dispatcher(workers, job)
     # a query at a time, where nothing is to be batched or spread over workers: as
     # gridbench's own driver, in the thread that issues it (a thread woken per query cost
@@ -201,7 +209,7 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
                           dispatcher.flush)  # fmt: skip
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
-    arguments = (sut, qsl, settings_of(job), log_settings)
+    arguments = (sut, qsl, settings_of(job, first_qps), log_settings)
     test = threading.Thread(target=lg.StartTestWithLogSettings, args=arguments, daemon=True)
     thread.start()
     test.start()
@@ -221,7 +229,7 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     if dispatcher.next_cell < job.cells:  # the grid's cells no sample reached: for products
         rest = [Part(p.first, p.pred, p.prob, np.empty(0))
                 for p in workers.classify([(dispatcher.next_cell, job.cells)])]  # fmt: skip
-    rate = figures["achieved_qps"] * figures.get("cells_a_query", 1)
+    rate = figures.get("peak_qps") or figures["achieved_qps"] * figures.get("cells_a_query", 1)
     return [*dispatcher.parts, *rest], figures, [job.cells / rate]
 
 
@@ -259,7 +267,11 @@ def figures_of(summary: dict[str, str], job: Job) -> dict[str, Any]:
     }
     if job.scenario == "multi_stream":
         figures["cells_a_query"] = cells_a_query
-    if job.scenario == "server":
+    if job.scenario == "server" and job.qps is None:  # LoadGen's peak: the rate it kept
+        figures["peak_qps"] = float(summary["target_qps"])
+        figures["latency_bound_ms"] = job.latency_bound_s * 1000
+        figures["valid"] = summary["Result is"] == "VALID"
+    elif job.scenario == "server":
         figures["offered_qps"] = float(job.qps)
         if "Scheduled samples per second" in summary:
             figures["scheduled_qps"] = float(summary["Scheduled samples per second"])
