@@ -3,11 +3,13 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import unquote
 
 import mlflow
 import psutil
@@ -272,6 +274,13 @@ def test_the_readmes_mlflow_ui_serves_the_runs_with_at_most_three_processes(swep
             assert {"mask.png", "summary.json"} <= {f["path"] for f in listed["files"]}
         listed = _get(base, f"/api/2.0/mlflow/artifacts/list?run_id={parent_id}")
         assert "report.csv" in {f["path"] for f in listed["files"]}
+        # the README's link lists the top-level runs only (a sweep's jobs filled MLflow's
+        # first page of 100): its filter, as the UI sends it, finds the parent alone
+        link = re.search(r"searchFilter=(\S+)", (REPO_ROOT / "README.md").read_text())[1]
+        top = _post(base, "/api/2.0/mlflow/runs/search", {
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": unquote(link), "max_results": 100})["runs"]  # fmt: skip
+        assert [run["info"]["run_id"] for run in top] == [parent_id]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
