@@ -80,7 +80,7 @@ class Score:
     @property
     def marked(self) -> bool:
         """More than a tenth of its runs were busy: not this machine's figure alone."""
-        return self.busy > BUSY_RUNS * self.runs
+        return too_busy(self.busy, self.runs)
 
     def text(self) -> str:
         """``1,840 [1,790, 1,890]``, or the value alone where there is no interval;
@@ -220,22 +220,25 @@ def quotable(records: list[RunResult]) -> str:
     busy = [other_share(record) for record in scored if record.busy]
     if not scored:
         return "No score to quote: no run of a scored configuration."
-    if len(busy) > BUSY_RUNS * len(scored):
+    if too_busy(len(busy), len(scored)):
         return (f"These scores cannot be quoted: {len(busy)} of {len(scored)} runs shared the "
                 f"CPU with other work (a median {np.median(busy) * 100:.0f} % of the cores); "
                 "run again when the machine is quiet.")  # fmt: skip
-    quiet = len(scored) - len(busy)
-    marked = sorted({f"{precision_label(r.precision, r.recipe)} {r.scope}" for r in scored
-                     if _group_busy(scored, r)})  # fmt: skip
+    scores: dict[tuple[str, str], list[bool]] = {}  # a score's runs: busy or not
+    for r in scored:
+        label = (r.machine, f"{precision_label(r.precision, r.recipe)} {r.scope}")
+        scores.setdefault(label, []).append(r.busy)
+    marked = sorted(
+        {label for (_, label), runs in scores.items() if too_busy(sum(runs), len(runs))}
+    )
     but = f", but for the one(s) marked busy ({', '.join(marked)})" if marked else ""
+    quiet = len(scored) - len(busy)
     return f"These scores can be quoted{but}: {quiet} of {len(scored)} runs were quiet."
 
 
-def _group_busy(records: list[RunResult], one: RunResult) -> bool:
-    """Whether ``one``'s score (its machine, precision and scope) is marked busy."""
-    group = [r for r in records if (r.machine, r.precision, r.recipe, r.scope)
-             == (one.machine, one.precision, one.recipe, one.scope)]  # fmt: skip
-    return sum(r.busy for r in group) > BUSY_RUNS * len(group)
+def too_busy(busy: int, runs: int) -> bool:
+    """More than a tenth of the runs busy (``BUSY_RUNS``): a figure not the machine's alone."""
+    return busy > BUSY_RUNS * runs
 
 
 def _compared(rows: list[dict[str, Any]]) -> list[bool]:

@@ -21,8 +21,6 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from runner.errors import RunnerError
 from runner.execution.classify import Job, Part
 
@@ -86,9 +84,7 @@ class Dispatcher:
         if self.failed is not None:
             return  # the caller ends the test
         try:
-            first = self.next_cell
-            self.next_cell += len(samples)
-            self.workers.send(first, first + len(samples))
+            self._send(len(samples))
             answers = self.workers.answers(self.job.timeout_s)
             if not answers:
                 raise RunnerError(f"no worker answered within {self.job.timeout_s:g} s "
@@ -110,10 +106,7 @@ class Dispatcher:
             while not (self.done and not self.in_flight):
                 taken = self._take() if free else []
                 if taken:
-                    first = self.next_cell
-                    self.next_cell += len(taken)
-                    self.in_flight[first] = taken
-                    self.workers.send(first, first + len(taken))
+                    self.in_flight[self._send(len(taken))] = taken
                     free -= 1
                     continue
                 if not self.in_flight:
@@ -126,6 +119,13 @@ class Dispatcher:
                     free += 1
         except BaseException as error:  # LoadGen waits on: the caller ends the test
             self.failed = error
+
+    def _send(self, samples: int) -> int:
+        """The next ``samples`` cells to a worker, as one range; its first cell."""
+        first = self.next_cell
+        self.next_cell += samples
+        self.workers.send(first, self.next_cell)
+        return first
 
     def _await_samples(self) -> None:
         """Asleep until LoadGen issues more. (Kept awake by spinning instead, it held the
@@ -193,10 +193,9 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     log_settings.enable_trace = False
     first_qps = 0.0
     if job.scenario == "server" and job.qps is None:  # LoadGen's peak search starts here
-        from runner.execution.serving import CALIBRATION_QUERIES, single_stream
+        from runner.execution.serving import first_rate
 
-        calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
-        first_qps = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
+        first_qps = first_rate(workers, job)
     dispatcher = Dispatcher(workers, job)
     # a query at a time, where nothing is to be batched or spread over workers: as
     # gridbench's own driver, in the thread that issues it (a thread woken per query cost
@@ -204,21 +203,23 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     inline = job.scenario in ("single_stream", "multi_stream") or (
         job.scenario == "server" and job.batch_size == 1 and workers.count == 1
     )
-    thread = threading.Thread(target=None if inline else dispatcher.serve, daemon=True)
+    thread = threading.Thread(target=dispatcher.serve, name="loadgen-sut", daemon=True)
     sut = lg.ConstructSUT(dispatcher.issue_inline if inline else dispatcher.issue,
                           dispatcher.flush)  # fmt: skip
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
     arguments = (sut, qsl, settings_of(job, first_qps), log_settings)
     test = threading.Thread(target=lg.StartTestWithLogSettings, args=arguments, daemon=True)
-    thread.start()
+    if not inline:
+        thread.start()
     test.start()
     try:  # LoadGen's call would hold a Ctrl-C until its test ends: this thread waits instead
         while test.is_alive() and dispatcher.failed is None:
             test.join(0.05)
     finally:
         dispatcher.stop()
-        thread.join()
+        if not inline:
+            thread.join()
         if not test.is_alive():  # else LoadGen still holds them, and the process is ending
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
@@ -227,8 +228,9 @@ def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], lis
     figures = figures_of(read_summary(logs / SUMMARY), job)
     rest = []
     if dispatcher.next_cell < job.cells:  # the grid's cells no sample reached: for products
-        rest = [Part(p.first, p.pred, p.prob, np.empty(0))
-                for p in workers.classify([(dispatcher.next_cell, job.cells)])]  # fmt: skip
+        from runner.execution.serving import untimed
+
+        rest = untimed(workers, (dispatcher.next_cell, job.cells))
     rate = figures.get("peak_qps") or figures["achieved_qps"] * figures.get("cells_a_query", 1)
     return [*dispatcher.parts, *rest], figures, [job.cells / rate]
 

@@ -286,8 +286,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         # holds server.min_s past the grid, or cells never served where it met server.max_s)
         runtime_s = job.cells * served.last_answer_s / answered_cells
         return [*served.parts, *_the_rest(workers, job, served)], figures, [runtime_s]
-    calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
-    first = 0.5 * workers.count / float(np.mean(calibration.latencies_s))
+    first = first_rate(workers, job)
     steps: list[dict[str, Any]] = []
 
     def step(qps: float) -> dict[str, Any]:
@@ -318,8 +317,15 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
         "latency_bound_ms": bound * 1000,
         "steps": steps,
     }
-    parts = _untimed(workers, (0, job.cells))  # the products: one pass, not served
+    parts = untimed(workers, (0, job.cells))  # the products: one pass, not served
     return parts, figures, [job.cells / low]
+
+
+def first_rate(workers: "Workers", job: Job) -> float:
+    """Where a peak search starts (gridbench's, and LoadGen's for it): half the rate the
+    workers answer single queries at, from a short single-stream run."""
+    calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
+    return 0.5 * workers.count / float(np.mean(calibration.latencies_s))
 
 
 def step_queries(qps: float, job: Job) -> int:
@@ -388,10 +394,10 @@ def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
     if not len(unsent) or unsent[0] * served.cells_a_query >= job.cells:
         return []
     first = int(unsent[0]) * served.cells_a_query  # queries go out in cell order: one tail
-    return _untimed(workers, (first, job.cells))
+    return untimed(workers, (first, job.cells))
 
 
-def _untimed(workers: "Workers", cells: tuple[int, int]) -> list[Part]:
+def untimed(workers: "Workers", cells: tuple[int, int]) -> list[Part]:
     """Cells classified for the products alone: their batches' times are no served
     query's, so they leave the run's batch latency out."""
     return [replace(part, batch_s=np.empty(0)) for part in workers.classify([cells])]
