@@ -8,7 +8,7 @@ p50 and p90; the server scenario at a tenth and at half of gridbench's batch-1 p
 (achieved rate, p50, p99); offline at batch 256 (samples a second); the peak under a 10
 ms p99 at batch 1 and with dynamic batching to 64 (each driver's own search). Each figure is the
 median over rounds, with each driver's spread; LoadGen over gridbench is called different
-only where a t-test over rounds says so (``runner.analysis.statistics``).
+only where a t-test over rounds says so (``runner.statistics``).
 """
 
 import sys
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from run import describe_machine  # noqa: E402
 from serving import job_of  # noqa: E402
 
-from runner.analysis import statistics as stats  # noqa: E402
+from runner import statistics as stats  # noqa: E402
 from runner.execution.sequential import run_sequential  # noqa: E402
 from runner.machine import torch_version  # noqa: E402
 

@@ -7,7 +7,7 @@
 Each figure is one fresh Python process timing its own import, so nothing is cached in
 memory; the two kinds alternate, so that a machine's drift hits both alike. Prints each
 kind's median with its 95 % interval and the ratio with its interval, p-value and verdict
-(``runner.analysis.statistics``).
+(``runner.statistics``).
 """
 
 import argparse
@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runner.analysis.statistics import compare, median, median_interval  # noqa: E402
 from runner.machine import fingerprint  # noqa: E402
+from runner.statistics import compare, median, median_interval  # noqa: E402
 
 TIMED = (
     "import time\n"

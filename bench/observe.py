@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from run import describe_machine, replace_section  # noqa: E402
 
-from runner.analysis.statistics import compare  # noqa: E402
 from runner.data import load_split  # noqa: E402
 from runner.execution.backends import Spec, build  # noqa: E402
 from runner.execution.classify import Job, classify_range  # noqa: E402
 from runner.execution.sequential import run_sequential  # noqa: E402
 from runner.model import load_model  # noqa: E402
+from runner.statistics import compare  # noqa: E402
 
 CELLS = 20000
 

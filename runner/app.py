@@ -25,7 +25,7 @@ from runner.analysis.summary import (
 from runner.ceilings import BYTES_PER_VALUE, measured, roofline
 from runner.ceilings import CACHE as CEILINGS
 from runner.choices import usable_start_method
-from runner.config import UnsupportedPair, register, repo_path, settings_of, validate
+from runner.config import UnsupportedPair, checked, register, repo_path
 from runner.data import cell_images, load_split
 from runner.errors import (
     InputError,
@@ -48,15 +48,16 @@ from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import stop_helpers
 from runner.execution.progress import wanted as progress_wanted
 from runner.execution.strategies import STRATEGIES
+from runner.figures import derived
 from runner.files import atomic, check_writable, clear_products, discard_run_dir
 from runner.phases import begin
 from runner.pictures.gallery import save_gallery
+from runner.pictures.gantt import save_timeline
 from runner.pictures.mask import cell_side, cell_values, save_mask
 from runner.pictures.preview import save_preview, title
-from runner.pictures.serving import save_serving
-from runner.pictures.timeline import save_timeline
+from runner.pictures.served_rates import save_serving
 from runner.redact import redact
-from runner.settings import RunConfig
+from runner.settings import RunConfig, workers_used
 from runner.sweep import earlier_job_alike, parent_of_job, record_failure, sweep_dir_of_job
 from runner.tracking.helper import start as start_helper
 from runner.tracking.record import Recording, mlflow_run
@@ -68,25 +69,25 @@ REFERENCE_CACHE = REPO_ROOT / "outputs" / "reference"  # fp32 predictions, for a
 job_started = False  # set once Hydra hands us a composed config
 
 
-def prepare(cfg: DictConfig) -> tuple[Job, float]:
-    """Check the config and load data and model; any InputError here means nothing ran."""
-    validate(cfg)
+def prepare(settings: RunConfig) -> tuple[Job, float]:
+    """Load data and model for the checked ``settings`` (``config.checked``): the run's
+    ``Job``, and the seconds the loading took; any InputError here means nothing ran."""
     started = time.perf_counter()
-    data_dir = repo_path(cfg.data.dir)
-    split = load_split(data_dir, cfg.data.split)
-    weights = repo_path(cfg.weights)
+    data_dir = repo_path(settings.data.dir)
+    split = load_split(data_dir, settings.data.split)
+    weights = repo_path(settings.weights)
     model, onnx = None, None
-    if cfg.backend in GRAPH_BACKENDS:  # the cached graph, without importing torch
+    if settings.backend in GRAPH_BACKENDS:  # the cached graph, without importing torch
         graph = graph_of(weights, ONNX_CACHE)
         onnx, flops = graph.onnx, graph.flops_per_image
         sizes = {"parameters": graph.parameters, "activations": graph.activations,
                  "layers": graph.layers}  # fmt: skip
-        if cfg.precision == "int8":
+        if settings.precision == "int8":
             from runner.execution.quantize import int8_graph_of
 
             def train_images():  # read only to calibrate: a cached graph needs none
                 return (
-                    split if cfg.data.split == "train" else load_split(data_dir, "train")
+                    split if settings.data.split == "train" else load_split(data_dir, "train")
                 ).images
 
             onnx = int8_graph_of(graph.onnx, graph.key, train_images, ONNX_CACHE)
@@ -97,40 +98,41 @@ def prepare(cfg: DictConfig) -> tuple[Job, float]:
         sizes = costs(model)
         flops = sizes.pop("flops_per_image")
         sizes["layers"] = tuple(sizes["layers"])
+    cells = settings.grid.rows * settings.grid.columns
     job = Job(
         model=model,
         split=split,
         weights=weights,
         data_dir=data_dir,
-        split_name=cfg.data.split,
-        cells=cfg.grid.rows * cfg.grid.columns,
-        offset=cfg.data.offset,
-        batch_size=min(cfg.batch_size, cfg.grid.rows * cfg.grid.columns),  # one batch at most
-        workers=1 if cfg.mode == "sequential" else cfg.threads,
-        intra_op_threads=cfg.intra_op_threads,
-        backend=cfg.backend,
-        precision=cfg.precision,
+        split_name=settings.data.split,
+        cells=cells,
+        offset=settings.data.offset,
+        batch_size=min(settings.batch_size, cells),  # one batch at most
+        workers=workers_used(settings),
+        intra_op_threads=settings.intra_op_threads,
+        backend=settings.backend,
+        precision=settings.precision,
         cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(COMPILE_CACHE),
-        warmup=cfg.warmup,
-        repeats=None if cfg.repeats == "auto" else cfg.repeats,
-        stability_target=cfg.stability.target,
-        stability_max_s=cfg.stability.max_s,
-        start_method=usable_start_method(cfg.parallel.start_method),
-        timeout_s=cfg.parallel.timeout_s,
-        ray_address=cfg.ray.address,
-        device=cfg.device,
+        warmup=settings.warmup,
+        repeats=None if settings.repeats == "auto" else settings.repeats,
+        stability_target=settings.stability.target,
+        stability_max_s=settings.stability.max_s,
+        start_method=usable_start_method(settings.parallel.start_method),
+        timeout_s=settings.parallel.timeout_s,
+        ray_address=settings.ray.address,
+        device=settings.device,
         onnx=onnx,
         flops_per_image=flops,
         **sizes,
-        scenario=cfg.scenario,
-        qps=None if cfg.server.qps == "auto" else float(cfg.server.qps),
-        latency_bound_s=cfg.server.latency_bound_ms / 1000,
-        max_delay_s=cfg.server.max_delay_ms / 1000,
-        serve_max_s=cfg.server.max_s,
-        serve_min_s=cfg.server.min_s,
-        driver=cfg.server.driver,
+        scenario=settings.scenario,
+        qps=None if settings.server.qps == "auto" else float(settings.server.qps),
+        latency_bound_s=settings.server.latency_bound_ms / 1000,
+        max_delay_s=settings.server.max_delay_ms / 1000,
+        serve_max_s=settings.server.max_s,
+        serve_min_s=settings.server.min_s,
+        driver=settings.server.driver,
         progress=progress_wanted(
-            str(cfg.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
+            str(settings.progress).lower(), sys.stderr.isatty(), _jobs_side_by_side()
         ),
     )
     return job, time.perf_counter() - started
@@ -169,9 +171,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return {}
     try:
         check_writable(run_dir)
-        job, load_s = prepare(cfg)
+        settings = checked(cfg)  # the one object every layer below reads
+        job, load_s = prepare(settings)
         job = replace(job, logs_dir=str(run_dir / "loadgen"))  # LoadGen's logs, if it drives
-        settings = settings_of(cfg)
         job_tags = {"job": str(HydraConfig.get().job.get("num", 0))}
         spare = leaves_a_core(settings, job)
         with mlflow_run(settings, parent_of_job(), job_tags, spare, run_dir) as tracked:
@@ -223,6 +225,7 @@ def classify_and_write(
         from runner.execution.agreement import agreement_with_fp32
 
         summary.update(agreement_with_fp32(job, labels, result, REFERENCE_CACHE, ONNX_CACHE))
+    summary.update(derived(summary))  # the figures made of the others (``runner.figures``)
     write_predictions(run_dir / "predictions.npz", labels, result)
     begin("mask")
     draw(settings, job, labels, result, summary, run_dir)
@@ -252,14 +255,13 @@ def batch_that_ran(job: Job, served: dict[str, Any]) -> float:
 
 def under_ceilings(job: Job, gflops: float, batch: float) -> dict[str, Any]:
     """The run under this machine's measured ceilings (``runner.ceilings``), where they
-    were measured (``python -m runner.machine --ceiling``); CPU runs on this machine.
+    were measured (``python -m runner.ceilings``); CPU runs on this machine.
     ``batch``: the images a forward pass took, on average (the weights' bytes over it)."""
     if job.device != "cpu" or job.ray_address or os.environ.get("RAY_ADDRESS"):
         return {}
     found = measured(CEILINGS, available_cores())
     if found is None:
-        return {"roofline": "not placed: no ceilings measured here (python -m runner.machine "
-                            "--ceiling)"}  # fmt: skip
+        return {"roofline": "not placed: no ceilings measured here (python -m runner.ceilings)"}
     weight_bytes = job.parameters * BYTES_PER_VALUE.get(job.precision, 4)
     cores = job.workers * job.intra_op_threads
     placed = roofline(found, job.precision, gflops, job.flops_per_image, weight_bytes,

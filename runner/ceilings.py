@@ -13,7 +13,9 @@ Measured once per machine and version of torch (a few seconds), cached as a deri
 keyed by both; a cache of another machine or version, or a corrupt one, is measured again.
 """
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -29,8 +31,7 @@ MATRIX = 1024  # a multiply this size runs at the core's peak, in milliseconds
 COPY_BYTES = 256 * 2**20  # far beyond any last-level cache: memory's bandwidth
 REPEATS = 10  # a ceiling is the best of these: what the machine can do, not what it did
 ROUNDS = 6  # ... in each of these rounds over every ceiling: a stall of a shared machine
-# that slows one round's repeats (one core's memory bandwidth moved by a third between two
-# measurements a minute apart, fp32 by a quarter) leaves the other rounds' best standing
+# that slows one round's repeats leaves the other rounds' best standing (BENCHMARKS.md)
 PROBE = 256  # a multiply this size first: a precision emulated here is left out at once
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
@@ -198,15 +199,16 @@ def roofline(
     flops_per_image: float,
     weight_bytes: int,
     activation_values: int,
-    batch_size: int,
+    batch: float,
     cores_used: int,
 ) -> dict[str, Any]:
-    """A run under its ceilings: its intensity, the bound it sits under and its share."""
+    """A run under its ceilings: its intensity, the bound it sits under and its share.
+    ``batch``: the images a forward pass took on average (a served run's mean batch)."""
     compute = found["compute_gflops"].get(precision) or found["compute_gflops"]["fp32"]
     scale = min(cores_used, found["cores"])
     single, every = compute["single_core"], compute["all_cores"]
     compute_bound = every if scale >= found["cores"] else min(every, single * scale)
-    moved = weight_bytes / batch_size + 2 * activation_values * BYTES_PER_VALUE.get(precision, 4)
+    moved = weight_bytes / batch + 2 * activation_values * BYTES_PER_VALUE.get(precision, 4)
     intensity = flops_per_image / moved
     level = "llc" if found["llc_bytes"] and weight_bytes <= found["llc_bytes"] else "memory"
     bandwidth = found["bandwidth_gbs"].get(level) or found["bandwidth_gbs"]["memory"]
@@ -237,9 +239,34 @@ def _over_the_roof(share: float, precision: str, placed: dict[str, Any], bound: 
     roof = placed["roofline_precision"]
     if precision == "fp32" or not bound.startswith("compute"):
         return (f"{share * 100:.0f} % of the measured ceiling: it was measured low "
-                "(python -m runner.machine --ceiling --again)")  # fmt: skip
+                "(python -m runner.ceilings --again)")  # fmt: skip
     measured_by = "torch's _int_mm" if roof == "int8" else f"torch's {roof} matmul"
     lacking = "" if roof == precision else f"{precision} has no measured roof here, so "
     return (f"{share * 100:.0f} % of the {roof} roof: {lacking}the roof is {measured_by}, "
             f"and the runtime's {precision} kernels outrun it: read the kernels line, not "
             "this share")  # fmt: skip
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m runner.ceilings``: this machine's measured ceilings, from the cache or
+    measured now (``--again``: measured anew whatever the cache holds)."""
+    from runner.errors import CommandParser
+
+    parser = CommandParser("runner.ceilings", main.__doc__)
+    parser.add_argument("--again", action="store_true", help="measure anew")
+    return parser.run(argv, _ceilings)
+
+
+def _ceilings(args: argparse.Namespace) -> int:
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    started = time.perf_counter()
+    found = ceilings(CACHE, cores or 1, again=args.again)
+    print("\n".join(lines(found)))
+    print(f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

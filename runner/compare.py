@@ -2,7 +2,7 @@
 
 Reads finished runs from each SOURCE, a result file (``runner.export``) or a tracking
 store's URI (none: the default store), and with ``--references`` the shipped files of
-``references/``, and compares them (``runner.analysis.compare`` says how).
+``references/``, and compares them (``runner.analysis.comparison`` says how).
 ``compare.csv``, ``compare.md`` and ``compare.png`` go to ``outputs/compare/`` and, as a run
 of its own tagged with what it compared, to the first store among the sources.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from runner import result_file
-from runner.analysis.compare import (
+from runner.analysis.comparison import (
     COMPARISON_TAG,
     FILES,
     compare,
@@ -27,8 +27,8 @@ from runner.analysis.compare import (
     write_csv,
     write_markdown,
 )
-from runner.analysis.report import write_rooflines
-from runner.errors import CommandParser, InputError, RunnerError, one_line, run_command
+from runner.analysis.sweep_report import write_rooflines
+from runner.errors import CommandParser, InputError, RunnerError, one_line
 from runner.files import output_dir
 from runner.result import RunResult, check_one_workload, machines_of
 from runner.tracking.store import OUTPUTS, command_uri, reading_client, run_link
@@ -69,9 +69,7 @@ def _metric_name(machine: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = CommandParser(
-        prog="python -m runner.compare", description=" ".join(__doc__.split("\n\n")[0].split())
-    )
+    parser = CommandParser("runner.compare", __doc__)
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="a result file or a store's URI (none: the default)")  # fmt: skip
     parser.add_argument("--references", action="store_true",
@@ -93,8 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--no-log", action="store_true", help="write the files only, not a run in the store"
     )
-    args = parser.parse_args(argv)
-    return run_command(lambda: _compare(args))
+    return parser.run(argv, _compare)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""Typed config schema, value checks and path resolution.
+"""The composed config checked once and typed: ``checked`` gives the ``RunConfig`` every
+layer below reads.
 
-The YAML under ``conf/`` holds the values; the dataclasses here only hold the types, so
-OmegaConf refuses a wrongly typed override while composing, and ``validate`` refuses a
-value out of range before any work starts.
+The YAML under ``conf/`` holds the values; the schema's dataclasses (``runner.settings``)
+hold the types, registered here so that OmegaConf refuses a wrongly typed override while
+composing; ``validate`` refuses a value out of range before any work starts.
 """
 
 import functools
@@ -20,7 +21,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import REPO_ROOT
-from runner.analysis.statistics import P99, queries_for
 from runner.choices import (
     MAX_REPEATS,
     MODES,
@@ -44,7 +44,8 @@ from runner.execution.devices import available_cores, device_problem, gpus_of, i
 from runner.files import unique_dir
 from runner.precision import nativeness
 from runner.redact import redact
-from runner.settings import RUN_CONFIG, RunConfig, dotted, repo_path
+from runner.settings import RUN_CONFIG, RunConfig, dotted, repo_path, workers_used
+from runner.statistics import P99, queries_for
 from runner.tracking.store import URI_HINT, known_scheme
 
 
@@ -186,7 +187,7 @@ def validate(cfg: DictConfig) -> None:
         _check_gpu_run(cfg)
     intra = cfg.intra_op_threads
     _require(intra >= 1, "intra_op_threads", intra, "must be at least 1")
-    workers = 1 if cfg.mode == "sequential" else cfg.threads
+    workers = workers_used(cfg)
     cores = available_cores()
     on_a_cluster = cfg.mode == "ray" and bool(os.environ.get("RAY_ADDRESS") or cfg.ray.address)
     _require(
@@ -432,6 +433,13 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 def settings_of(cfg: DictConfig) -> RunConfig:
     """The composed config as the typed values every layer below the app is handed."""
     return OmegaConf.to_object(cfg)
+
+
+def checked(cfg: DictConfig) -> RunConfig:
+    """The composed config checked (``validate``) and typed (``settings_of``), once: what
+    a run's every layer reads, its ``Job`` included."""
+    validate(cfg)
+    return settings_of(cfg)
 
 
 def settings_of_run(run_dir: Path) -> RunConfig:

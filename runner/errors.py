@@ -5,7 +5,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 
 class RunnerError(Exception):
@@ -136,9 +136,19 @@ def last_line(text: object) -> str:
 
 
 class CommandParser(argparse.ArgumentParser):
-    """The commands' arguments: a usage error is one line and exit 2, as every other bad
+    """The commands' one preamble: ``CommandParser("runner.<command>", its doc)``,
+    its arguments, then ``run``. A usage error is one line and exit 2, as every other bad
     input (argparse printed its usage and the error on two to eight lines, a password
     given in a mistyped option among them)."""
+
+    def __init__(self, module: str, doc: str) -> None:
+        words = " ".join(doc.split("\n\n")[0].split())  # the doc's first paragraph
+        super().__init__(prog=f"python -m {module}", description=words)
+
+    def run(self, argv: Optional[list[str]], body: Callable[[argparse.Namespace], int]) -> int:
+        """Parse ``argv`` and run ``body`` with them under ``run_command``."""
+        args = self.parse_args(argv)
+        return run_command(lambda: body(args))
 
     def error(self, message: str) -> NoReturn:
         from runner.redact import redact

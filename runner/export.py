@@ -13,20 +13,17 @@ from pathlib import Path
 from typing import Optional
 
 from runner import result_file
-from runner.errors import CommandParser, InputError, run_command
+from runner.errors import CommandParser, InputError
 from runner.result import machines_of
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = CommandParser(
-        prog="python -m runner.export", description=" ".join(__doc__.split("\n\n")[0].split())
-    )
+    parser = CommandParser("runner.export", __doc__)
     parser.add_argument("--out", type=Path, required=True, help="FILE, .json or .json.gz")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the project's")
     parser.add_argument("--experiment", default="gridbench")
     parser.add_argument("--machine", action="append", help="a machine tag (repeat for more)")
-    args = parser.parse_args(argv)
-    return run_command(lambda: export(args))
+    return parser.run(argv, export)
 
 
 def export(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ ISA level still tell one generation from another. Linux reads /proc; macOS ``sys
 elsewhere (Windows) ``platform`` and the environment say what they can.
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -12,11 +13,11 @@ import platform
 import re
 import subprocess
 import sys
-import time
 from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
+from runner import REPO_ROOT
 from runner.precision import PRECISION_FLAGS
 
 ISA_LEVELS = (("amx_tile", "amx"), ("avx512f", "avx512f"), ("avx2", "avx2"), ("avx", "avx"))
@@ -176,11 +177,10 @@ def software() -> dict[str, str]:
 
 
 def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
     try:
-        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+dirty",
-                               "--abbrev=12", "--exclude=*"], capture_output=True, text=True,
-                              timeout=10)  # fmt: skip
+        asked = ["describe", "--always", "--dirty=+dirty", "--abbrev=12", "--exclude=*"]
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *asked], capture_output=True,
+                              text=True, timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -237,30 +237,24 @@ def machine_name(facts: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m runner.machine``: what a run on this machine is tagged; ``--ceiling``:
-    its measured ceilings (``runner.ceilings``), from the cache or measured now."""
-    from runner.errors import CommandParser, run_command
+    """``python -m runner.machine``: what a run on this machine is tagged, and the facts
+    the tag is made of (its ceilings: ``python -m runner.ceilings``)."""
+    from runner.errors import CommandParser
 
-    parser = CommandParser(prog="python -m runner.machine", description=main.__doc__)
-    parser.add_argument("--ceiling", action="store_true", help="the measured ceilings")
-    parser.add_argument("--again", action="store_true", help="with --ceiling: measure anew")
-    args = parser.parse_args(argv)
-    return run_command(lambda: _machine(args.ceiling, args.again))  # one line, its status
+    parser = CommandParser("runner.machine", main.__doc__)
+    parser.add_argument("--ceiling", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--again", action="store_true", help=argparse.SUPPRESS)
+    return parser.run(argv, _machine)
 
 
-def _machine(ceiling: bool, again: bool) -> int:
-    if not ceiling:
-        facts = fingerprint()
-        json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
-        print()
-        return 0
-    from runner.ceilings import CACHE, ceilings, lines
+def _machine(args: argparse.Namespace) -> int:
+    from runner.errors import InputError
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    started = time.perf_counter()
-    found = ceilings(CACHE, cores or 1, again=again)
-    print("\n".join(lines(found)))
-    print(f"({time.perf_counter() - started:.1f} s)")
+    if args.ceiling or args.again:  # where the ceilings were measured before 2026-12-08
+        raise InputError("the ceilings have a command of their own: python -m runner.ceilings")
+    facts = fingerprint()
+    json.dump({"machine": machine_name(facts), **facts}, sys.stdout, indent=2)
+    print()
     return 0
 
 

@@ -1,5 +1,5 @@
 """``python -m runner.report <sweep dir | parent run id> [--out DIR]``: a sweep's report
-(``runner.analysis.report``), from its run directories or from MLflow alone."""
+(``runner.analysis.sweep_report``), from its run directories or from MLflow alone."""
 
 import argparse
 import os
@@ -7,17 +7,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from runner.analysis.report import PARENT_FILE, STORE_FILE, records_from_dir, write_report
-from runner.errors import CommandParser, InputError, RunnerError, one_line, run_command
+from runner.analysis.sweep_report import PARENT_FILE, STORE_FILE, records_from_dir, write_report
+from runner.errors import CommandParser, InputError, RunnerError, one_line
 from runner.files import output_dir
 from runner.result_file import read_sweep
 from runner.tracking.store import command_uri, reading_client
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = CommandParser(
-        prog="python -m runner.report", description="Write a sweep's report from MLflow."
-    )
+    parser = CommandParser("runner.report", __doc__)
     parser.add_argument(
         "sweep",
         help="the sweep's directory (its jobs' summaries if it ran without MLflow), "
@@ -26,8 +24,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir)")
     parser.add_argument("--tracking-uri", help="default: the store the sweep recorded to (a "
                         "sweep dir), else MLFLOW_TRACKING_URI, else the project's")  # fmt: skip
-    args = parser.parse_args(argv)
-    return run_command(lambda: _report(args))
+    return parser.run(argv, _report)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -5,21 +5,24 @@ and MLflow carries that record whole (the ``gridbench.result`` tag, each pass's 
 step of ``repeat_runtime_s``), so ``from_mlflow`` gives back exactly what the run wrote.
 The sweep report, ``compare``, ``sync`` and ``export`` take nothing else, and a result file
 (``runner.result_file``) is a list of these records. Its ``key`` is every setting that
-changes the figure: only results with one key (and one machine) are pooled. The readers
-had drifted apart before: the report's key lacked the precision, so fp32 and int8 runs
-became one row at a median of neither.
+changes the figure: only results with one key (and one machine) are pooled. Its
+``figures`` are those ``runner.figures`` marks compared; ``record_of`` is the one mapping
+of a summary onto a record, and ``from_dict`` the one way in, whatever the source.
 """
 
 import json
+import statistics
 import time
+import typing
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-from runner.analysis.statistics import Interval
 from runner.errors import InputError
+from runner.figures import compared, derived
+from runner.statistics import Interval
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added ``figures``: ``from_dict`` makes them for a record of 1
 RESULT_TAG = "gridbench.result"  # the record as JSON, but its passes (the metric history)
 # what makes two runs measure different things; ``repeats``: the repeat policy, as
 # configured ("auto" stops when the median settles, a count does not)
@@ -96,6 +99,7 @@ class RunResult:
     kernels: dict[str, Any] = field(default_factory=dict)  # what ran (``kernels_of``)
     peak: dict[str, float] = field(default_factory=dict)  # server qps=auto: qps, low, high
     recipe: str = ""  # int8: the quantizer's settings (``quantize.recipe``); "" otherwise
+    figures: dict[str, float] = field(default_factory=dict)  # ``runner.figures.COMPARED``
 
     def key(self) -> tuple:
         return tuple(getattr(self, name) for name in KEY)
@@ -146,8 +150,10 @@ class RunResult:
                 f"{where}: record schema {schema!r}, this gridbench reads up to {SCHEMA_VERSION}:"
                 " update gridbench"
             )
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         try:
+            values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+            if schema < 2:
+                values["figures"] = _figures_of_schema_1(values)
             values["grid"] = tuple(int(n) for n in values["grid"])
             values["passes"] = tuple(float(v) for v in values["passes"])
             values["runtimes_s"] = tuple(float(v) for v in values["runtimes_s"])
@@ -161,48 +167,7 @@ class RunResult:
     def from_summary(cls, summary: dict[str, Any], job: Optional[int] = None) -> "RunResult":
         """From a run's ``summary.json`` (checked by ``analysis.summary.read_summary``);
         ``job`` where the summary does not say (written before it did)."""
-        items = int(summary["items"])
-        runtimes = tuple(float(s) for s in summary["runtimes_s"])
-        load = summary.get("load") or {}
-        return cls(
-            mode=summary["mode"],
-            threads=int(summary["threads"]),
-            batch_size=int(summary["batch_size"]),
-            backend=summary.get("backend", ""),
-            precision=summary.get("precision", "fp32"),
-            device=summary.get("device", "cpu"),
-            torch_threads=int(summary.get("torch_threads", 1)),
-            grid=tuple(summary["grid"]),
-            split=summary.get("split", "train"),
-            offset=int(summary.get("offset", 0)),
-            repeats=str(summary.get("repeats_setting", 1)),
-            machine=summary.get("machine", UNTAGGED),
-            passes=tuple(items / s for s in runtimes),
-            runtimes_s=runtimes,
-            items=items,
-            accuracy=float(summary["accuracy"]),
-            busy=bool(load.get("busy", False)),
-            round=int(summary.get("round", 0)),
-            job=int(summary.get("job", job or 0)) if job is None else job,
-            started_at=float(summary.get("started_at", 0.0)),
-            cores=int(summary.get("cores") or 0),
-            sweep=summary.get("sweep", ""),
-            weights=summary.get("weights_digest", ""),
-            data=(summary.get("dataset") or {}).get("digest", ""),
-            software={name: str(summary[name]) for name in SOFTWARE if summary.get(name)},
-            hardware={k: summary[k] for k in HARDWARE if k in summary},
-            load=dict(load),
-            scenario=scenario_of(summary),
-            ceilings=dict(summary.get("ceilings") or {}),
-            roofline=roofline_of(summary),
-            kernels=kernels_of(summary),
-            peak={
-                name: float(summary[f"peak_qps{end}"])
-                for name, end in PEAK_KEYS
-                if f"peak_qps{end}" in summary
-            },
-            recipe=summary.get("recipe", ""),
-        )
+        return cls.from_dict(record_of(summary, job), "a run's summary")
 
     @classmethod
     def from_mlflow(cls, client: Any, run: Any) -> "RunResult":
@@ -218,7 +183,7 @@ class RunResult:
             data["runtimes_s"] = runtimes
             data["passes"] = tuple(data["items"] / s for s in runtimes)
             return cls.from_dict(data, f"MLflow run {run.info.run_id}")
-        return _from_mlflow_tags(run, runtimes)
+        return cls.from_summary(_summary_of_tags(run, runtimes))
 
     def carried(self) -> str:
         """The record as the ``gridbench.result`` tag holds it: the passes are the run's
@@ -232,14 +197,6 @@ class RunResult:
 # but its software versions (``software``)
 HARDWARE = ("cpu", "cpu_id", "isa", "logical_cores", "physical_cores", "memory_gb", "gpus",
             "os", "precision_flags", "gpu_capability")  # fmt: skip
-TYPES = {"mode": str, "threads": int, "batch_size": int, "backend": str, "precision": str,
-         "device": str, "torch_threads": int, "split": str, "offset": int, "repeats": str,
-         "machine": str, "items": int, "accuracy": (int, float), "busy": bool, "round": int,
-         "job": int, "started_at": (int, float), "cores": int, "sweep": str, "weights": str,
-         "data": str, "software": dict, "hardware": dict, "load": dict, "ceilings": dict,
-         "roofline": dict, "kernels": dict, "peak": dict, "recipe": str}  # fmt: skip
-
-
 MOST_IPS = 1e9  # images a second no machine reaches with this model: a figure past it is corrupt
 DATED = (946_684_800.0, 4_102_444_800.0)  # 2000 to 2100: a start time outside is corrupt
 
@@ -247,9 +204,12 @@ DATED = (946_684_800.0, 4_102_444_800.0)  # 2000 to 2100: a start time outside i
 def _check_types(record: RunResult) -> None:
     """The one check of a record on every way in (a result file, MLflow's tag, a summary):
     types, and figures that are finite, positive and bounded, dated in a plausible range."""
-    for name, kind in TYPES.items():
-        if not isinstance(getattr(record, name), kind):
+    for name, hint in typing.get_type_hints(RunResult).items():
+        kind = typing.get_origin(hint) or hint
+        if not isinstance(getattr(record, name), (int, float) if kind is float else kind):
             raise TypeError(f"{name} is {getattr(record, name)!r}")
+    if not all(isinstance(v, (int, float)) for v in record.figures.values()):
+        raise TypeError("figures holds a value that is no number")
     if len(record.grid) != 2 or not record.passes or len(record.passes) != len(record.runtimes_s):
         raise ValueError("grid, passes or runtimes_s malformed")
     if not all(0 < p < MOST_IPS for p in record.passes):  # False for NaN and inf too
@@ -260,43 +220,94 @@ def _check_types(record: RunResult) -> None:
         raise ValueError("items, threads, batch_size and the grid must be at least 1")
     if record.started_at and not DATED[0] <= record.started_at <= DATED[1]:  # 0: not recorded
         raise ValueError(f"started_at {record.started_at!r} is not a date from 2000 to 2100")
-    if not 0 <= record.accuracy <= 1:
+    if not 0 <= record.accuracy <= 1 and record.accuracy == record.accuracy:  # NaN: not logged
         raise ValueError(f"accuracy {record.accuracy!r} is not from 0 to 1")
 
 
-def _from_mlflow_tags(run: Any, runtimes: tuple[float, ...]) -> RunResult:
+def record_of(summary: dict[str, Any], job: Optional[int] = None) -> dict[str, Any]:
+    """The record of a summary, as ``to_dict`` writes it: the one mapping of a summary's keys
+    to the record's (summaries of every earlier version, by their defaults)."""
+    items = summary["items"]
+    runtimes = [float(s) for s in summary["runtimes_s"]]
+    load = summary.get("load") or {}
+    return {
+        "schema": SCHEMA_VERSION,
+        "mode": summary["mode"],
+        "threads": summary["threads"],
+        "batch_size": summary["batch_size"],
+        "backend": summary.get("backend", ""),
+        "precision": summary.get("precision", "fp32"),
+        "device": summary.get("device", "cpu"),
+        "torch_threads": summary.get("torch_threads", 1),
+        "grid": summary["grid"],
+        "split": summary.get("split", "train"),
+        "offset": summary.get("offset", 0),
+        "repeats": str(summary.get("repeats_setting", 1)),
+        "machine": summary.get("machine", UNTAGGED),
+        "passes": [items / s for s in runtimes if s > 0],
+        "runtimes_s": runtimes,
+        "items": items,
+        "accuracy": summary["accuracy"],
+        "busy": bool(load.get("busy", False)),
+        "round": summary.get("round", 0),
+        "job": summary.get("job", job or 0) if job is None else job,
+        "started_at": float(summary.get("started_at", 0.0)),
+        "cores": summary.get("cores") or 0,
+        "sweep": summary.get("sweep", ""),
+        "weights": summary.get("weights_digest", ""),
+        "data": (summary.get("dataset") or {}).get("digest", ""),
+        "software": {name: str(summary[name]) for name in SOFTWARE if summary.get(name)},
+        "hardware": {key: summary[key] for key in HARDWARE if key in summary},
+        "load": dict(load),
+        "scenario": scenario_of(summary),
+        "ceilings": dict(summary.get("ceilings") or {}),
+        "roofline": roofline_of(summary),
+        "kernels": kernels_of(summary),
+        "peak": {
+            name: float(summary[f"peak_qps{end}"])
+            for name, end in PEAK_KEYS
+            if f"peak_qps{end}" in summary
+        },  # fmt: skip
+        "recipe": summary.get("recipe", ""),
+        "figures": compared({**derived(summary), **summary}),  # as written, else as made now
+    }
+
+
+def _figures_of_schema_1(values: dict[str, Any]) -> dict[str, float]:
+    """Schema 1 carried no ``figures``: those its other fields make (throughput per core)."""
+    seen = {**values, "throughput_ips": values["items"] / statistics.median(values["runtimes_s"])}
+    return compared(derived(seen))
+
+
+def _summary_of_tags(run: Any, runtimes: tuple[float, ...]) -> dict[str, Any]:
+    """A run logged before records were carried, as the summary it logged its tags from."""
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     items = int(metrics["items"])
-    passes = tuple(items / s for s in runtimes) or (metrics["throughput_ips"],)
-    return RunResult(
-        mode=tags["mode"],
-        threads=int(tags["threads"]),
-        batch_size=int(tags["batch_size"]),
-        backend=tags.get("backend", ""),
-        precision=tags.get("precision", "fp32"),
-        recipe=tags.get("recipe", ""),
-        device=tags.get("device", "cpu"),
-        torch_threads=int(tags.get("torch_threads", 1)),
-        grid=tuple(json.loads(tags["grid"])) if "grid" in tags else (items, 1),
-        split=params.get("data.split", "train"),
-        offset=int(params.get("data.offset", 0)),
-        repeats=params.get("repeats", "1"),
-        machine=tags.get("machine", UNTAGGED),
-        passes=passes,
-        runtimes_s=runtimes or (metrics.get("runtime_s", items / passes[0]),),
-        items=items,
-        accuracy=metrics.get("accuracy", float("nan")),
-        busy=tags.get("busy") == "true",
-        load={
-            key: metrics[f"load_{key}"]
-            for key in ("other_share", "steal_share", "own_share")
-            if f"load_{key}" in metrics
+    load = {key: metrics[f"load_{key}"] for key in ("other_share", "steal_share", "own_share")
+            if f"load_{key}" in metrics}  # fmt: skip
+    return {
+        **{
+            key: tags[key]
+            for key in ("mode", "backend", "precision", "recipe", "device", "machine")
+            if key in tags
         },  # fmt: skip
-        round=int(metrics.get("round", 0)),
-        job=int(tags.get("job", 0)),
-        started_at=run.info.start_time / 1000,
-        cores=int(tags.get("cores") or 0),
-    )
+        **{
+            key: int(tags[key])
+            for key in ("threads", "batch_size", "torch_threads", "job")
+            if key in tags
+        },  # fmt: skip
+        "cores": int(tags.get("cores") or 0),
+        "grid": json.loads(tags["grid"]) if "grid" in tags else [items, 1],
+        "split": params.get("data.split", "train"),
+        "offset": int(params.get("data.offset", 0)),
+        "repeats_setting": params.get("repeats", "1"),
+        "runtimes_s": list(runtimes) or [items / metrics["throughput_ips"]],  # its one figure
+        "items": items,
+        "accuracy": metrics.get("accuracy", float("nan")),
+        "load": {**load, "busy": tags.get("busy") == "true"},
+        "round": int(metrics.get("round", 0)),
+        "started_at": run.info.start_time / 1000,
+    }
 
 
 def is_job_run(run: Any) -> bool:

@@ -15,12 +15,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from runner import REPO_ROOT
 from runner.errors import InputError, RunnerError, one_line
 from runner.files import atomic
 from runner.result import SCHEMA_VERSION, RunResult, is_job_run
 
 FORMAT = "gridbench-results"
-REFERENCES = Path(__file__).resolve().parent.parent / "references"
+REFERENCES = REPO_ROOT / "references"
 
 
 def write(path: Path, records: list[RunResult], made: dict[str, Any]) -> None:

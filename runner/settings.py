@@ -112,7 +112,8 @@ class RunConfig:
 
 
 def workers_used(run: RunConfig) -> int:
-    """The processes that classify: ``threads`` (the seed's word for them), 1 in sequential mode."""
+    """The processes that classify: ``threads`` (the seed's word for them), 1 in sequential
+    mode; the one place that says so (``run`` may be the composed config not yet typed)."""
     return run.threads if run.mode != "sequential" else 1
 
 

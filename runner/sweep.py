@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.analysis.report import (
+from runner.analysis.sweep_report import (
     PARENT_FILE,
     STORE_FILE,
     console_table,
@@ -57,13 +57,12 @@ def earlier_job_alike(cfg: DictConfig) -> Optional[str]:
     import json
 
     from runner.config import flatten
+    from runner.settings import workers_used
 
     sweep_dir = sweep_dir_of_job()
     if sweep_dir is None:
         return None
-    settings = flatten(cfg)
-    if settings["mode"] == "sequential":
-        settings["threads"] = 1
+    settings = {**flatten(cfg), "threads": workers_used(cfg)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     claims = sweep_dir / CLAIMS_DIR
     claims.mkdir(parents=True, exist_ok=True)
@@ -187,7 +186,7 @@ def _measure_ceilings(config: DictConfig) -> None:
         return
     cores = available_cores()
     if measured(CACHE, cores) is None:
-        print("Measuring this machine's ceilings, once (python -m runner.machine --ceiling)",
+        print("Measuring this machine's ceilings, once (python -m runner.ceilings)",
               flush=True)  # fmt: skip
         ceilings(CACHE, cores)
 
@@ -351,7 +350,7 @@ def _print_scores(records: list, sweep_dir: Path) -> None:
     hardware preset's last lines), also kept as ``scores.md``; a reference file that cannot
     be read is said, the sweep's results stand."""
     from runner import result_file
-    from runner.analysis.compare import beside_references
+    from runner.analysis.comparison import beside_references
     from runner.analysis.scores import quotable
 
     try:

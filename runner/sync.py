@@ -1,5 +1,5 @@
 """``python -m runner.sync RUN_DIR|FILE ...``: log runs whose tracking failed, or a result
-file's runs (``runner.tracking.sync`` says how)."""
+file's runs (``runner.tracking.backfill`` says how)."""
 
 import argparse
 import sys
@@ -9,19 +9,16 @@ from typing import Optional
 from runner import result_file
 from runner.config import settings_of_run
 from runner.credentials import adopt_from_environment
-from runner.errors import CommandParser, run_command
-from runner.tracking.sync import end_stopped, import_records, pending, sync
+from runner.errors import CommandParser
+from runner.tracking.backfill import end_stopped, import_records, pending, sync
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = CommandParser(
-        prog="python -m runner.sync", description=" ".join(__doc__.split("\n\n")[0].split())
-    )
+    parser = CommandParser("runner.sync", __doc__)
     parser.add_argument("sources", nargs="+", type=Path, metavar="RUN_DIR|FILE")
     parser.add_argument("--tracking-uri", help="for a FILE: the store (default: as a run's)")
     parser.add_argument("--experiment", default="gridbench", help="for a FILE")
-    args = parser.parse_args(argv)
-    return run_command(lambda: _sync(args))
+    return parser.run(argv, _sync)
 
 
 def _sync(args: argparse.Namespace) -> int:

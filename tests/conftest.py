@@ -18,6 +18,7 @@ from runner.data import load_split
 from runner.errors import catch_stop_signals
 from runner.model import load_model
 
+os.environ["GRIDBENCH_DECLARED_ONLY"] = "1"  # every run of the suite writes declared keys only
 SEED_WEIGHTS = REPO_ROOT.parent / "shared" / "seed" / "mnist-cnn.pth"
 WEIGHTS = REPO_ROOT / "weights" / "mnist-cnn.pt"
 

@@ -94,11 +94,9 @@ def test_a_real_measurement_gives_every_ceiling_it_claims():
 
 
 def test_the_command_prints_every_ceiling_and_what_it_left_out(monkeypatch, capsys):
-    from runner import machine
-
     asked = []
     monkeypatch.setattr(ceilings, "ceilings", lambda d, cores, again: asked.append(again) or FOUND)
-    machine.main(["--ceiling", "--again"])
+    assert ceilings.main(["--again"]) == 0
     shown = capsys.readouterr().out
     assert asked == [True]
     assert "  fp32: 100.0 GFLOP/s one core, 180.0 on 2" in shown
@@ -125,8 +123,6 @@ def test_a_served_run_is_placed_at_the_batch_that_ran():
 def test_a_cache_that_is_not_a_file_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
     """A pipe in the cache's place hung every run after classifying; a folder there failed
     after 17-36 s of measuring; ``--again`` deleted the cache before measuring anew."""
-    from runner import machine
-
     measured = []
     monkeypatch.setattr(ceilings, "measure", lambda cores: measured.append(cores) or FOUND)
     path = ceilings._cache_file(tmp_path, 2)[0]
@@ -137,7 +133,7 @@ def test_a_cache_that_is_not_a_file_is_refused_before_measuring(tmp_path, monkey
     path.unlink()
     path.mkdir()
     monkeypatch.setattr(ceilings, "CACHE", tmp_path)
-    assert machine.main(["--ceiling"]) == 2 and measured == []
+    assert ceilings.main([]) == 2 and measured == []
     assert "is not a file" in capsys.readouterr().err
     path.rmdir()
     assert ceilings.ceilings(tmp_path, 2) == FOUND and measured == [2]
@@ -146,3 +142,12 @@ def test_a_cache_that_is_not_a_file_is_refused_before_measuring(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         ceilings.ceilings(tmp_path, 2, again=True)
     assert path.read_bytes() == before  # a measurement stopped midway leaves the cache as it was
+
+
+def test_the_ceilings_old_spelling_points_to_their_command(capsys):
+    """``python -m runner.machine --ceiling`` measured them before they had a command of
+    their own beside them: it says where they went, in one line, and measures nothing."""
+    from runner import machine
+
+    assert machine.main(["--ceiling"]) == 2
+    assert "python -m runner.ceilings" in capsys.readouterr().err

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from runner import REPO_ROOT
-from runner.analysis import statistics as stats
-from runner.analysis.compare import FILES
+from runner import statistics as stats
+from runner.analysis.comparison import FILES
 from runner.analysis.scores import REFERENCE_MACHINE
 from runner.compare import main as compare_main
 from runner.export import main as export_main

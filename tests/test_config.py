@@ -9,7 +9,7 @@ from omegaconf.errors import ValidationError
 
 from runner import REPO_ROOT, config
 from runner.choices import MAX_REPEATS
-from runner.config import flatten, register, repo_path, validate
+from runner.config import checked, flatten, register, repo_path, validate
 from runner.errors import ConfigError
 from runner.execution.devices import available_cores
 
@@ -157,7 +157,7 @@ def test_a_batch_larger_than_the_grid_is_the_grid_in_one_batch():
     from runner.app import prepare
 
     job, _ = prepare(
-        compose_run("grid.rows=2", "grid.columns=5", "batch_size=99999999999999999999")
+        checked(compose_run("grid.rows=2", "grid.columns=5", "batch_size=99999999999999999999"))
     )
     assert job.batch_size == 10
 

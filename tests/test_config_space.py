@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from runner import REPO_ROOT
 from runner.app import prepare
-from runner.config import RunConfig, flatten
+from runner.config import RunConfig, checked, flatten
 from runner.data import cell_images, load_split
 from runner.errors import ConfigError
 from runner.execution.backends import Spec, build
@@ -119,7 +119,7 @@ def outcome(chosen: dict, invalid: set) -> str:
         assert any(key in str(refused) for key in invalid), refused
         return "refused"
     try:
-        job, _ = prepare(cfg)
+        job, _ = prepare(checked(cfg))
     except ConfigError as refused:
         assert refused.key in KNOWN_KEYS, refused  # the key the refusal is about
         assert str(refused).startswith(f"{refused.key}=")

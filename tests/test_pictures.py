@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from runner import REPO_ROOT
-from runner.analysis.report import plot
 from runner.analysis.scaling import amdahl, karp_flatt
+from runner.analysis.sweep_report import plot
 from runner.execution import progress
 from runner.pictures.gallery import (
     CAPTION,
@@ -173,7 +173,7 @@ def test_a_roofline_per_machine_whose_runs_were_placed(tmp_path):
     pixels wide; runs never placed draw none."""
     import dataclasses
 
-    from runner.analysis.report import write_rooflines
+    from runner.analysis.sweep_report import write_rooflines
     from tests.test_ceilings import FOUND
     from tests.test_result import BASE
 
@@ -191,7 +191,7 @@ def test_a_parallel_line_without_one_worker_starts_from_its_sequential_baseline(
     """The hardware preset runs sequential mode and 2 workers: each parallel line starts at
     its sequential point (which has no line of its own); a sweep with a pool of one keeps
     both lines. The baseline's speedup of 1 is no point of an Amdahl fit."""
-    from runner.analysis.report import _lines, amdahl_fits
+    from runner.analysis.sweep_report import _lines, amdahl_fits
 
     def row(mode, threads, speedup):
         return {"mode": mode, "threads": threads, "batch_size": 1, "backend": "onnxruntime",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from runner.analysis.compare import compare
-from runner.analysis.report import console_table, rows
+from runner.analysis.comparison import compare
+from runner.analysis.sweep_report import console_table, rows
 from runner.errors import InputError
 from runner.result import KEY, SCHEMA_VERSION, RunResult
 
@@ -55,7 +55,7 @@ def test_a_result_reads_the_same_from_its_summary():
     read = RunResult.from_summary(summary, job=0)
     assert read.key() == BASE.key()
     assert read.passes == pytest.approx(BASE.passes, rel=1e-3)
-    assert read.to_dict()["schema"] == 1
+    assert read.to_dict()["schema"] == SCHEMA_VERSION
 
 
 def test_a_record_round_trips_and_bad_records_are_refused_in_one_line():

@@ -149,7 +149,7 @@ def score_rows(markdown):
 def test_int8_of_another_quantization_is_never_scored_as_this_ones(tmp_path):
     """The int8 graph's recipe changed (ReLU and pooling quantized): a reference's int8 of
     the earlier recipe is another precision in the scores and another row in compare."""
-    from runner.analysis.compare import compare
+    from runner.analysis.comparison import compare
 
     now = records("a", rounds=2)
     before = [dataclasses.replace(r, machine="b", recipe="") for r in records("b", rounds=2)]

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from runner.analysis.statistics import quantile_interval, queries_for, share_interval
 from runner.errors import RunnerError
 from runner.execution import serving
 from runner.execution.parallel import run_parallel
 from runner.execution.sequential import run_sequential
+from runner.statistics import quantile_interval, queries_for, share_interval
 from tests.test_strategies import make_job
 
 

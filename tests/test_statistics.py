@@ -5,7 +5,7 @@ preset's sizes, scores over rounds that share a shift; the Amdahl fit and its in
 import numpy as np
 import pytest
 
-from runner.analysis import statistics as stats
+from runner import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl
 
 

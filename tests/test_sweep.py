@@ -397,7 +397,7 @@ def test_each_jobs_config_is_the_one_hydra_composes_for_it():
 def test_the_report_has_a_row_per_precision_and_machine_and_reads_as_people_read(tmp_path):
     """Its key had no precision: fp32 at 1,000 images/s and int8 at 3,000 became one row of
     2,002 [1,003, 3,003], printed as 2.002e+03; nor machine, which a sweep may also cover."""
-    from runner.analysis.report import rows, write_markdown
+    from runner.analysis.sweep_report import rows, write_markdown
     from runner.result import RunResult
 
     def record(job, precision, machine, speed):

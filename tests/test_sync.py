@@ -10,8 +10,8 @@ import mlflow
 import pytest
 
 from runner import REPO_ROOT
+from runner.tracking.backfill import _begun_run
 from runner.tracking.store import open_store
-from runner.tracking.sync import _begun_run
 from tests.conftest import start_mlflow_server
 from tests.test_interrupts import wait_for
 
@@ -117,7 +117,7 @@ def test_a_run_an_interrupted_sync_left_running_is_made_again_whole(tmp_path, ca
     import hashlib
 
     from runner.sync import main as sync_main
-    from runner.tracking.sync import RECORD_ID_TAG
+    from runner.tracking.backfill import RECORD_ID_TAG
     from tests.test_result_file import records, write
 
     made = records("m", rounds=1)[:2]

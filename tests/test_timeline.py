@@ -8,7 +8,7 @@ import pytest
 from runner.execution.parallel import run_parallel
 from runner.execution.sequential import run_sequential
 from runner.execution.timeline import Startup, Task, Timeline
-from runner.pictures.timeline import tick_step
+from runner.pictures.gantt import tick_step
 from tests.conftest import run_app
 from tests.test_strategies import make_job
 

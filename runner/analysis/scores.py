@@ -22,7 +22,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runner.analysis import statistics as stats
+from runner import statistics as stats
+from runner.choices import PRECISIONS
 from runner.execution import quantize
 from runner.result import RunResult
 
@@ -154,12 +155,9 @@ def table(records: list[RunResult], scale_records: list[RunResult],
     return rows
 
 
-PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
-
-
 def _order(pair: tuple[str, str]) -> tuple:
     machine, precision = pair
-    rank = PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 9
+    rank = PRECISIONS.index(precision) if precision in PRECISIONS else 9
     return machine, rank, precision
 
 

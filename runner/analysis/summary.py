@@ -2,30 +2,26 @@
 
 import hashlib
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runner.analysis.statistics import MIN_PASSES, median_interval
 from runner.choices import usable_start_method
 from runner.data import dataset_facts
-from runner.errors import InputError
+from runner.errors import InputError, RunnerError
 from runner.execution import quantize
 from runner.execution.classify import Result
 from runner.execution.devices import available_cores, device_info, is_cuda
+from runner.figures import labelled_lines, undeclared
 from runner.files import atomic
-from runner.machine import MACHINE_KEYS, fingerprint, machine_name, software
+from runner.machine import fingerprint, machine_name, software
 from runner.precision import nativeness
 from runner.redact import redacted
 from runner.settings import RunConfig, repo_path
-
-ENVIRONMENT_KEYS = (
-    "device", "cores", "backend", "precision", "precision_native", "torch_threads",
-    "start_method", "machine", *MACHINE_KEYS,
-)  # fmt: skip
-GPU_KEYS = ("gpu", "gpu_count", "gpu_memory_gb", "gpu_driver", "cuda_driver", "torch_cuda")
+from runner.statistics import MIN_PASSES, median_interval
 
 
 def summarize(
@@ -215,6 +211,7 @@ def console_lines(summary: dict[str, Any]) -> list[str]:
         *_serving_lines(summary),
         *_roofline_lines(summary),
         *_kernel_lines(summary),
+        *labelled_lines(summary),
         f"Start-up: {summary['startup_s']:.2f} sec workers and warm-up, "
         f"{summary['load_s']:.2f} sec data and model (not in runtime)",
     ]
@@ -303,7 +300,7 @@ def _roofline_lines(summary: dict[str, Any]) -> list[str]:
         f"Roofline: {summary['roofline_share'] * 100:.0f} % of its bound, "
         f"{summary['roofline_bound']} {summary['roofline_ceiling_gflops']:,.1f} GFLOP/s at "
         f"{summary['roofline_intensity']:.1f} FLOP/byte ({summary['roofline_precision']} "
-        "ceilings: python -m runner.machine --ceiling)",
+        "ceilings: python -m runner.ceilings)",
         *([f"Warning: {summary['roofline_warning']}"] if "roofline_warning" in summary else []),
     ]
 
@@ -379,7 +376,7 @@ def _precision_lines(summary: dict[str, Any]) -> list[str]:
     native = "native" if summary["precision_native"] else "emulated"
     lines = [f"Precision: {summary['precision']} {native} ({summary['precision_reason']})"]
     if not summary["precision_native"] and summary["precision"] == "int8":
-        # AVX2's 8-bit multiply-adds: int8 beat fp32 1.3-1.7x on an AVX2-only Zen 3
+        # AVX2's 8-bit multiply-adds can beat fp32 all the same (BENCHMARKS.md, int8)
         lines[0] += ": whether it beats fp32 here, a run with precision=fp32 says"
     elif not summary["precision_native"]:
         lines[0] += ": expect it slower than fp32 (converted to fp32 and back)"
@@ -452,11 +449,21 @@ def read_summary(path: Path) -> dict[str, Any]:
     for key, kind in SUMMARY_NEEDS.items():
         if not isinstance(summary.get(key), kind):
             raise InputError(f"{path} is not a run's summary: no valid {key!r}")
+    wrong = [problem for problem in undeclared(summary) if "undeclared" not in problem]
+    if wrong:  # a key this gridbench does not know is a newer one's: read past it
+        raise InputError(f"{path} is not a run's summary: {', '.join(wrong[:3])}")
     return summary
+
+
+DECLARED_ONLY = "GRIDBENCH_DECLARED_ONLY"  # set by the tests: every key a run writes declared
 
 
 def write_summary(path: Path, summary: dict[str, Any], stoppable: bool = True) -> None:
     """Strict JSON: a figure that is not finite (``Infinity`` is no JSON) is a fault found
-    here, not a file that other tools refuse."""
+    here, not a file that other tools refuse. Under ``DECLARED_ONLY`` (every test's run), a
+    key that ``runner.figures`` does not declare, or declares of another type, fails."""
+    problems = undeclared(summary) if os.environ.get(DECLARED_ONLY) else []
+    if problems:
+        raise RunnerError(f"summary keys not as runner.figures declares: {', '.join(problems)}")
     with atomic(path, stoppable) as tmp:
         tmp.write_text(json.dumps(redacted(summary), indent=2, allow_nan=False) + "\n")

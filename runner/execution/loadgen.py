@@ -19,13 +19,11 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.errors import RunnerError
 from runner.execution.classify import Job, Part
-
-if TYPE_CHECKING:
-    from runner.execution.loop import Workers
+from runner.execution.workers import Workers
 
 SCENARIOS = {"single_stream": "SingleStream", "multi_stream": "MultiStream",
              "server": "Server", "offline": "Offline"}  # fmt: skip
@@ -58,7 +56,7 @@ class Dispatcher:
     queries come one at a time with nothing to batch, ``issue_inline`` answers them inside
     LoadGen's call instead."""
 
-    def __init__(self, workers: "Workers", job: Job) -> None:
+    def __init__(self, workers: Workers, job: Job) -> None:
         self.workers, self.job = workers, job
         self.pending: deque[tuple[int, float]] = deque()  # sample id, when it was issued
         self.ready = threading.Condition()
@@ -180,7 +178,7 @@ def settings_of(job: Job, first_qps: float = 0.0) -> Any:
     return settings
 
 
-def drive(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
+def drive(workers: Workers, job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
     """Serve the job's scenario with LoadGen: the parts classified, the figures, and the
     seconds the grid takes at the rate LoadGen measured (the run's runtime)."""
     import mlperf_loadgen as lg

@@ -4,49 +4,18 @@ end every worker whatever happens. A strategy supplies only its ``Workers``: how
 handed out and how results come back."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
 
 from runner.choices import MAX_REPEATS
-from runner.execution.classify import TASKS_PER_WORKER, Job, Part, Result, assemble, chunk_ranges
+from runner.execution.classify import Job, Part, Result, assemble, chunk_ranges
 from runner.execution.progress import Advance, progress_bar
 from runner.execution.timeline import Startup, Task, Timeline
+from runner.execution.workers import Workers
 from runner.phases import begin
-
-
-class Workers:
-    """One strategy's processes, as the loop drives them: a strategy overrides ``start``
-    and ``classify``, and ``close`` and ``failed`` where it has processes to end."""
-
-    count = 1  # the processes that classify
-    tasks_per_worker = TASKS_PER_WORKER  # ranges a pass gives each: a short tail
-
-    def start(self) -> list[Startup]:
-        """Start every worker, each loading its model and warming up; what each did when."""
-        raise NotImplementedError
-
-    def classify(self, ranges: list[tuple[int, int]]) -> Iterator[Part]:
-        """Hand out ``ranges``; yield their parts as they come back, in any order, failing
-        where no part comes back within the job's timeout."""
-        raise NotImplementedError
-
-    def send(self, first: int, stop: int) -> None:
-        """Hand cells ``first..stop-1`` to a free worker (the serving scenarios)."""
-        raise NotImplementedError
-
-    def answers(self, wait_s: float) -> list[Part]:
-        """The parts sent that came back, waiting up to ``wait_s`` for one (none: [])."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """The passes are done: let the workers go."""
-
-    def failed(self, error: BaseException) -> BaseException:
-        """``error`` ended the run: end every worker now; returns what to raise."""
-        return error
 
 
 def run_strategy(job: Job, workers: Workers) -> Result:
@@ -99,8 +68,11 @@ def served(job: Job, workers: Workers) -> Timed:
     from runner.execution.load import Watch
     from runner.execution.serving import in_the_grid, run_scenario
 
+    drive = run_scenario
+    if job.driver == "loadgen":  # MLPerf's LoadGen issues the queries
+        from runner.execution.loadgen import drive
     watch = Watch()
-    parts, figures, runtimes_s = run_scenario(workers, job)
+    parts, figures, runtimes_s = drive(workers, job)
     load = watch.read()
     grid = assemble(job.cells, in_the_grid(parts, job.cells))
     return Timed(grid, runtimes_s, grid.batch_s, grid.transfer_s, grid.compute_s, grid.tasks,
@@ -120,7 +92,7 @@ def enough_passes(job: Job, runtimes_s: list[float], elapsed_s: Optional[float] 
         return False
     if (sum(runtimes_s) if elapsed_s is None else elapsed_s) >= job.stability_max_s:
         return True
-    from runner.analysis.statistics import median, median_interval
+    from runner.statistics import median, median_interval
 
     throughputs = [[job.cells / seconds for seconds in runtimes_s]]
     interval = median_interval(throughputs)

@@ -31,8 +31,9 @@ from runner.errors import RunnerError, last_line, one_line, raise_if_stopped, st
 from runner.execution.backends import GRAPH_BACKENDS, build
 from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
 from runner.execution.devices import worker_device
-from runner.execution.loop import Workers, run_strategy
+from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
+from runner.execution.workers import Workers
 from runner.phases import begin
 
 _worker: dict[str, Any] = {}  # a worker's model and images, set by its initializer

@@ -26,8 +26,9 @@ from runner import REPO_ROOT
 from runner.errors import RunnerError, catch_stop_signals, last_line, one_line
 from runner.execution.backends import Spec, build
 from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
-from runner.execution.loop import Workers, run_strategy
+from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
+from runner.execution.workers import Workers
 
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
 PROBE_TIMEOUT_S = 10.0

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 
 from runner.execution.backends import build
 from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
-from runner.execution.loop import Workers, run_strategy
+from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
+from runner.execution.workers import Workers
 
 RANGES = 100  # a range per 1 % of the grid, for the progress bar
 # serving: the last of a wait is spun, not slept: a process woken from sleep answers

@@ -1,5 +1,5 @@
 """MLPerf Inference's scenarios other than Offline: queries of one cell each, served by the
-strategy's workers (``loop.Workers.send`` and ``answers``).
+strategy's workers (``workers.Workers.send`` and ``answers``).
 
 - ``single_stream``: one query after another, the next sent when the last is answered.
 - ``multi_stream``: the same with ``MULTI_STREAM_CELLS`` cells a query (MLPerf's eight
@@ -26,16 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from runner.analysis.statistics import P99, quantile_interval, queries_for, share_interval
 from runner.errors import RunnerError
 from runner.execution.classify import Job, Part
-
-if TYPE_CHECKING:
-    from runner.execution.loop import Workers
+from runner.execution.workers import Workers
+from runner.statistics import P99, quantile_interval, queries_for, share_interval
 
 SCHEDULE_SEED = 20261206  # every machine, every run: the same arrivals
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": P99, "p999": 0.999}
@@ -129,7 +127,7 @@ def collection_held() -> Iterator[None]:
 
 
 @collection_held()
-def serve(workers: "Workers", job: Job, qps: float, queries: Optional[int] = None) -> Served:
+def serve(workers: Workers, job: Job, qps: float, queries: Optional[int] = None) -> Served:
     """The grid's cells (or ``queries`` of them, wrapping past its end) as queries arriving
     at ``qps`` a second, dynamically batched."""
     count = queries or max(job.cells, int(np.ceil(qps * job.serve_min_s)))
@@ -174,7 +172,7 @@ def serve(workers: "Workers", job: Job, qps: float, queries: Optional[int] = Non
 
 
 @collection_held()
-def single_stream(workers: "Workers", job: Job, queries: int, cells: int = 1) -> Served:
+def single_stream(workers: Workers, job: Job, queries: int, cells: int = 1) -> Served:
     """``queries`` queries of ``cells`` cells one after another, each sent when the last is
     answered (past the grid's end, the split's next images make up the last one)."""
     latencies, sent_at = np.full(queries, np.inf), np.zeros(queries)
@@ -222,7 +220,7 @@ def peak_search(valid_at: Callable[[float], bool], first_qps: float) -> tuple[fl
     return low, high
 
 
-def _served_once(workers: "Workers", job: Job) -> Served:
+def _served_once(workers: Workers, job: Job) -> Served:
     """The grid served once in the job's scenario, at a fixed rate for the server."""
     if job.scenario == "server":
         return serve(workers, job, job.qps)
@@ -263,14 +261,10 @@ def surely_over_above(
         step(2 * max(s["qps"] for s in steps))
 
 
-def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
+def run_scenario(workers: Workers, job: Job) -> tuple[list[Part], dict[str, Any], list[float]]:
     """Serve the job's scenario: the parts that were classified (the grid's every cell at
     least once, for the products), the figures, and the seconds the serving took (for a
     peak search, the time the peak rate takes over the grid)."""
-    if job.driver == "loadgen":  # MLPerf's LoadGen issues the queries
-        from runner.execution.loadgen import drive
-
-        return drive(workers, job)
     bound = job.latency_bound_s
     if job.scenario != "server" or job.qps is not None:  # one serving of the grid
         served = _served_once(workers, job)
@@ -321,7 +315,7 @@ def run_scenario(workers: "Workers", job: Job) -> tuple[list[Part], dict[str, An
     return parts, figures, [job.cells / low]
 
 
-def first_rate(workers: "Workers", job: Job) -> float:
+def first_rate(workers: Workers, job: Job) -> float:
     """Where a peak search starts (gridbench's, and LoadGen's for it): half the rate the
     workers answer single queries at, from a short single-stream run."""
     calibration = single_stream(workers, job, min(job.cells, CALIBRATION_QUERIES))
@@ -387,7 +381,7 @@ def peak_interval(
     }
 
 
-def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
+def _the_rest(workers: Workers, job: Job, served: Served) -> list[Part]:
     """The grid's cells no query reached (the run met ``max_s``), classified untimed, so
     that the run's products cover the grid."""
     unsent = np.flatnonzero(~np.isfinite(served.latencies_s))
@@ -397,7 +391,7 @@ def _the_rest(workers: "Workers", job: Job, served: Served) -> list[Part]:
     return untimed(workers, (first, job.cells))
 
 
-def untimed(workers: "Workers", cells: tuple[int, int]) -> list[Part]:
+def untimed(workers: Workers, cells: tuple[int, int]) -> list[Part]:
     """Cells classified for the products alone: their batches' times are no served
     query's, so they leave the run's batch latency out."""
     return [replace(part, batch_s=np.empty(0)) for part in workers.classify([cells])]

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Optional
 
-from runner.analysis.summary import ENVIRONMENT_KEYS, GPU_KEYS, console_lines
+from runner.analysis.summary import console_lines
 from runner.errors import (
     RunnerError,
     Stop,
@@ -20,6 +20,7 @@ from runner.errors import (
     stop_requested,
     stops_deferred,
 )
+from runner.figures import METRICS, TAGS, chartable
 from runner.files import RUN_PRODUCTS, atomic
 from runner.phases import begin
 from runner.redact import redact, redact_yaml, redacted
@@ -29,73 +30,10 @@ from runner.tracking.helper import ANSWER_S, STOPPING_S, Helper, helper
 from runner.tracking.helper import stop as stop_helper
 from runner.tracking.store import check_place, run_name, run_params, tracking_uri
 
-METRICS = (
-    "runtime_s",
-    "runtime_min_s",
-    "runtime_max_s",
-    "runtime_iqr_s",
-    "startup_s",
-    "load_s",
-    "accuracy",
-    "throughput_ips",
-    "items",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "gflops",
-    "errors",
-    "utilization_min",
-    "tail_s",
-    "gpu_transfer_share",
-    "throughput_ci_low_ips",
-    "throughput_ci_high_ips",
-    "throughput_ci_rel",
-    "repeats",
-    "round",
-    "fp32_agreement",
-    "fp32_max_prob_diff",
-    "fp32_accuracy",
-    "accuracy_delta",
-    *(
-        f"query_{name}_ms{end}"
-        for name in ("p50", "p90", "p99", "p999")
-        for end in ("", "_low", "_high")
-    ),
-    "offered_qps",
-    "scheduled_qps",
-    "achieved_qps",
-    "mean_batch",
-    "query_max_ms",
-    "over_bound_share",
-    "over_bound_share_low",
-    "over_bound_share_high",
-    "peak_qps",
-    "peak_qps_low",
-    "peak_qps_high",
-    "roofline_share",
-    "roofline_ceiling_gflops",
-    "roofline_intensity",
-)
 STEP_METRICS = {"qps": "step_qps", "query_p50_ms": "step_p50_ms", "query_p99_ms": "step_p99_ms",
                 "over_bound_share": "step_over_bound_share"}  # fmt: skip
-LOAD_METRICS = {key: f"load_{key}" for key in ("other_share", "steal_share", "own_share")}
-LOAD_METRICS["load_1m"] = "load_1m"
-KERNEL_METRICS = {"precision_share": "flop_share_in_precision", "fp32_between": "fp32_ops_between"}
-ARTIFACTS = RUN_PRODUCTS[2:]  # the pictures and the trace (the summary is logged apart)
-TAG_KEYS = (
-    "mode",
-    "threads",
-    "batch_size",
-    "grid",
-    "stable",
-    "scenario",
-    "driver",
-    "loadgen_result",
-    "valid",
-    "recipe",
-    *ENVIRONMENT_KEYS,
-    *GPU_KEYS,
-)
+# the pictures and the trace (the summary is logged apart)
+ARTIFACTS = tuple(n for n in RUN_PRODUCTS if n.endswith((".png", ".json")) and n != "summary.json")
 
 
 JOB_ID_TAG = "gridbench.job_id"  # made here, before the store answers: sync finds the run by it
@@ -200,17 +138,12 @@ def shown(value: float) -> float:
     return float(f"{float(value):.7g}")
 
 
-def _number(value: Any) -> bool:
-    """A figure MLflow can chart (not a bool, not "not established")."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What a finished run logs, credentials hidden: its summary, metrics and tags from the
     summary (the console lines as the run page's description), the products in
     ``run_dir`` and Hydra's config files as text."""
     summary = redacted(summary)
-    tags = {key: str(summary[key]) for key in TAG_KEYS if key in summary}
+    tags = {key: str(summary[key]) for key in TAGS if key in summary}
     kernels = summary.get("kernels") or {}
     if kernels:
         tags["kernels"] = kernels.get("text", kernels["source"])
@@ -220,10 +153,8 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     load = summary.get("load") or {}
     if load:
         tags["busy"] = str(load["busy"]).lower()
-    metrics = {key: shown(summary[key]) for key in METRICS if _number(summary.get(key))}
-    metrics.update({name: shown(load[key]) for key, name in LOAD_METRICS.items() if key in load})
-    metrics.update({name: shown(kernels[key]) for key, name in KERNEL_METRICS.items()
-                    if key in kernels})  # fmt: skip
+    metrics = {figure.metric: shown(value) for figure in METRICS
+               if chartable(value := figure.value(summary))}  # fmt: skip
     found = {"dataset": summary["dataset"]} if "dataset" in summary else {}
     steps = summary.get("steps") or []
     return {
@@ -232,7 +163,7 @@ def results(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "metrics": metrics,
         "repeats": summary["runtimes_s"],
         "histories": {
-            name: [step[key] if _number(step.get(key)) else float("nan") for step in steps]
+            name: [step[key] if chartable(step.get(key)) else float("nan") for step in steps]
             for key, name in STEP_METRICS.items()
         },
         "tags": tags,

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runner.analysis import statistics as stats
+from runner import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl, karp_flatt
 from runner.analysis.summary import read_summary
 from runner.files import atomic

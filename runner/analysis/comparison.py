@@ -8,7 +8,7 @@ groups them by configuration (every setting that changes the figure:
   and multi-core, x 1,000 of the reference machine's fp32, with their intervals and each
   machine's against the baseline's;
 - per configuration and machine, the figure (the geometric mean of the runs' medians)
-  with its 95 % interval (``runner.analysis.statistics``);
+  with its 95 % interval (``runner.statistics``);
 - per machine against the baseline, the ratio with its interval, the p-value of a t-test
   on the runs' log medians, and a verdict: the ratio where it differs, ``~`` where not,
   ``n/a`` where a side has too few runs to judge;
@@ -27,10 +27,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from runner import statistics as stats
 from runner.analysis import scores
-from runner.analysis import statistics as stats
 from runner.analysis.scores import verdict_text
 from runner.errors import InputError
+from runner.figures import COMPARED
 from runner.files import atomic
 from runner.pictures.plots import pyplot, save_figure
 from runner.result import KEY, RunResult, check_one_workload
@@ -47,6 +48,7 @@ class Sample:
     runs: list[list[float]] = field(default_factory=list)
     busy: int = 0  # runs during which other work used the CPU (``runner.execution.load``)
     bracket: Optional[stats.Interval] = None  # a peak search's own interval (its record's)
+    figures: dict[str, list[float]] = field(default_factory=dict)  # each run's, by figure
 
     @property
     def median(self) -> float:
@@ -73,6 +75,8 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         sample.runs.append(list(record.passes))
         sample.busy += record.busy
         sample.bracket = record.peak_interval() or sample.bracket
+        for key, value in record.figures.items():
+            sample.figures.setdefault(key, []).append(value)
     if baseline is None:  # the machine that ran the most configurations
         baseline = max(
             machines, key=lambda m: (sum(m in g for g in groups.values()), -machines.index(m))
@@ -93,7 +97,30 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
         rows.append({"config": dict(zip(KEY, key, strict=True)), "machines": samples,
                      "versus": versus})  # fmt: skip
     return {"machines": machines, "baseline": baseline, "rows": rows,
-            "geomean": _geometric_means(records, groups, baseline)}  # fmt: skip
+            "geomean": _geometric_means(records, groups, baseline),
+            "figures": _other_figures(rows, baseline)}  # fmt: skip
+
+
+def _other_figures(rows: list[dict[str, Any]], baseline: str) -> dict[str, list[dict[str, Any]]]:
+    """Each compared figure of ``runner.figures`` as rows like the throughput's: per
+    configuration and machine, a sample of one value a run, and each machine against the
+    baseline's, tested over the runs."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for figure in COMPARED:
+        for row in rows:
+            samples = {machine: Sample([[value] for value in sample.figures[figure.key]])
+                       for machine, sample in row["machines"].items()
+                       if sample.figures.get(figure.key)}  # fmt: skip
+            if not samples:
+                continue
+            base = samples.get(baseline)
+            versus = {machine: stats.compare(base.runs, sample.runs)
+                      for machine, sample in samples.items()
+                      if base is not None and machine != baseline}  # fmt: skip
+            tables.setdefault(figure.key, []).append(
+                {"config": row["config"], "machines": samples, "versus": versus}
+            )
+    return tables
 
 
 def _geometric_means(records: list[RunResult], groups: dict[tuple, dict[str, Sample]],
@@ -187,7 +214,7 @@ def _ratio_columns(against: Optional[stats.Comparison], baseline: bool) -> dict[
     }
 
 
-def _figure(sample: Sample) -> str:
+def _figure(sample: Sample, spec: str = ",.0f") -> str:
     """``4,233 ±0.7 % (2x5)``: the figure, its interval's farther end, runs x passes (``4
     runs, 16 passes`` where the runs passed unequally)."""
     interval = sample.interval
@@ -195,7 +222,42 @@ def _figure(sample: Sample) -> str:
     counts = {len(run) for run in sample.runs}
     shape = (f"{len(sample.runs)}x{counts.pop()}" if len(counts) == 1
              else f"{len(sample.runs)} runs, {stats.passes(sample.runs)} passes")  # fmt: skip
-    return f"{sample.median:,.0f}{spread} ({shape}){BUSY_MARK if sample.busy else ''}"
+    return f"{sample.median:{spec}}{spread} ({shape}){BUSY_MARK if sample.busy else ''}"
+
+
+def _table(rows: list[dict[str, Any]], ordered: list[str], spec: str = ",.0f") -> list[str]:
+    """A row per configuration: each machine's figure, then each other machine's verdict
+    against the first (the baseline) and its p-value."""
+    short = {m: letter(n) for n, m in enumerate(ordered)}  # narrow columns: tags wrap badly
+    others = ordered[1:]
+    lines = [
+        "| configuration | " + " | ".join(short[m] for m in ordered)
+        + "".join(f" | {short[m]} vs {short[ordered[0]]} | p" for m in others) + " |",
+        "|---|" + "---|" * (len(ordered) + 2 * len(others)),
+    ]  # fmt: skip
+    for row in rows:
+        columns = [_figure(row["machines"][m], spec) if m in row["machines"] else ""
+                   for m in ordered]  # fmt: skip
+        for machine in others:
+            against = row["versus"].get(machine)
+            columns += [against.verdict(), _p(against.p_value)] if against else ["", ""]
+        lines.append(f"| {label(row['config'])} | " + " | ".join(columns) + " |")
+    return lines
+
+
+def _figure_lines(tables: dict[str, list[dict[str, Any]]], ordered: list[str]) -> list[str]:
+    """The other figures every run carries (``runner.figures.COMPARED``), a table each."""
+    if not tables:
+        return []
+    lines = ["", "## Other figures", "",
+             "Each run's figure; per machine their geometric mean ± its 95 % interval over the "
+             "runs (runs x 1), and each machine against the baseline as above."]  # fmt: skip
+    for figure in COMPARED:
+        if figure.key in tables:
+            name = figure.label or figure.key
+            lines += ["", f"### {name} ({figure.unit}, `{figure.key}`)", "",
+                      *_table(tables[figure.key], ordered, figure.spec)]  # fmt: skip
+    return lines
 
 
 def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
@@ -222,16 +284,8 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "Machines: " + ", ".join(f"{short[m]} = `{m}`" for m in ordered)
         .replace(f"`{baseline}`", f"`{baseline}` (the baseline)", 1) + ".",
         "",
-        "| configuration | " + " | ".join(short[m] for m in ordered)
-        + "".join(f" | {short[m]} vs {short[baseline]} | p" for m in others) + " |",
-        "|---|" + "---|" * (len(ordered) + 2 * len(others)),
+        *_table(table["rows"], ordered),
     ]  # fmt: skip
-    for row in table["rows"]:
-        columns = [_figure(row["machines"][m]) if m in row["machines"] else "" for m in ordered]
-        for machine in others:
-            against = row["versus"].get(machine)
-            columns += [against.verdict(), _p(against.p_value)] if against else ["", ""]
-        lines.append(f"| {label(row['config'])} | " + " | ".join(columns) + " |")
     if table["geomean"]:
         columns = [""] * len(ordered)
         for machine in others:
@@ -249,6 +303,7 @@ def write_markdown(path: Path, table: dict[str, Any], left_out: dict[str, int],
         "Left out: "
         + (", ".join(f"{n} {status}" for status, n in sorted(left_out.items())) or "none")
         + ".",
+        *_figure_lines(table.get("figures") or {}, ordered),
     ]
     with atomic(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
