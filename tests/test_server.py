@@ -143,8 +143,12 @@ def test_two_machines_log_to_the_server_and_compare_reads_them_back(
     markdown = (out / "compare.md").read_text()
     assert "| configuration | A | B | B vs A | p |" in markdown
     assert "Machines: A = `a` (the baseline), B = `b`." in markdown
-    (row,) = [line for line in markdown.splitlines() if line.startswith("| sequential")]
+    throughput = markdown.split("## Other figures")[0]  # then a table a figure, alike
+    (row,) = [line for line in throughput.splitlines() if line.startswith("| sequential")]
     assert row.count(" (2x2)") == 2  # each machine: two runs of two passes
+    table = markdown.split("### Per core")[1].split("###")[0]
+    (per_core,) = [line for line in table.splitlines() if line.startswith("| sequential")]
+    assert per_core.count(" (2x1)") == 2  # each run's figure, through the server and back
     (logged,) = client.search_runs([experiment.experiment_id], COMPARISONS)  # beside the runs
     assert logged.data.tags["baseline"] == "a" and logged.data.tags["experiment"] == "gridbench"
     exported = tmp_path / "server.json"  # a file made to be shared: nothing secret in it
