@@ -28,6 +28,7 @@ class Figure:
     metric: str = ""  # its MLflow metric's name; "" where it is no metric
     tag: bool = False  # an MLflow tag (the runs list filters and groups by these)
     label: str = ""  # a console line of its own, ``label: value unit`` ("" where none)
+    title: str = ""  # its name in compare's table, where it has no label
     spec: str = ",.0f"  # the value's format in that line and in compare
     compared: bool = False  # carried in the run's record, so that compare shows it
     derive: Optional[Callable[[dict[str, Any]], Optional[float]]] = None  # from the others
@@ -110,7 +111,9 @@ FIGURES: tuple[Figure, ...] = (
     *(_m(f"latency_{name}_ms", "ms") for name in ("p50", "p90", "p99")),
     Figure("mflop_per_image", NUMBER),
     _m("gflops", "GFLOP/s"),
-    Figure("startup_s", NUMBER, "s", metric="startup_s", compared=True, spec=".2f"),
+    Figure(
+        "startup_s", NUMBER, "s", metric="startup_s", compared=True, spec=".3f", title="Start-up"
+    ),
     _m("load_s", "s"),
     Figure("worker_utilization", dict),
     _m("utilization_min"),

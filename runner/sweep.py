@@ -230,6 +230,10 @@ class SweepTracking(Callback):
         except RunnerError as error:
             print(f"error: {redact(one_line(error, 2000))}", file=sys.stderr, flush=True)
             sys.exit(error.exit_code)
+        except OSError as error:  # the sweep dir cannot be made (a read-only file system)
+            where = error.filename or config.hydra.sweep.dir
+            print(f"error: {where}: {error.strerror or error}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
     def _open_parent(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

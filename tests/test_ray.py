@@ -19,7 +19,7 @@ from runner.execution.backends import Spec, build
 from runner.execution.classify import classify_range
 from runner.execution.ray_mode import Classifier, run_ray
 from runner.execution.sequential import run_sequential
-from tests.conftest import WEIGHTS, free_port, run_app, start_app, wait_for_phase
+from tests.conftest import WEIGHTS, free_port, run_app, start_app, wait_for_phase, wait_until
 from tests.test_strategies import cached_graph, make_job
 from tests.test_timeline import assert_covers_every_cell_once
 
@@ -145,6 +145,38 @@ def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     while _actors() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _actors() == []
+
+
+def _ray_services(parent: int) -> list[psutil.Process]:
+    """The processes an embedded Ray started for the run ``parent``: its GCS, raylet and
+    agents, by their parent chain."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if process.info["name"] in ("gcs_server", "raylet") or "agent" in line and "ray" in line:
+            try:
+                if parent in [p.pid for p in process.parents()] or process.ppid() == 1:
+                    found.append(process)
+            except psutil.Error:
+                continue
+    return found
+
+
+@pytest.mark.unmeasured  # the app's stop lines are measured by the other stop tests
+@pytest.mark.usefixtures("made_store")
+def test_a_sigterm_while_ray_starts_ends_the_run_in_one_line_and_stops_ray(tmp_path):
+    """SIGTERM in Ray's start-up met Ray's own handler: exit 15, no line, and its agents
+    left running for a minute."""
+    process = start_app(tmp_path, "mode=ray", "grid.rows=2")
+    wait_for_phase(tmp_path, process, "ray_start")
+    wait_until(lambda: _ray_services(process.pid), process, "Ray never started", 120)
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and err.strip() == "error: terminated", err
+    deadline = time.monotonic() + 30  # Ray's own agents stayed 40-60 s
+    while _ray_services(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _ray_services(process.pid) == []
 
 
 @pytest.mark.usefixtures("made_store")

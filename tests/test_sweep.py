@@ -475,3 +475,38 @@ def test_a_busy_machine_is_seen_before_the_first_job_and_each_round(tmp_path, ho
     assert done.stdout.startswith("Checking every job of the sweep, then the machine")
     _, parents, _ = store(tmp_path)
     assert parents[0].data.tags["preflight"] == said[0]
+
+
+def test_a_sweep_dir_on_a_read_only_file_system_is_one_line_before_any_job(
+    tmp_path, monkeypatch, capsys
+):
+    """Hydra turned the callback's OSError into a UserWarning of three lines, then failed
+    on the same directory itself: the callback says it in one line and ends the sweep."""
+    import errno
+    import pathlib
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from runner.config import register
+
+    read_only = tmp_path / "mounted-read-only"
+    made = pathlib.Path.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if str(path).startswith(str(read_only)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return made(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    register()
+    overrides = ["grid.rows=2", "mlflow.enabled=false", f"hydra.sweep.dir={read_only / 'sweep'}"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        config = loader.load_configuration("config", overrides, RunMode.MULTIRUN)
+        with pytest.raises(SystemExit) as ended:
+            sweep.SweepTracking().on_multirun_start(config)
+    assert ended.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {read_only / 'sweep'}: Read-only file system"

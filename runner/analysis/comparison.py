@@ -102,16 +102,16 @@ def compare(records: list[RunResult], baseline: Optional[str]) -> dict[str, Any]
 
 
 def _other_figures(rows: list[dict[str, Any]], baseline: str) -> dict[str, list[dict[str, Any]]]:
-    """Each compared figure of ``runner.figures`` as rows like the throughput's: per
-    configuration and machine, a sample of one value a run, and each machine against the
-    baseline's, tested over the runs."""
+    """Each compared figure of ``runner.figures`` as rows like the throughput's, for the
+    configurations two machines or more ran: per machine, a sample of one value a run, and
+    each machine against the baseline's, tested over the runs."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for figure in COMPARED:
         for row in rows:
             samples = {machine: Sample([[value] for value in sample.figures[figure.key]])
                        for machine, sample in row["machines"].items()
                        if sample.figures.get(figure.key)}  # fmt: skip
-            if not samples:
+            if len(samples) < 2:  # nothing to compare: the throughput's table lists it
                 continue
             base = samples.get(baseline)
             versus = {machine: stats.compare(base.runs, sample.runs)
@@ -250,11 +250,12 @@ def _figure_lines(tables: dict[str, list[dict[str, Any]]], ordered: list[str]) -
     if not tables:
         return []
     lines = ["", "## Other figures", "",
-             "Each run's figure; per machine their geometric mean ± its 95 % interval over the "
-             "runs (runs x 1), and each machine against the baseline as above."]  # fmt: skip
+             "For the configurations that ran on two machines or more: each run's figure; per "
+             "machine their geometric mean ± its 95 % interval over the runs (runs x 1), and "
+             "each machine against the baseline as above."]  # fmt: skip
     for figure in COMPARED:
         if figure.key in tables:
-            name = figure.label or figure.key
+            name = figure.label or figure.title or figure.key
             lines += ["", f"### {name} ({figure.unit}, `{figure.key}`)", "",
                       *_table(tables[figure.key], ordered, figure.spec)]  # fmt: skip
     return lines

@@ -13,6 +13,7 @@ joins that cluster and leaves it running.
 import io
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -23,12 +24,13 @@ from typing import Any, Optional
 import numpy as np
 
 from runner import REPO_ROOT
-from runner.errors import RunnerError, catch_stop_signals, last_line, one_line
+from runner.errors import RunnerError, Terminated, catch_stop_signals, last_line, one_line
 from runner.execution.backends import Spec, build
 from runner.execution.classify import Job, Part, Result, classify_part, set_torch_threads, warm_up
 from runner.execution.loop import run_strategy
 from runner.execution.timeline import Startup, worker_name
 from runner.execution.workers import Workers
+from runner.phases import begin
 
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # the embedded Ray's store: the images and a margin
 PROBE_TIMEOUT_S = 10.0
@@ -107,9 +109,18 @@ def _ray_in_its_own_session() -> Iterator[None]:
 
 def _connect(address: Optional[str], cpus: int) -> None:
     """Join the cluster at ``address``, or start an embedded Ray with ``cpus`` CPUs. Ray
-    sets a SIGTERM handler of its own (``sys.exit(15)``): ours is put back."""
+    sets a SIGTERM handler of its own while it starts (``sys.exit(15)``): a SIGTERM then
+    stops what Ray had started and ends the run as ours does (one line, 143; it was exit
+    15 and no line, Ray's agents left running for a minute); ours is put back."""
     try:
         _start_or_join(address, cpus)
+    except SystemExit as exiting:
+        if exiting.code != signal.SIGTERM:
+            raise
+        import ray
+
+        ray.shutdown()
+        raise Terminated() from None
     finally:
         catch_stop_signals()
 
@@ -148,6 +159,7 @@ class Actors(Workers):
 
         job = self.job
         address = os.environ.get("RAY_ADDRESS") or job.ray_address
+        begin("ray_start")  # for a test: a stop from here on comes while Ray starts
         try:
             _connect(address, job.workers * job.intra_op_threads)
         except Exception as error:
