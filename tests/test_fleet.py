@@ -2,8 +2,10 @@
 cluster started here, one table at the end, and a node killed mid-run losing only its own
 row."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import mlflow
 import psutil
@@ -28,7 +30,15 @@ def sweeping(machine: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
+def wait_gone(machine: str, timeout: float = 60) -> None:
+    """Until no process of the node's sweep is left (the fleet has ended by then)."""
+    deadline = time.monotonic() + timeout
+    while sweeping(machine):
+        assert time.monotonic() < deadline, f"{machine}'s sweep outlived its Ray task"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
 def cluster():
     """A head without CPUs and three nodes of one CPU each, named by their labels."""
     from ray.cluster_utils import Cluster
@@ -69,7 +79,30 @@ def test_two_nodes_give_two_files_and_one_table_and_a_killed_node_only_its_row(c
         [mlflow.MlflowClient(store).get_experiment_by_name("gridbench").experiment_id]
     )
     assert sorted(run.data.tags["machine"] for run in runs) == ["node-a"] * 2 + ["node-b"] * 2
-    wait_until(lambda: not sweeping("node-c"), running, "node-c's sweep outlived its node", 60)
+    wait_gone("node-c")
+
+
+@pytest.mark.unmeasured  # a stop's lines in the command are measured by compare's and sync's
+def test_ctrl_c_ends_every_nodes_sweep_and_keeps_what_arrived(cluster, tmp_path):
+    started, nodes = cluster
+    chosen = [nodes[name].node_id[:8] for name in ("node-a", "node-b")]
+    command = [sys.executable, "-m", "runner.fleet", "--address", started.address, "--nodes",
+               *chosen, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out",
+               str(tmp_path / "fleet"), *SMALL]  # fmt: skip
+    running = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for machine in ("node-a", "node-b"):
+        wait_until(lambda m=machine: sweeping(m), running, f"{machine} never started", 300)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=300)
+    assert running.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-2:] == [
+        f"stopped: 0 node(s) had sent their results ({tmp_path / 'fleet'})",
+        "error: interrupted",
+    ]
+    for machine in ("node-a", "node-b"):  # each node's sweep ended with its Ray task
+        wait_gone(machine)
+    assert not list((tmp_path / "fleet").glob("*.json.gz"))
 
 
 def test_nodes_are_chosen_by_id_prefix_or_one_of_each_kind():
