@@ -146,6 +146,8 @@ FIGURES: tuple[Figure, ...] = (
     _t("loadgen_result"),
     Figure("loadgen_unmet", ANY),
     _t("valid", bool),
+    _t("early_stopping", bool),  # LoadGen's test (``statistics.early_stopping_met``)
+    Figure("over_bound_queries", int),
     Figure("server_qps", (int, float, str)),
     *(Figure(key, NUMBER, "ms") for key in ("max_delay_ms", "latency_bound_ms")),
     *(_m(key, "queries/s") for key in ("offered_qps", "scheduled_qps", "achieved_qps")),

@@ -279,6 +279,21 @@ def quantile_interval(values: Sequence[float], q: float) -> Optional[Interval]:
     return Interval(float(ordered[low - 1]), float(ordered[high - 1]))
 
 
+EARLY_STOPPING_CONFIDENCE = 0.99  # LoadGen's (loadgen/results.cc, EarlyStopping)
+
+
+def early_stopping_met(over: int, queries: int, q: float = P99) -> bool:
+    """MLPerf LoadGen's early-stopping test of a server run (loadgen/early_stopping.cc):
+    with ``over`` of ``queries`` over the latency bound, is it 99 % sure that the share
+    of queries under the bound is at least ``q``? It is where seeing ``over`` or fewer
+    would be under 1 % likely were that share only ``q``: the binomial CDF, which equals
+    LoadGen's regularized beta ``I_q(queries - over, 1 + over)``. No query over the bound
+    needs 459 queries at q = 0.99; each one over needs more."""
+    from scipy.stats import binom
+
+    return bool(binom.cdf(over, queries, 1 - q) < 1 - EARLY_STOPPING_CONFIDENCE)
+
+
 BLOCKS = 10  # batch means: a served run's queries in this many consecutive blocks
 
 

@@ -297,3 +297,22 @@ def test_a_rate_valid_above_the_peak_is_said_with_why():
     assert note.startswith("Note: 1,008 queries/s kept the bound in a run above the peak")
     del summary["valid_above_peak"]
     assert len(_serving_lines(summary)) == 1
+
+
+def test_a_server_run_says_loadgens_early_stopping_beside_its_own_verdict():
+    """``valid`` is gridbench's (the p99's point estimate under the bound); LoadGen's early
+    stopping asks more: 99 % sure of it. 0.3 % of 1,000 queries over keeps the p99 under
+    the bound, valid, yet not surely."""
+    from runner.analysis.summary import _serving_lines
+
+    calm = np.full(1000, 0.002)
+    late = calm.copy()
+    late[[100, 500, 900]] = 0.05
+    for latencies, valid, early in ((calm, True, True), (late, True, False)):
+        figures = serving.Served(1e3, calm, latencies, 1.0, 1000, []).figures(0.01)
+        assert (figures["valid"], figures["early_stopping"]) == (valid, early)
+        lines = _serving_lines({**figures, "scenario": "server", "achieved_qps": 1000.0})
+    assert lines[-1] == (
+        "Early stopping (MLPerf LoadGen's test: 99 % sure the p99 is under the bound): "
+        "not met: MLPerf would call it INVALID (3 of 1,000 queries over)"
+    )

@@ -7,6 +7,7 @@ import pytest
 
 from runner import statistics as stats
 from runner.analysis.scaling import amdahl, fit_amdahl
+from runner.statistics import P99
 
 
 def machine(rng, center, runs=3, passes=5, between=0.02, within=0.01):
@@ -176,3 +177,19 @@ def test_amdahl_fit_recovers_the_serial_fraction_with_an_interval():
     serial, interval = fit_amdahl(threads, noisy)
     assert interval[0] < 0.1 < interval[1] and interval[0] <= serial <= interval[1]
     assert fit_amdahl([1, 2], [1.0, 1.8])[1] is None  # two points: no interval
+
+
+def test_early_stopping_is_loadgens_test():
+    """LoadGen's ``odds`` is the regularized beta I_p(h, 1 + t) of h queries under the bound
+    and t over it (loadgen/early_stopping.cc); the binomial CDF here is the same number,
+    and the run passes where it is under 1 %: 459 queries all under at p = 0.99."""
+    from scipy.special import betainc
+    from scipy.stats import binom
+
+    for under, over in ((997, 3), (459, 0), (2000, 11)):
+        assert binom.cdf(over, under + over, 1 - P99) == pytest.approx(
+            betainc(under, 1 + over, P99), rel=1e-9
+        )
+    assert not stats.early_stopping_met(0, 458) and stats.early_stopping_met(0, 459)
+    assert not stats.early_stopping_met(3, 1000)  # 0.3 % over: a p99 under, but not surely
+    assert stats.early_stopping_met(3, 1200)

@@ -270,6 +270,11 @@ def _serving_lines(summary: dict[str, Any]) -> list[str]:
                 else ""
             )  # fmt: skip
         )
+    if "early_stopping" in summary:  # runs recorded before it have none
+        said = "met" if summary["early_stopping"] else "not met: MLPerf would call it INVALID"
+        over = f"{summary['over_bound_queries']:,} of {summary['queries']:,} queries over"
+        lines.append(f"Early stopping (MLPerf LoadGen's test: 99 % sure the p99 is under the "
+                     f"bound): {said} ({over})")  # fmt: skip
     return lines
 
 

@@ -33,7 +33,13 @@ import numpy as np
 from runner.errors import RunnerError
 from runner.execution.classify import Job, Part
 from runner.execution.workers import Workers
-from runner.statistics import P99, quantile_interval, queries_for, share_interval
+from runner.statistics import (
+    P99,
+    early_stopping_met,
+    quantile_interval,
+    queries_for,
+    share_interval,
+)
 
 SCHEDULE_SEED = 20261206  # every machine, every run: the same arrivals
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": P99, "p999": 0.999}
@@ -108,6 +114,8 @@ class Served:
             figures["over_bound_share_low"] = share.low
             figures["over_bound_share_high"] = share.high
             figures["valid"] = isinstance(p99, float) and p99 <= bound_s * 1000
+            figures["over_bound_queries"] = int(over.sum())
+            figures["early_stopping"] = early_stopping_met(int(over.sum()), queries)
         return figures
 
 
