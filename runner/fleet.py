@@ -1,4 +1,4 @@
-"""``python -m runner.fleet [--address ADDR] [--nodes all|one-per-kind|ID ...] [OVERRIDE ...]``:
+"""``python -m runner.fleet [--address ADDR] [--nodes all|one-per-kind|ID,...] [OVERRIDE ...]``:
 the hardware preset (or the experiment the overrides name) on every chosen node of a Ray
 cluster, then one comparison of them all beside the reference machines.
 
@@ -54,9 +54,9 @@ class Node:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = CommandParser("runner.fleet", __doc__)
     parser.add_argument("--address", help="the cluster's (host:port); none: this machine alone")
-    parser.add_argument("--nodes", nargs="+", default=["all"], metavar="all|one-per-kind|ID",
+    parser.add_argument("--nodes", default="all", metavar="all|one-per-kind|ID,ID...",
                         help="which nodes: every one (default), one of each machine tag, or "
-                        "these node IDs (a prefix of 8 or more hex digits)")  # fmt: skip
+                        "these node IDs, comma-separated (8 hex digits or more each)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: outputs/fleet/<date>")
     parser.add_argument("--tracking-uri", help="the store the nodes' runs are synced into")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
@@ -158,7 +158,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
     _connect(args.address)
     try:
-        nodes = chosen_nodes(ray.nodes(), args.nodes, _tags(ray), _this_host(ray))
+        wanted = [given.strip() for given in args.nodes.split(",") if given.strip()]
+        nodes = chosen_nodes(ray.nodes(), wanted, _tags(ray), _this_host(ray))
         out = _out_dir(args.out)
         print(f"Fleet: {len(nodes)} node(s), the sweep `{' '.join(overrides)}` on each; "
               f"results in {out}", flush=True)  # fmt: skip

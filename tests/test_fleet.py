@@ -85,9 +85,9 @@ def test_two_nodes_give_two_files_and_one_table_and_a_killed_node_only_its_row(c
 @pytest.mark.unmeasured  # a stop's lines in the command are measured by compare's and sync's
 def test_ctrl_c_ends_every_nodes_sweep_and_keeps_what_arrived(cluster, tmp_path):
     started, nodes = cluster
-    chosen = [nodes[name].node_id[:8] for name in ("node-a", "node-b")]
+    chosen = ",".join(nodes[name].node_id[:8] for name in ("node-a", "node-b"))
     command = [sys.executable, "-m", "runner.fleet", "--address", started.address, "--nodes",
-               *chosen, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out",
+               chosen, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out",
                str(tmp_path / "fleet"), *SMALL]  # fmt: skip
     running = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
