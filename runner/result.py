@@ -16,6 +16,7 @@ import time
 import typing
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from typing import Any, Optional
 
 from runner.errors import InputError
@@ -197,6 +198,19 @@ class RunResult:
 # but its software versions (``software``)
 HARDWARE = ("cpu", "cpu_id", "isa", "logical_cores", "physical_cores", "memory_gb", "gpus",
             "os", "precision_flags", "gpu_capability")  # fmt: skip
+
+
+@cache
+def _kinds() -> dict[str, Any]:
+    """Each field's type as ``isinstance`` takes it, from the dataclass's annotations (a
+    float may be written as an int)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(RunResult).items():
+        kind = typing.get_origin(hint) or hint
+        kinds[name] = (int, float) if kind is float else kind
+    return kinds
+
+
 MOST_IPS = 1e9  # images a second no machine reaches with this model: a figure past it is corrupt
 DATED = (946_684_800.0, 4_102_444_800.0)  # 2000 to 2100: a start time outside is corrupt
 
@@ -204,9 +218,8 @@ DATED = (946_684_800.0, 4_102_444_800.0)  # 2000 to 2100: a start time outside i
 def _check_types(record: RunResult) -> None:
     """The one check of a record on every way in (a result file, MLflow's tag, a summary):
     types, and figures that are finite, positive and bounded, dated in a plausible range."""
-    for name, hint in typing.get_type_hints(RunResult).items():
-        kind = typing.get_origin(hint) or hint
-        if not isinstance(getattr(record, name), (int, float) if kind is float else kind):
+    for name, kind in _kinds().items():
+        if not isinstance(getattr(record, name), kind):
             raise TypeError(f"{name} is {getattr(record, name)!r}")
     if not all(isinstance(v, (int, float)) for v in record.figures.values()):
         raise TypeError("figures holds a value that is no number")
