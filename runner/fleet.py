@@ -3,8 +3,9 @@ the hardware preset (or the experiment the overrides name) on every chosen node 
 cluster, then one comparison of them all beside the reference machines.
 
 Each node runs the whole sweep alone (one Ray task pinned to it that holds all its CPUs),
-nodes side by side; it sends back its result file (``runner.result_file``), which lands
-in ``outputs/fleet/<date>/``, is synced into the local store and compared
+nodes side by side, without MLflow; it sends back its jobs' records as a result file
+(``runner.result_file``), which lands in ``outputs/fleet/<date>/``, is synced into the
+local store and compared
 (``compare.md`` there). A node's kind is its machine tag: the node's label
 ``gridbench.machine`` where it has one, else the tag its hardware gives
 (``python -m runner.machine``). Without ``--address`` the fleet is this machine alone, on
@@ -124,24 +125,29 @@ def chosen_nodes(alive: list[dict[str, Any]], wanted: list[str], tags: dict[str,
 
 def measure(overrides: list[str], machine: str, repo: Optional[str]) -> dict[str, Any]:
     """On a node, in a Ray task: the sweep in a process of its own (which dies with the
-    task), to a store of its own, exported as a result file; its bytes, or why not."""
+    task), its jobs' summaries made a result file (the node needs no store: the driver
+    syncs the file into its own); the file's bytes, or why not."""
     import os
     import subprocess
     import tempfile
 
+    from runner import result_file
+    from runner.analysis.sweep_report import records_from_dir
+
     root = repo or os.getcwd()  # shipped: the task starts in the unpacked repository
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="gridbench-fleet-") as scratch:
-        store = f"sqlite:///{scratch}/mlflow.db"
+        sweep_dir, path = Path(scratch) / "sweep", Path(scratch) / "runs.json.gz"
         sweep = [sys.executable, "-c", LAUNCHER, "-m", *overrides, f"machine.name={machine}",
-                 f"mlflow.tracking_uri={store}", f"hydra.sweep.dir={scratch}/sweep"]  # fmt: skip
-        export = [sys.executable, "-m", "runner.export", "--tracking-uri", store, "--out",
-                  f"{scratch}/runs.json.gz"]  # fmt: skip
-        for command in (sweep, export):
-            done = subprocess.run(command, cwd=root, capture_output=True, text=True)
-            if done.returncode != 0:
-                return {"error": last_line(done.stderr) or f"exit {done.returncode}"}
-        data = Path(f"{scratch}/runs.json.gz").read_bytes()
+                 "mlflow.enabled=false", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+        done = subprocess.run(sweep, cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"error": last_line(done.stderr) or f"exit {done.returncode}"}
+        records = records_from_dir(sweep_dir)
+        if not records:
+            return {"error": "its sweep completed no job"}
+        result_file.write(path, records, result_file.made_now(f"the fleet's node {machine}"))
+        data = path.read_bytes()
     return {"file": data, "seconds": time.time() - started}
 
 
