@@ -32,6 +32,7 @@ from runner.errors import (
 )
 
 MACHINE_LABEL = "gridbench.machine"  # a node's label that names its machine tag
+ASK_S = 120.0  # a node's first task (a worker to start, the package to unpack): bounded
 PRESET = "+experiment=hardware"
 # what a node needs of the repository to run a sweep, sent where it lacks it: the package,
 # its configs and sweeper, the weights and the data (64 MB)
@@ -238,7 +239,11 @@ def _tags(ray: Any) -> dict[str, str]:
             strategy = _pinned(ray, found["NodeID"])
             asked[found["NodeID"]] = probe.options(scheduling_strategy=strategy).remote()
     for node_id, reference in asked.items():
-        tags[node_id] = ray.get(reference)
+        try:
+            tags[node_id] = ray.get(reference, timeout=ASK_S)
+        except Exception as error:  # a node that cannot run a task cannot run a sweep
+            raise RunnerError(f"node {node_id[:8]} did not say its machine within {ASK_S:g} s "
+                              f"({type(error).__name__})")  # fmt: skip
     return tags
 
 
