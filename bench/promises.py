@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "Zq7s3cr3t"  # inside every password the cases use
 TINY = ("grid.rows=2", "grid.columns=5")
+FLEET_SWEEP = (*TINY, "mode=sequential", "hydra.sweeper.also=[]")  # a preset it accepts
 
 
 @dataclass
@@ -208,6 +209,15 @@ def cases() -> list[Case]:
             "runner.report", "0123", "--tracking-uri", "http://127.0.0.1:9"], 1),
         Case("sync: a list as summary.json", ["runner.sync", "FOLDER/sweep/0"], 2,
              summary_file("[1, 2]")),
+        Case("fleet: an override the preset refuses", ["runner.fleet", "grid.rows=0"], 2),
+        Case("fleet: an address nothing answers at", [
+            "runner.fleet", "--address", "127.0.0.1:9", *FLEET_SWEEP], 1),
+        Case("fleet: a password in the address", [
+            "runner.fleet", "--address", f"ann:{password}@127.0.0.1:9", *FLEET_SWEEP], 2),
+        Case("mode=ray: a password in ray.address", app(
+            *TINY, "mode=ray", f"ray.address=ann:{password}@127.0.0.1:9"), 2),
+        Case("ceilings: an unknown option", ["runner.ceilings", "--bogus"], 2),
+        Case("machine: the ceilings' old spelling", ["runner.machine", "--ceiling"], 2),
     ]  # fmt: skip
 
 

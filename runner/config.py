@@ -190,6 +190,8 @@ def validate(cfg: DictConfig) -> None:
     workers = workers_used(cfg)
     cores = available_cores()
     on_a_cluster = cfg.mode == "ray" and bool(os.environ.get("RAY_ADDRESS") or cfg.ray.address)
+    _require("@" not in str(cfg.ray.address or ""), "ray.address", "(not shown)",
+             "the head's host:port; Ray takes no user or password")  # fmt: skip
     _require(
         intra == 1 or on_a_cluster or workers * intra <= cores,  # a cluster has its own cores
         "intra_op_threads",

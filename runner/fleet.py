@@ -184,6 +184,8 @@ def _connect(address: Optional[str]) -> None:
     from runner.execution.ray_mode import probe
 
     runtime_env = {"py_modules": [str(REPO_ROOT / "runner")]}
+    if address and "@" in address:  # never echoed: it may hold a password
+        raise InputError("--address takes the head's host:port; Ray takes no user or password")
     if address:
         try:
             probe(address)

@@ -24,13 +24,15 @@ AUTHORIZATION = re.compile(
     r"((?:Authorization|auth)['\"]?\s*[:=]\s*['\"]?(?:Basic|Bearer|Token)\s+)[^\s'\",}]+",
     re.IGNORECASE,
 )
+# an address given without a scheme (``ray.address=ann:PW@host:port``): all to its last @
+SCHEMELESS_ADDRESS = re.compile(r"((?:address|uri|url)=)(?![^\s]*://)[^\s]*@", re.IGNORECASE)
 HIDDEN = "***"
 
 
 def redact(text: str) -> str:
     """``text`` with the userinfo of every URL in it hidden, and the value of every
     ``key=value`` whose key looks secret (a Hydra override)."""
-    text = AUTHORIZATION.sub(rf"\1{HIDDEN}", text)
+    text = AUTHORIZATION.sub(rf"\1{HIDDEN}", SCHEMELESS_ADDRESS.sub(rf"\1{HIDDEN}@", text))
     return SECRET_OVERRIDE.sub(rf"\1{HIDDEN}", URL.sub(_hide_userinfo, text))
 
 

@@ -245,3 +245,11 @@ def test_run_names_and_params_say_what_ran():
               "-server-peak", ("scenario=single_stream",): "-single_stream"}  # fmt: skip
     for overrides, tail in served.items():  # a served run is named by its scenario
         assert run_name(settings_of(compose_run(*overrides))).endswith(f"200x300{tail}")
+
+
+def test_a_ray_address_with_a_password_is_refused_unshown():
+    """``ray.address=ann:PW@host:port`` reached the error line whole (Ray takes no user)."""
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_run("mode=ray", "ray.address=ann:Zq7s3cr3t@127.0.0.1:9"))
+    assert "Zq7s3cr3t" not in str(refused.value)
+    assert str(refused.value).startswith("ray.address='(not shown)': the head's host:port")

@@ -131,6 +131,9 @@ def test_bad_overrides_and_an_address_nothing_answers_at_end_before_any_node(cap
     assert said.startswith("error: job 0 of the sweep") and "grid.rows=0: must be at least" in said
     assert fleet.main(["--address", "127.0.0.1:9", *SMALL]) == 1
     assert "nothing answers at 127.0.0.1:9" in capsys.readouterr().err
+    assert fleet.main(["--address", "ann:Zq7s3cr3t@127.0.0.1:9", *SMALL]) == 2
+    said = capsys.readouterr().err
+    assert "Zq7s3cr3t" not in said and "takes no user or password" in said
 
 
 def test_the_preset_is_the_default_and_an_experiment_replaces_it():

@@ -142,3 +142,12 @@ def test_query_form_passwords_env_set_and_echoed_headers_are_taken_out(monkeypat
     echoed = 'error: 400 {"headers": {"Authorization": "Basic YW5uOlBXMg=="}}'
     assert "YW5uOlBXMg" not in redact(echoed) and "Basic ***" in redact(echoed)
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+
+
+def test_an_address_without_a_scheme_hides_its_userinfo():
+    """``ray.address=ann:PW@host:port`` that Hydra cannot parse came back whole in its
+    error line; an address with a scheme keeps it, one without a user is untouched."""
+    said = "error: LexerNoViableAltException: ray.address=ann:Zq7s3cr3t@k/9:x#y@127.0.0.1:9"
+    assert redact(said) == "error: LexerNoViableAltException: ray.address=***@127.0.0.1:9"
+    assert redact("tracking_uri=http://ann:pw@h:5000") == "tracking_uri=http://***@h:5000"
+    assert redact("ray.address=127.0.0.1:6379") == "ray.address=127.0.0.1:6379"
