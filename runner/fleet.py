@@ -26,7 +26,6 @@ from runner.errors import (
     InputError,
     RunnerError,
     Stop,
-    catch_stop_signals,
     last_line,
     one_line,
 )
@@ -177,26 +176,16 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def _connect(address: Optional[str]) -> None:
-    import logging
+    """The cluster joined as ``mode=ray`` joins it (or this machine's every core)."""
+    from runner.execution.devices import available_cores
+    from runner.execution.ray_mode import connect
 
-    import ray
-
-    from runner.execution.ray_mode import probe
-
-    runtime_env = {"py_modules": [str(REPO_ROOT / "runner")]}
     if address and "@" in address:  # never echoed: it may hold a password
         raise InputError("--address takes the head's host:port; Ray takes no user or password")
-    if address:
-        try:
-            probe(address)
-        except ConnectionError as error:
-            raise RunnerError(f"--address {address}: {error}")
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env=runtime_env)  # fmt: skip
-    else:
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, runtime_env=runtime_env)  # fmt: skip
-    catch_stop_signals()  # Ray put a SIGTERM handler of its own in ours' place
+    try:
+        connect(address, available_cores())
+    except ConnectionError as error:  # nothing answers there
+        raise RunnerError(f"--address {address}: {error}")
     _quiet_raylet_deaths()
 
 
@@ -221,7 +210,7 @@ def _this_host(ray: Any) -> str:
     return ray.util.get_node_ip_address()
 
 
-def _pinned(ray: Any, node_id: str) -> Any:
+def _pinned(node_id: str) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
@@ -238,7 +227,7 @@ def _tags(ray: Any) -> dict[str, str]:
         if label:
             tags[found["NodeID"]] = label
         else:
-            strategy = _pinned(ray, found["NodeID"])
+            strategy = _pinned(found["NodeID"])
             asked[found["NodeID"]] = probe.options(scheduling_strategy=strategy).remote()
     for node_id, reference in asked.items():
         try:
@@ -266,7 +255,7 @@ def _run_on(ray: Any, nodes: list[Node], overrides: list[str],
     for node in nodes:
         env = None if node.here else {"working_dir": str(REPO_ROOT), "excludes": SHIPPED_EXCLUDES}
         reference = task.options(
-            num_cpus=node.cpus, scheduling_strategy=_pinned(ray, node.node_id), runtime_env=env
+            num_cpus=node.cpus, scheduling_strategy=_pinned(node.node_id), runtime_env=env
         ).remote(  # fmt: skip
             overrides, node.machine, str(REPO_ROOT) if node.here else None
         )

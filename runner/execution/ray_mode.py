@@ -107,7 +107,7 @@ def _ray_in_its_own_session() -> Iterator[None]:
         services.ConsolePopen = popen
 
 
-def _connect(address: Optional[str], cpus: int) -> None:
+def connect(address: Optional[str], cpus: int) -> None:
     """Join the cluster at ``address``, or start an embedded Ray with ``cpus`` CPUs. Ray
     sets a SIGTERM handler of its own while it starts (``sys.exit(15)``): a SIGTERM then
     stops what Ray had started and ends the run as ours does (one line, 143; it was exit
@@ -161,7 +161,7 @@ class Actors(Workers):
         address = os.environ.get("RAY_ADDRESS") or job.ray_address
         begin("ray_start")  # for a test: a stop from here on comes while Ray starts
         try:
-            _connect(address, job.workers * job.intra_op_threads)
+            connect(address, job.workers * job.intra_op_threads)
         except Exception as error:
             raise RunnerError(f"Ray cannot start or join {address or 'locally'}: {one_line(error)}")
         weights = b"" if job.onnx else job.weights.read_bytes()  # as checked by load_model
