@@ -224,6 +224,8 @@ class SweepTracking(Callback):
             print("Checking every job of the sweep, then the machine, before the first job",
                   flush=True)  # fmt: skip
             check_every_job(config)  # before any job, any file and any MLflow run
+            # a folder that cannot be made is said before a busy machine is waited on
+            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
             self.preflight = self._look(config)
             _measure_ceilings(config)
             self._open_parent(config)
@@ -237,7 +239,6 @@ class SweepTracking(Callback):
 
     def _open_parent(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         forget_earlier_sweep(sweep_dir)
         self.title = short_title(sweep_dir, list(config.hydra.overrides.task))
         if not config.mlflow.enabled:

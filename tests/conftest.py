@@ -19,6 +19,10 @@ from runner.errors import catch_stop_signals
 from runner.model import load_model
 
 os.environ["GRIDBENCH_DECLARED_ONLY"] = "1"  # every run of the suite writes declared keys only
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # started in the background by a shell without job control, which ignores SIGINT: the
+    # apps the tests start would inherit that and never hear the Ctrl-C a test sends them
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 SEED_WEIGHTS = REPO_ROOT.parent / "shared" / "seed" / "mnist-cnn.pth"
 WEIGHTS = REPO_ROOT / "weights" / "mnist-cnn.pt"
 

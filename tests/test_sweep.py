@@ -500,6 +500,8 @@ def test_a_sweep_dir_on_a_read_only_file_system_is_one_line_before_any_job(
         return made(path, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    looked = lambda *_: pytest.fail("a busy machine was waited on before the folder was made")  # noqa: E731
+    monkeypatch.setattr(sweep.SweepTracking, "_look", looked)
     register()
     overrides = ["grid.rows=2", "mlflow.enabled=false", f"hydra.sweep.dir={read_only / 'sweep'}"]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
