@@ -1,6 +1,7 @@
 """Benchmark: gridbench's own serving driver against MLPerf's LoadGen, side by side.
 
     python bench/drivers.py            # prints, and writes outputs/bench/drivers.md
+    python bench/drivers.py --own      # only what of a single-stream query is the tool's
 
 On ONNX Runtime fp32, one process, one thread, the test split, the two drivers
 alternated round after round (a slow minute of the machine falls on both): single-stream
@@ -12,6 +13,7 @@ only where a t-test over rounds says so (``runner.statistics``).
 """
 
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def figures(driver: str, scenario: str, **settings: object) -> dict:
 def main() -> None:
     peak = run_sequential(job_of(1, QUERIES, qps=None)).serving["peak_qps"]
     cases = {
-        "single-stream": ("single_stream", {}, ("query_p50_ms", "query_p90_ms")),
+        "single-stream": ("single_stream", {}, ("query_p50_ms", "query_p90_ms", "query_max_ms")),
         f"server at {0.1 * peak:,.0f}/s (a tenth of the peak)": (
             "server", {"qps": 0.1 * peak}, ("achieved_qps", "query_p50_ms", "query_p99_ms")),
         f"server at {0.5 * peak:,.0f}/s (half the peak)": (
@@ -86,6 +88,11 @@ def main() -> None:
                   f"{p50 * 1000:.0f} us at {rate:,.0f}/s" for rate, p50 in scheduled.items())
               + ": LoadGen's own wake-up after each scheduled arrival (gridbench's driver "
               "keeps awake before each)."]  # fmt: skip
+    own = [_own_part() for _ in range(ROUNDS)]
+    lines += ["", "What of a single-stream query is the tool's own (medians of "
+              f"{ROUNDS} rounds of {QUERIES:,} queries; p50s, us): "
+              + "; ".join(f"{name} {np.median([o[key] for o in own]):.1f}"
+                          for key, name in OWN_PARTS.items()) + "."]  # fmt: skip
     text = "\n".join(lines)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "drivers.md").write_text(text + "\n")
@@ -140,6 +147,42 @@ def _null_p50(threaded: bool, scenario: str = "single_stream", **settings: objec
     return float(summary["50.00 percentile latency (ns)"]) / 1e6
 
 
+OWN_PARTS = {
+    "bare": "a bare `session.run` of one image",
+    "served": "gridbench's single-stream query",
+    "own": "their difference, the tool's part",
+    "null": "gridbench's query with a classifier that runs no model (the driver alone)",
+}
+
+
+def _own_part() -> dict[str, float]:
+    """Single-stream p50s (us): a bare ONNX Runtime call on one image, gridbench's query
+    (the driver, the worker interface, the cells' images, the part it returns) and the same
+    query with a classifier that answers at once; the first two alternated in one process."""
+    from runner.execution import serving
+    from runner.execution.backends import ort_session
+    from runner.execution.sequential import InThisProcess
+
+    job = job_of(1, QUERIES, scenario="single_stream")
+    workers = InThisProcess(job)
+    workers.start()
+    session = ort_session(job.spec(None, "cpu"))
+    image = job.split.images[:1]
+    clock = time.perf_counter
+    bare = np.empty(QUERIES)
+    for query in range(QUERIES):
+        began = clock()
+        session.run(None, {"images": image})
+        bare[query] = clock() - began
+    served = serving.single_stream(workers, job, QUERIES).latencies_s
+    answer = (np.zeros(1, np.uint8), np.zeros(1, np.float32))
+    workers.classify_batch = lambda images: answer
+    null = serving.single_stream(workers, job, QUERIES).latencies_s
+    p50 = {name: float(np.median(times)) * 1e6
+           for name, times in (("bare", bare), ("served", served), ("null", null))}  # fmt: skip
+    return {**p50, "own": p50["served"] - p50["bare"]}
+
+
 def _offline_rate(batch_size: int) -> float:
     """gridbench's offline figure: one pass over the grid's cells, images a second."""
     job = replace(job_of(batch_size, QUERIES, scenario="offline"), repeats=3)
@@ -153,4 +196,9 @@ def _shown(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--own"]:  # only what of a query is the tool's
+        own = [_own_part() for _ in range(ROUNDS)]
+        for key, name in OWN_PARTS.items():
+            print(f"{name}: p50 {np.median([o[key] for o in own]):.1f} us")
+    else:
+        main()

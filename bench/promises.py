@@ -1,4 +1,5 @@
-"""``python bench/promises.py``: the documented promises against bad input, run as a user would.
+"""``python bench/promises.py [TEXT]``: the documented promises against bad input, run as a
+user would (the cases whose names hold TEXT, or all).
 
 Each case runs the app or a command in a fresh process from an unrelated folder, with its
 own store and run directory, and checks what the docs promise for it: the exit status,
@@ -22,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "Zq7s3cr3t"  # inside every password the cases use
 TINY = ("grid.rows=2", "grid.columns=5")
+REFERENCE = REPO / "references" / "amd-epyc-f25m17-2c-avx512f-1bb547.json.gz"
 FLEET_SWEEP = (*TINY, "mode=sequential", "hydra.sweeper.also=[]")  # a preset it accepts
 
 
@@ -123,6 +125,14 @@ def no_dir_named(name: str) -> Callable:
     return check
 
 
+def file_with(name: str, data: bytes) -> Callable[[Path], dict]:
+    def prepare(folder: Path) -> dict:
+        (folder / name).write_bytes(data)
+        return {}
+
+    return prepare
+
+
 def summary_file(text: str) -> Callable[[Path], dict]:
     def prepare(folder: Path) -> dict:
         job = folder / "sweep" / "0"
@@ -218,6 +228,59 @@ def cases() -> list[Case]:
             *TINY, "mode=ray", f"ray.address=ann:{password}@127.0.0.1:9"), 2),
         Case("ceilings: an unknown option", ["runner.ceilings", "--bogus"], 2),
         Case("machine: the ceilings' old spelling", ["runner.machine", "--ceiling"], 2),
+        *fresh_cases(password, encoded),
+    ]  # fmt: skip
+
+
+def fresh_cases(password: str, encoded: str) -> list[Case]:
+    """A second attack (2026-12-07), on the same surfaces with other values: bounds,
+    special files, result files, secrets in other places, usage errors."""
+    bad_values = [
+        "server.qps=-5", "server.qps=nan", "scenario=server server.latency_bound_ms=0",
+        "server.max_delay_ms=-1", "grid.columns=0", "threads=1e3", "parallel.timeout_s=nan",
+        "stability.max_s=-1", "data.offset=1e30", "mask.max_pixels=-5", "scenario=bogus",
+        "server.driver=bogus", "batch_size=1.5", "preflight.wait_s=-1", "repeats=auto "
+        "stability.target=0", "warmup=-3", "machine.name=a/b", "mlflow.experiment=''",
+    ]  # fmt: skip
+    found = [Case(f"config {value}", app(*TINY, *value.split()), 2) for value in bad_values]
+    return found + [
+        Case("export: --out onto a FIFO", ["runner.export", "--out", "FOLDER/pipe"], 2,
+             lambda f: os.mkfifo(f / "pipe") or {},
+             lambda f, done: "" if (f / "pipe").is_fifo() else "the FIFO was replaced"),
+        Case("export: --out in a folder that is not there", [
+            "runner.export", "--out", "FOLDER/none/x.json"], 2),
+        Case("compare: --out an existing file", ["runner.compare", "--out", "FOLDER/f"], 2,
+             keep_copy(lambda f: f / "f", lambda path: path.write_text("mine")),
+             unchanged(lambda f: f / "f")),
+        Case("sync: an empty result file", ["runner.sync", "FOLDER/r.json"], 2,
+             file_with("r.json", b"")),
+        Case("sync: gzip that is not", ["runner.sync", "FOLDER/r.json.gz"], 2,
+             file_with("r.json.gz", b"\x1f\x8bnot gzip")),
+        Case("sync: a result file of a newer schema", ["runner.sync", "FOLDER/r.json"], 2,
+             file_with("r.json", b'{"schema": 99, "runs": []}')),
+        Case("sync: a file that is not there", ["runner.sync", "FOLDER/none.json"], 2),
+        Case("sync: a password in --tracking-uri, server down", [
+            "runner.sync", "--tracking-uri", f"http://ann:{encoded}@127.0.0.1:9",
+            "FOLDER/r.json.gz"], 1, lambda f: shutil.copy(REFERENCE, f / "r.json.gz") and {}),
+        Case("export: a typo'd option with a password", [
+            "runner.export", f"--tracking_uri=http://ann:{password}@h", "--out", "x.json"], 2),
+        Case("report: no argument", ["runner.report"], 2),
+        Case("export: an unknown option", ["runner.export", "--bogus"], 2),
+        Case("fleet: an empty --nodes", ["runner.fleet", "--nodes", "", *FLEET_SWEEP], 2),
+        Case("a password in the libpq query form", app(
+            *TINY, f"mlflow.tracking_uri='postgresql://ann@127.0.0.1:9/db?password={encoded}'"),
+             1),
+        Case("a password through Hydra's env_set", app(
+            *TINY, f"+hydra.job.env_set.MLFLOW_TRACKING_URI=http://ann:{encoded}@127.0.0.1:9"),
+             1, env={"MLFLOW_TRACKING_URI": ""}),
+        Case("the store's folder is a file", app(*TINY), 2,
+             file_with("afile", b"x"),
+             env={"MLFLOW_TRACKING_URI": "sqlite:///FOLDER/afile/s.db"}),
+        Case("the SQLite spelling SQLITE:///", app(*TINY), 0,
+             env={"MLFLOW_TRACKING_URI": "SQLITE:///FOLDER/s.db"}),
+        Case("the run folder is a file", app(*TINY, "hydra.run.dir=FOLDER/afile"), 2,
+             keep_copy(lambda f: f / "afile", lambda path: path.write_text("mine")),
+             unchanged(lambda f: f / "afile")),
     ]  # fmt: skip
 
 
@@ -228,7 +291,7 @@ def run_case(case: Case, folder: Path) -> str:
     env.update({k: v.replace("FOLDER", str(folder)).replace("STORE", str(folder / "s.db"))
                 for k, v in case.env.items()})  # fmt: skip
     args = [a.replace("FOLDER", str(folder)) for a in case.args]
-    if args[0] == "runner" and "-m" not in args:
+    if args[0] == "runner" and "-m" not in args and not any("hydra.run.dir=" in a for a in args):
         args.append(f"hydra.run.dir={folder / 'run'}")
     if args[0] == "runner.compare" and "--out" not in args:
         args += ["--out", str(folder / "compare")]
@@ -252,7 +315,7 @@ def main() -> int:
     subprocess.run([*first, f"hydra.run.dir={tempfile.mkdtemp()}"], cwd=REPO, capture_output=True)
     broke = 0
     started = time.monotonic()
-    all_cases = cases()
+    all_cases = [c for c in cases() if not sys.argv[1:] or sys.argv[1] in c.name]
     for case in all_cases:
         folder = Path(tempfile.mkdtemp(prefix="promise-"))
         try:

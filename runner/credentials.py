@@ -52,8 +52,11 @@ def adopt(uri: str, what: str = URI_KEY) -> str:
     """``uri`` without its credentials, which go to this process's environment: its
     userinfo, or a database's ``user=`` and ``password=`` in its query (libpq's form)."""
     clean, userinfo = split_userinfo(uri, what)
-    if userinfo is None:
-        clean, userinfo = _query_credentials(uri)
+    clean, in_query = _query_credentials(clean)  # with a user named before the @ or not
+    if in_query is not None:
+        user, _, password = in_query.partition(":")
+        named = (userinfo or "").partition(":")[0]
+        userinfo = f"{user or named}:{password}"
     if userinfo is None:
         return uri
     if clean.partition("://")[0].lower() in SERVERS:

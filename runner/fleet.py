@@ -160,11 +160,14 @@ def _tag_of_this_node() -> str:
 def _fleet(args: argparse.Namespace) -> int:
     overrides = sweep_overrides(args.overrides)
     check_sweep(overrides)
+    wanted = [given.strip() for given in args.nodes.split(",") if given.strip()]
+    if not wanted:  # bad input, said before Ray starts (it measured no node and said 0)
+        raise InputError(f"--nodes {args.nodes!r} names no node: give all, one-per-kind "
+                         "or node ids")  # fmt: skip
     import ray
 
     _connect(args.address)
     try:
-        wanted = [given.strip() for given in args.nodes.split(",") if given.strip()]
         nodes = chosen_nodes(ray.nodes(), wanted, _tags(ray), _this_host(ray))
         out = _out_dir(args.out)
         print(f"Fleet: {len(nodes)} node(s), the sweep `{' '.join(overrides)}` on each; "

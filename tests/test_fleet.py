@@ -129,6 +129,8 @@ def test_bad_overrides_and_an_address_nothing_answers_at_end_before_any_node(cap
     assert fleet.main([*SMALL, "grid.rows=0"]) == 2
     said = capsys.readouterr().err
     assert said.startswith("error: job 0 of the sweep") and "grid.rows=0: must be at least" in said
+    assert fleet.main(["--nodes", " , ", *SMALL]) == 2  # it measured no node, exit 0
+    assert capsys.readouterr().err.startswith("error: --nodes ' , ' names no node")
     assert fleet.main(["--address", "127.0.0.1:9", *SMALL]) == 1
     assert "nothing answers at 127.0.0.1:9" in capsys.readouterr().err
     assert fleet.main(["--address", "ann:Zq7s3cr3t@127.0.0.1:9", *SMALL]) == 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,12 +92,30 @@ def test_without_ray_the_mode_says_how_to_install(tmp_path):
     )
 
 
-def _actors() -> list[int]:
+def _actors(app: int) -> list[int]:
+    """The Ray actors of the app ``app`` started (its embedded Ray's raylet's children):
+    another test file's Ray may run beside this one (pytest-xdist)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if (process.info["cmdline"] or [""])[0].startswith("ray::Classifier"):
+        try:
+            mine = app in [parent.pid for parent in process.parents()]
+        except psutil.Error:
+            continue
+        if mine and (process.info["cmdline"] or [""])[0].startswith("ray::Classifier"):
             found.append(process.pid)
     return found
+
+
+def _running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (not gone, not a zombie)."""
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return running
 
 
 EXPECTED = {
@@ -123,7 +142,7 @@ def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     timeout = ["parallel.timeout_s=10"] if fault == "hang actor" else []
     process = start_app(tmp_path, "mode=ray", "grid.rows=2000", *timeout)
     wait_for_phase(tmp_path, process, "classify")  # both actors started and warmed up
-    actors = _actors()
+    actors = _actors(process.pid)
     assert len(actors) == 2, actors
     if fault == "kill actor":
         os.kill(actors[0], signal.SIGKILL)
@@ -142,23 +161,26 @@ def test_ray_faults_end_the_run_cleanly(tmp_path, fault):
     assert [run.info.status for run in runs] == [status]
     assert not (tmp_path / "run" / "summary.json").exists()
     deadline = time.monotonic() + 30
-    while _actors() and time.monotonic() < deadline:
+    while _running(actors) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _actors() == []
+    assert _running(actors) == []
 
 
 def _ray_services(parent: int) -> list[psutil.Process]:
     """The processes an embedded Ray started for the run ``parent``: its GCS, raylet and
-    agents, by their parent chain."""
+    agents, by their parent chain or, once orphaned, by their session's name (Ray names it
+    after the process that started it); not another test file's Ray beside this one."""
     found = []
     for process in psutil.process_iter(["name", "cmdline"]):
         line = " ".join(process.info["cmdline"] or [])
         if process.info["name"] in ("gcs_server", "raylet") or "agent" in line and "ray" in line:
             try:
-                if parent in [p.pid for p in process.parents()] or process.ppid() == 1:
-                    found.append(process)
+                ours = parent in [p.pid for p in process.parents()]
+                orphaned = process.ppid() == 1 and re.search(rf"session_[\d_-]+_{parent}\b", line)
             except psutil.Error:
                 continue
+            if ours or orphaned:
+                found.append(process)
     return found
 
 

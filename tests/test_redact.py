@@ -136,6 +136,9 @@ def test_query_form_passwords_env_set_and_echoed_headers_are_taken_out(monkeypat
         f"postgresql://ann:{ENCODED}@db:5432/m?sslmode=require"
     )
     assert adopt("postgresql://db/m?sslmode=require") == "postgresql://db/m?sslmode=require"
+    # the user before the @, the password in the query: it went to Hydra's files as written
+    assert adopt(f"postgresql://ann@db/m?password={ENCODED}") == "postgresql://db/m"
+    assert with_userinfo("postgresql://db/m") == f"postgresql://ann:{ENCODED}@db/m"
     override = "+hydra.job.env_set.MLFLOW_TRACKING_URI=http://ann:PW2@h"
     assert adopt_from_overrides([override]) == ["+hydra.job.env_set.MLFLOW_TRACKING_URI=http://h"]
     assert os.environ[PASSWORD_VAR] == "PW2"
