@@ -269,7 +269,7 @@ def fresh_cases(password: str, encoded: str) -> list[Case]:
         Case("fleet: an empty --nodes", ["runner.fleet", "--nodes", "", *FLEET_SWEEP], 2),
         Case("a password in the libpq query form", app(
             *TINY, f"mlflow.tracking_uri='postgresql://ann@127.0.0.1:9/db?password={encoded}'"),
-             1),
+             1, env={"MLFLOW_TRACKING_URI": ""}),
         Case("a password through Hydra's env_set", app(
             *TINY, f"+hydra.job.env_set.MLFLOW_TRACKING_URI=http://ann:{encoded}@127.0.0.1:9"),
              1, env={"MLFLOW_TRACKING_URI": ""}),

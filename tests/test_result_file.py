@@ -225,7 +225,8 @@ def test_a_sweep_ends_with_its_scores_beside_the_references(tmp_path, capsys):
     as scores.md; here the reference's own runs as another machine score as it does."""
     from runner import sweep
 
-    _, reference = result_file.read(result_file.reference_files()[0])
+    (scale,) = [f for f in result_file.reference_files() if scores.REFERENCE_MACHINE in f.name]
+    _, reference = result_file.read(scale)
     mine = [dataclasses.replace(r, machine="mine") for r in reference]
     sweep._print_scores(mine, tmp_path)
     out = capsys.readouterr().out
