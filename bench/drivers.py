@@ -2,6 +2,7 @@
 
     python bench/drivers.py            # prints, and writes outputs/bench/drivers.md
     python bench/drivers.py --own      # only what of a single-stream query is the tool's
+    python bench/drivers.py --long-steps   # only the batch-1 peaks with 10 s steps
 
 On ONNX Runtime fp32, one process, one thread, the test split, the two drivers
 alternated round after round (a slow minute of the machine falls on both): single-stream
@@ -195,8 +196,25 @@ def _shown(values: list[float]) -> str:
             f"{max(values):,.{digits}f}]")  # fmt: skip
 
 
+def long_step_peaks(rounds: int = 1, step_s: float = 10.0) -> list[str]:
+    """Batch-1 peaks under a 10 ms p99 with steps of ``step_s`` seconds (LoadGen's minimum
+    duration, gridbench's ``server.min_s``), the two drivers alternated."""
+    peaks: dict[str, list[float]] = {"gridbench": [], "loadgen": []}
+    for _ in range(rounds):
+        for driver in peaks:
+            found = figures(driver, "server", qps=None, serve_min_s=step_s)
+            peaks[driver].append(float(found["peak_qps"]))
+    ratio = np.median(peaks["loadgen"]) / np.median(peaks["gridbench"])
+    return [
+        f"{driver}: {', '.join(f'{p:,.0f}' for p in found)} queries/s"
+        for driver, found in peaks.items()
+    ] + [f"LoadGen / gridbench: {ratio:.2f}"]
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--own"]:  # only what of a query is the tool's
+    if sys.argv[1:] == ["--long-steps"]:  # only the peaks with 10 s steps
+        print("\n".join(long_step_peaks()))
+    elif sys.argv[1:] == ["--own"]:  # only what of a query is the tool's
         own = [_own_part() for _ in range(ROUNDS)]
         for key, name in OWN_PARTS.items():
             print(f"{name}: p50 {np.median([o[key] for o in own]):.1f} us")
