@@ -159,7 +159,7 @@ OWN_PARTS = {
 def _own_part() -> dict[str, float]:
     """Single-stream p50s (us): a bare ONNX Runtime call on one image, gridbench's query
     (the driver, the worker interface, the cells' images, the part it returns) and the same
-    query with a classifier that answers at once; the first two alternated in one process."""
+    query with a classifier that answers at once, one after another in one process."""
     from runner.execution import serving
     from runner.execution.backends import ort_session
     from runner.execution.sequential import InThisProcess
