@@ -6,7 +6,7 @@ own store and run directory, and checks what the docs promise for it: the exit s
 one ``error:`` line and no traceback for a failure, no password on the console or in any
 file written, nothing written to a file that is not ours, right results where the run goes
 on. Prints a line per case and the share that held; exits 1 if any broke. (A case that
-ever broke has its test in the suite; this is the whole list in one go, 86 cases, some 8
+ever broke has its test in the suite; this is the whole list in one go, 86 cases, some 6
 minutes on a 2-core AVX2 Zen 3.)
 """
 
