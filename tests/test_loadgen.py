@@ -87,6 +87,57 @@ def test_loadgens_own_peak_search_gives_the_peak(tmp_path, test_split):
     assert "FindPeakPerformance" in (tmp_path / "loadgen" / "mlperf_log_summary.txt").read_text()
 
 
+def test_a_ctrl_c_frees_nothing_loadgen_still_reads(tmp_path, monkeypatch):
+    """A Ctrl-C that interrupts the wait for LoadGen's test leaves its SUT and sample
+    library alone while the test runs: freeing them crashed the process after its
+    one line (Python 3.11's interrupted join reports a running thread as ended)."""
+    import signal
+    import threading
+
+    import mlperf_loadgen as lg
+
+    from runner.execution.workers import Workers
+
+    began, release, freed = threading.Event(), threading.Event(), []
+
+    def start_test(*_):  # LoadGen's call, still running when the Ctrl-C comes
+        began.set()
+        release.wait(60)
+
+    def interrupt():  # once the run waits for LoadGen's test (not while starting it)
+        main = threading.main_thread().ident
+        while not waiting_in_drive(sys._current_frames().get(main)):  # noqa: SLF001
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lg, "StartTestWithLogSettings", start_test)
+    for name in ("DestroySUT", "DestroyQSL"):
+        monkeypatch.setattr(lg, name, lambda _, name=name: freed.append((name, release.is_set())))
+    previous = signal.signal(signal.SIGINT, stop)
+    job = make_job(None, None, 10, 1, scenario="single_stream", driver="loadgen",
+                   logs_dir=str(tmp_path / "loadgen"))  # fmt: skip
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loadgen.drive(Workers(), job)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+    assert began.is_set() and freed == []
+
+
+def waiting_in_drive(frame) -> bool:
+    """Whether ``frame`` is ``loadgen.drive`` blocked in a wait, its threads started."""
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return bool(names) and "wait" in names[0] and "drive" in names and "start" not in names
+
+
 def test_a_missing_package_or_an_unknown_driver_is_refused_naming_the_key(monkeypatch):
     validate(compose_run("scenario=server", "server.qps=auto", "server.driver=loadgen"))
     with pytest.raises(ConfigError, match="server.driver='nope': must be one of gridbench"):

@@ -206,19 +206,28 @@ def drive(workers: Workers, job: Job) -> tuple[list[Part], dict[str, Any], list[
                           dispatcher.flush)  # fmt: skip
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
-    arguments = (sut, qsl, settings_of(job, first_qps), log_settings)
-    test = threading.Thread(target=lg.StartTestWithLogSettings, args=arguments, daemon=True)
+    ended = threading.Event()  # set once LoadGen's call has returned
+
+    def test() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings_of(job, first_qps), log_settings)
+        finally:
+            ended.set()
+
     if not inline:
         thread.start()
-    test.start()
+    threading.Thread(target=test, name="loadgen-test", daemon=True).start()
     try:  # LoadGen's call would hold a Ctrl-C until its test ends: this thread waits instead
-        while test.is_alive() and dispatcher.failed is None:
-            test.join(0.05)
+        while not ended.wait(0.05) and dispatcher.failed is None:
+            pass
     finally:
         dispatcher.stop()
         if not inline:
             thread.join()
-        if not test.is_alive():  # else LoadGen still holds them, and the process is ending
+        # not Thread.is_alive: a join that a Ctrl-C interrupts marks a running thread dead
+        # on Python 3.11 (CPython issue 90882), and freeing what LoadGen still reads crashed
+        # the process after its "error: interrupted" (std::bad_alloc, SIGSEGV)
+        if ended.is_set():  # else LoadGen still holds them, and the process is ending
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
     if dispatcher.failed is not None:  # a worker that failed: LoadGen would wait on for ever
