@@ -12,7 +12,7 @@ from runner.app import ONNX_CACHE
 from runner.data import cell_images
 from runner.errors import RunnerError
 from runner.execution import parallel
-from runner.execution.classify import Job, chunk_ranges
+from runner.execution.classify import Job, chunk_ranges, classify_range
 from runner.execution.onnx_graph import graph_of
 from runner.execution.parallel import run_parallel
 from runner.execution.sequential import run_sequential
@@ -124,9 +124,28 @@ def test_chunks_cover_the_grid_on_batch_boundaries(cells, batch, workers):
     assert all(first % batch == 0 for first, _ in ranges)
 
 
+@pytest.mark.parametrize("first, stop, offset", [(0, 10, 0), (3, 13, 9995), (8, 30, 19990)])
+def test_a_range_classifies_the_images_of_its_cells_wrapped_or_not(first, stop, offset):
+    """A range's images are taken as a slice where they do not wrap around the split, one
+    by one where they do: the same images, in the same batches, either way."""
+    images = np.arange(10000 * 4, dtype=np.uint32).reshape(10000, 2, 2)  # each one unique
+    seen: list[np.ndarray] = []
+
+    def classify(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(batch.copy())
+        return np.zeros(len(batch), np.uint8), np.ones(len(batch), np.float32)
+
+    classify_range(classify, images, first, stop, offset, 4)
+    wanted = images[cell_images(first, stop, offset, len(images))]
+    assert [len(batch) for batch in seen] == [
+        min(4, stop - first - at) for at in range(0, stop - first, 4)
+    ]
+    np.testing.assert_array_equal(np.concatenate(seen), wanted)
+
+
 def test_an_error_in_a_worker_is_reported_as_what_it_was(model, test_split):
-    job = make_job(model, test_split, 100, 10, workers=2, offset=2**70)  # no int64 holds it
-    with pytest.raises(RunnerError, match=r"^a worker failed: OverflowError: "):
+    job = make_job(model, test_split, 100, 10, workers=2, offset=float("nan"))  # no index
+    with pytest.raises(RunnerError, match=r"^a worker failed: TypeError: slice indices "):
         run_parallel(job)
 
 

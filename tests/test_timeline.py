@@ -1,10 +1,13 @@
 """The timeline: every cell in exactly one task per pass, in every mode; its figures; its trace."""
 
+import importlib
 import json
+import os
 
 import numpy as np
 import pytest
 
+from runner.execution import timeline
 from runner.execution.parallel import run_parallel
 from runner.execution.sequential import run_sequential
 from runner.execution.timeline import Startup, Task, Timeline
@@ -103,3 +106,31 @@ def test_time_ticks_are_round_and_few(span):
     assert 1 <= intervals <= 10 or span < step  # never a crowded axis
     mantissa = step / 10 ** np.floor(np.log10(step))
     assert any(np.isclose(mantissa, nice) for nice in (1, 2, 2.5, 5))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this OS: no lane to inherit")
+def test_a_forked_process_records_under_its_own_lane():
+    """The lane's name is made once a process; a child forked after it was made (a
+    forkserver's workers) records under its own pid, not its parent's."""
+    assert timeline.worker_name() == f"pid {os.getpid()}"
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's lines are its own process's
+        os.write(write, timeline.worker_name().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == f"pid {child}"
+    os.waitpid(child, 0)
+
+
+def test_without_fork_hooks_the_lane_is_still_named(monkeypatch):
+    """Where ``os.register_at_fork`` is missing (Windows, which has no fork either) the
+    module loads and names the lane."""
+    monkeypatch.delattr(os, "register_at_fork")
+    try:
+        importlib.reload(timeline)
+        assert timeline.worker_name() == f"pid {os.getpid()}"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(timeline)

@@ -11,13 +11,21 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+_name: list[str] = []  # this process's lane, made once (1.2 us a query otherwise)
+
 
 def worker_name() -> str:
     """The lane a process's records go to."""
-    return f"pid {os.getpid()}"
+    if not _name:
+        _name.append(f"pid {os.getpid()}")
+    return _name[0]
 
 
-@dataclass(frozen=True)
+if hasattr(os, "register_at_fork"):  # a forked child is another lane (no fork on Windows)
+    os.register_at_fork(after_in_child=_name.clear)
+
+
+@dataclass(slots=True)  # not frozen: its __init__ took 1.8 us a query, this 0.3
 class Task:
     """One range of cells, ``first..stop-1``, classified by ``worker`` in pass ``repeat``."""
 
