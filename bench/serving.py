@@ -8,7 +8,8 @@
 On ONNX Runtime fp32, one thread per process, the test split:
 - peak searches of one configuration (batch 64): whether their intervals overlap, and how
   many a stall dragged far below the others, with a rate's unsure failure served again
-  (``serving.AGAIN``) and, interleaved with them, without;
+  (``serving.AGAIN``) and, interleaved with them, without; before each, the machine's
+  speed (the model alone, offline), to tell the machine's drift from the search's;
 - dynamic batching: the peak at batch 64 against batch 1, called by their intervals;
 - at half the batch-1 peak, the achieved rate against the scheduled one (within 1 %);
 - at a tenth of it, the p50 against single_stream's (within 1.3x) and against the model's
@@ -29,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,6 +53,7 @@ PAUSE_S = 0.1
 TOLERANCE_S = 0.001  # the run's start is taken just before its schedule is drawn
 PAUSE_PAIRS = 3  # calm and paused runs, alternated: one VM stall must not be the baseline
 SEARCHES = 6  # each way: runs served again after an unsure failure, and not
+PROBE_CELLS = 4096  # the machine's speed before each search: under a second
 DRAGGED = 0.7  # a search this far below the median of all of them: a stall's doing
 
 
@@ -66,16 +69,42 @@ def peak(batch_size: int) -> dict:
     return run_sequential(job_of(batch_size, qps=None)).serving
 
 
+def machine_speed() -> float:
+    """The machine's speed just now: images a second of the model alone, offline at batch
+    64 over ``PROBE_CELLS`` cells (the median of 3 passes). Taken before each peak search,
+    it tells a search that moved with the machine from one that moved on its own."""
+    job = replace(job_of(64, PROBE_CELLS, scenario="offline"), repeats=3)
+    return PROBE_CELLS / run_sequential(job).runtime_s
+
+
 def searches() -> tuple[list[dict], list[dict]]:
     """``SEARCHES`` peak searches at batch 64 as the tool runs them, interleaved with as
-    many that rule a rate out on its first failed run (``AGAIN`` 0)."""
+    many that rule a rate out on its first failed run (``AGAIN`` 0); each search's
+    figures carry the machine's speed measured just before it (``speed``)."""
     again, once = [], []
     for _ in range(SEARCHES):
-        again.append(peak(64))
+        again.append(_probed())
         serving.AGAIN, kept = 0, serving.AGAIN
-        once.append(peak(64))
+        once.append(_probed())
         serving.AGAIN = kept
     return again, once
+
+
+def _probed() -> dict:
+    speed = machine_speed()
+    return {**peak(64), "speed": speed}
+
+
+def overlaps(found: list[dict], scaled: bool = False) -> int:
+    """How many pairs of searches have intervals that overlap; ``scaled``: each interval
+    first divided by the machine's speed before its search (a peak a unit of speed)."""
+
+    def span(search: dict) -> tuple[float, float]:
+        unit = search["speed"] if scaled else 1.0
+        return search["peak_qps_low"] / unit, search["peak_qps_high"] / unit
+
+    return sum(span(a)[0] <= span(b)[1] and span(b)[0] <= span(a)[1]
+               for a, b in itertools.combinations(found, 2))  # fmt: skip
 
 
 def paused(pause: bool) -> dict:
@@ -207,10 +236,10 @@ def main() -> None:
                for group in (searches_again, searches_once)]  # fmt: skip
     single = peak(1)
     pairs = list(itertools.combinations(searches_again, 2))
-    overlapping = sum(
-        a["peak_qps_low"] <= b["peak_qps_high"] and b["peak_qps_low"] <= a["peak_qps_high"]
-        for a, b in pairs
-    )
+    overlapping, overlapping_scaled = overlaps(searches_again), overlaps(searches_again, True)
+    speeds = [s["speed"] for s in searches_again]
+    spread = max(speeds) / min(speeds) - 1
+    moved = scipy.stats.pearsonr(speeds, [s["peak_qps"] for s in searches_again])
     batched_higher = sum(s["peak_qps_low"] >= single["peak_qps_high"] for s in searches_again)
     half = run_sequential(job_of(1, 10_000, qps=single["peak_qps"] / 2)).serving
     achieved = half["achieved_qps"] / half["scheduled_qps"]
@@ -232,6 +261,11 @@ def main() -> None:
         f"| {SEARCHES} peak searches, batch 64, one after another (queries/s) | "
         f"{'; '.join(interval(s) for s in searches_again)}: {overlapping} of {len(pairs)} "
         "pairs overlap | every pair overlaps |",
+        f"| the machine's speed before each of them (model alone, offline, batch 64, "
+        f"images/s) | {'; '.join(f'{v:,.0f}' for v in speeds)}: {spread:.1%} from slowest "
+        f"to fastest; the peaks follow it, Pearson r {moved.statistic:.2f} (p "
+        f"{moved.pvalue:.3f}); each interval divided by it, {overlapping_scaled} of "
+        f"{len(pairs)} pairs overlap | |",
         f"| searches under {DRAGGED:g}x the median peak ({median_peak:,.0f} queries/s) | "
         f"{dragged[0]} of {SEARCHES}; ruling a rate out on its first failed run, "
         f"interleaved: {dragged[1]} of {SEARCHES} | |",
