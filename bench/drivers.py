@@ -201,41 +201,19 @@ def _shown(values: list[float]) -> str:
             f"{max(values):,.{digits}f}]")  # fmt: skip
 
 
-COARSE_DECIMALS = -2  # LoadGen's search stopped at a 100 queries/s bracket, as
-# gridbench's 5 % (serving.PEAK_PRECISION) stops near 2,000 queries/s
-
-
 def long_step_peaks(rounds: int = 1, step_s: float = 10.0) -> list[str]:
     """Batch-1 peaks under a 10 ms p99 with steps of ``step_s`` seconds (LoadGen's minimum
-    duration, gridbench's ``server.min_s``), the drivers alternated: gridbench's search,
-    LoadGen's as it comes (it bisects to 0.1 queries/s) and LoadGen's stopped where
-    gridbench's stops (``COARSE_DECIMALS``); with each search's number of steps."""
-    from runner.execution import loadgen
-
-    ways = {"gridbench": ("gridbench", None), "loadgen": ("loadgen", None),
-            "loadgen, 100/s bracket": ("loadgen", COARSE_DECIMALS)}  # fmt: skip
-    peaks: dict[str, list[float]] = {way: [] for way in ways}
-    steps: dict[str, list[int]] = {way: [] for way in ways}
+    duration, gridbench's ``server.min_s``), the two drivers alternated."""
+    peaks: dict[str, list[float]] = {"gridbench": [], "loadgen": []}
     for _ in range(rounds):
-        for way, (driver, decimals) in ways.items():
-            loadgen.PEAK_DECIMALS = decimals
+        for driver in peaks:
             found = figures(driver, "server", qps=None, serve_min_s=step_s)
-            peaks[way].append(float(found["peak_qps"]))
-            steps[way].append(len(found["steps"]) if "steps" in found else _loadgen_steps())
-    loadgen.PEAK_DECIMALS = None
-    base = np.median(peaks["gridbench"])
+            peaks[driver].append(float(found["peak_qps"]))
+    ratio = np.median(peaks["loadgen"]) / np.median(peaks["gridbench"])
     return [
-        f"{way}: {', '.join(f'{p:,.0f}' for p in found)} queries/s in "
-        f"{', '.join(map(str, steps[way]))} steps; over gridbench's {np.median(found) / base:.2f}"
-        for way, found in peaks.items()
-    ]
-
-
-def _loadgen_steps() -> int:
-    """The runs LoadGen's last peak search made, from its detail log: the first rate, the
-    widenings and the bisections."""
-    text = (OUT / "loadgen" / "mlperf_log_detail.txt").read_text()
-    return 1 + text.count("FindBoundaries: Checking") + text.count("BinarySearch: Testing")
+        f"{driver}: {', '.join(f'{p:,.0f}' for p in found)} queries/s"
+        for driver, found in peaks.items()
+    ] + [f"LoadGen / gridbench: {ratio:.2f}"]
 
 
 if __name__ == "__main__":

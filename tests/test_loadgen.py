@@ -75,17 +75,6 @@ def test_loadgens_summary_is_read_under_gridbenchs_names(tmp_path):
         loadgen.read_summary(summary)
 
 
-def test_loadgens_search_keeps_its_own_precision_unless_the_bench_sets_one(monkeypatch):
-    """LoadGen bisects to 0.1 queries/s by default, and the product keeps that; the bench
-    stops it at gridbench's coarser bracket to compare the two searches."""
-    job = make_job(None, None, 100, 1, scenario="server", qps=None, latency_bound_s=0.01)
-    assert loadgen.settings_of(job, 100.0).server_find_peak_qps_decimals_of_precision == 1
-    monkeypatch.setattr(loadgen, "PEAK_DECIMALS", -2)
-    assert loadgen.settings_of(job, 100.0).server_find_peak_qps_decimals_of_precision == -2
-    fixed = make_job(None, None, 100, 1, scenario="server", qps=50.0, latency_bound_s=0.01)
-    assert loadgen.settings_of(fixed).server_find_peak_qps_decimals_of_precision == 1
-
-
 def test_loadgens_own_peak_search_gives_the_peak(tmp_path, test_split):
     """``server.qps=auto`` under LoadGen: its FindPeakPerformance from gridbench's
     calibrated first rate; the peak is the rate LoadGen kept, the run's figure."""

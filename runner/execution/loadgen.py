@@ -38,9 +38,6 @@ RATE_KEYS = {  # the summary's rate of queries answered, by scenario (a sample a
     "offline": "Samples per second",
 }
 EXPECTED_S = 20e-6  # told LoadGen as a query's latency: it then issues enough for min_s
-# where LoadGen's peak search stops: None keeps its own (1 decimal: it bisects until its
-# bracket is 0.1 queries/s wide); bench/drivers.py sets -2 (100 queries/s) to compare
-PEAK_DECIMALS: int | None = None
 
 
 def missing() -> str:
@@ -163,8 +160,6 @@ def settings_of(job: Job, first_qps: float = 0.0) -> Any:
     settings.scenario = getattr(lg.TestScenario, SCENARIOS[job.scenario])
     peak = job.scenario == "server" and job.qps is None
     settings.mode = lg.TestMode.FindPeakPerformance if peak else lg.TestMode.PerformanceOnly
-    if peak and PEAK_DECIMALS is not None:
-        settings.server_find_peak_qps_decimals_of_precision = PEAK_DECIMALS
     settings.min_duration_ms = int(job.serve_min_s * 1000)
     settings.max_duration_ms = int(job.serve_max_s * 1000)
     cells_a_query = 8 if job.scenario == "multi_stream" else 1
