@@ -88,6 +88,24 @@ def catch_stop_signals() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and friends keep theirs
             signal.signal(signum, stop)
+    if not getattr(sys.unraisablehook, "keeps_stops_quiet", False):
+        sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)
+
+
+def _quiet_about_stops(
+    previous: Callable[["sys.UnraisableHookArgs"], object],
+) -> Callable[["sys.UnraisableHookArgs"], None]:
+    """A stop raised where Python can only print it (a weakref callback, a ``__del__``:
+    importlib's module-lock callback once printed a 6-line traceback above "error:
+    terminated") is not printed: it is remembered (``stop_requested``) and acted on there."""
+
+    def hook(unraisable: "sys.UnraisableHookArgs") -> None:
+        if _signals and isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+            return
+        previous(unraisable)
+
+    hook.keeps_stops_quiet = True  # type: ignore[attr-defined]
+    return hook
 
 
 def stop_requested() -> "KeyboardInterrupt | Terminated | None":

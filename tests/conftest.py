@@ -80,11 +80,13 @@ def unmeasured_children(request, monkeypatch) -> None:
 def stops_caught():
     """The app's SIGINT and SIGTERM handlers in this process, undone afterwards."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    unraisable = sys.unraisablehook
     catch_stop_signals()
     yield
     errors._signals.clear()  # noqa: SLF001 - what a new process starts with
     for sig, handler in before.items():
         signal.signal(sig, handler)
+    sys.unraisablehook = unraisable
 
 
 def run_app(

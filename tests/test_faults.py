@@ -279,3 +279,40 @@ def test_a_ctrl_c_as_the_pool_is_built_leaves_no_semaphore(model, test_split, mo
     while (left := unaccounted()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert registered and left == set()
+
+
+def test_a_stop_raised_where_python_can_only_print_it_stays_quiet(stops_caught, monkeypatch):
+    """The stop handler's exception can surface in a weakref callback (importlib's module
+    locks have one), where Python prints it: a Ctrl-C or SIGTERM that is remembered is not
+    printed there; any other exception still is."""
+    import sys
+    import weakref
+
+    from runner import errors
+
+    assert sys.unraisablehook.keeps_stops_quiet  # installed with the handlers, once
+    installed = sys.unraisablehook
+    errors.catch_stop_signals()
+    assert sys.unraisablehook is installed
+    printed: list[BaseException] = []
+    hook = errors._quiet_about_stops(lambda unraisable: printed.append(unraisable.exc_value))
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+
+    class Thing:
+        pass
+
+    def raising(error: BaseException):
+        def callback(_: object) -> None:
+            raise error
+
+        thing = Thing()
+        ref = weakref.ref(thing, callback)  # noqa: F841 - alive until the thing goes
+        del thing
+        gc.collect()
+
+    raising(KeyboardInterrupt())  # a stop no signal asked for: printed
+    errors._signals.append(signal.SIGTERM)  # noqa: SLF001 - as the handler records it
+    raising(errors.Terminated())  # the handler's own, remembered: quiet
+    raising(ValueError("still said"))
+    assert [type(error).__name__ for error in printed] == ["KeyboardInterrupt", "ValueError"]
+    assert isinstance(errors.stop_requested(), errors.Terminated)
