@@ -206,11 +206,12 @@ def drive(workers: Workers, job: Job) -> tuple[list[Part], dict[str, Any], list[
                           dispatcher.flush)  # fmt: skip
     samples = min(job.cells, 100_000)
     qsl = lg.ConstructQSL(samples, samples, lambda _: None, lambda _: None)
+    settings = settings_of(job, first_qps)
     ended = threading.Event()  # set once LoadGen's call has returned
 
     def test() -> None:
         try:
-            lg.StartTestWithLogSettings(sut, qsl, settings_of(job, first_qps), log_settings)
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
         finally:
             ended.set()
 
