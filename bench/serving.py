@@ -91,6 +91,7 @@ def searches() -> tuple[list[dict], list[dict]]:
 
 
 def _probed() -> dict:
+    """A batch-64 peak search's figures, with the machine's speed just before it."""
     speed = machine_speed()
     return {**peak(64), "speed": speed}
 
